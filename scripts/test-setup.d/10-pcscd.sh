@@ -1,0 +1,14 @@
+# Starts pcscd (with vsmartcard's vpcd readers) unless one already runs; stops it afterwards.
+pcscd_running() { pgrep -x pcscd >/dev/null 2>&1; }
+vpcd_reader_listed() { pcsc_scan -r 2>/dev/null | grep -q "Virtual PCD 00 00"; }
+if pcscd_running; then
+  echo "pcscd already running; using it" >&2
+else
+  mkdir -p "${CARGO_TARGET_DIR}/logs"
+  pcscd --foreground --debug --apdu >"${CARGO_TARGET_DIR}/logs/pcscd.log" 2>&1 &
+  PCSCD_PID=$!
+  IPHR_CLEANUP+=("kill -TERM $PCSCD_PID 2>/dev/null; wait_for 10 bash -c '! kill -0 $PCSCD_PID'")
+fi
+wait_for 10 test -S /run/pcscd/pcscd.comm || { echo "pcscd did not start" >&2; exit 1; }
+wait_for 10 vpcd_reader_listed || { echo "vpcd reader 'Virtual PCD 00 00' not listed" >&2; exit 1; }
+export IPHR_PCSC_READY=1
