@@ -2,6 +2,8 @@
 //! [`CardTransport`] ([`InProcess`]), or through the real PC/SC stack as a vsmartcard vpcd card
 //! ([`vpcd`]).
 
+#[cfg(feature = "pcsc")]
+pub mod inserted;
 pub mod jpki;
 pub mod vpcd;
 
