@@ -18,7 +18,7 @@ pub enum CardInfo {
         /// Token label from EF 0006 (`JPKIAPICCTOKEN2`).
         token: String,
         /// The 利用者証明用 certificate.
-        auth_certificate: CertificateSummary,
+        auth_certificate: Box<CertificateSummary>,
         /// The auth PIN counter (read without spending a try).
         auth_pin: PinState,
     },
@@ -55,7 +55,7 @@ pub fn read_card_info<T: CardTransport>(transport: T) -> Result<CardInfo, AgentE
     let auth_pin = jpki.auth_pin_state()?;
     Ok(CardInfo::MyNumber {
         token,
-        auth_certificate: CertificateSummary::from_der(&cert)?,
+        auth_certificate: Box::new(CertificateSummary::from_der(&cert)?),
         auth_pin,
     })
 }
@@ -79,14 +79,23 @@ fn as_base64<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error
 }
 
 /// Signs SHA-256(`challenge`) with the My Number card's auth key after one PIN verification.
+///
+/// `known_certificate` is the auth certificate read earlier from the same card (the card has not
+/// left the reader since): it saves reading the certificate EF again, which leaves 6 APDUs
+/// (SELECT AP, SELECT PIN EF, counter, VERIFY, SELECT key EF, sign). A wrong one only makes the
+/// signature fail verification at the gateway.
 pub fn sign_challenge<T: CardTransport>(
     transport: T,
     pin: &JpkiAuthPin,
     last_try: LastTry,
     challenge: &[u8],
+    known_certificate: Option<&[u8]>,
 ) -> Result<SignedChallenge, AgentError> {
     let mut jpki = Jpki::select(transport)?;
-    let certificate = jpki.read_auth_certificate()?;
+    let certificate = match known_certificate {
+        Some(cert) => cert.to_vec(),
+        None => jpki.read_auth_certificate()?,
+    };
     let mut verified = jpki.verify_auth_pin(pin, last_try)?;
     let digest: [u8; 32] = Sha256::digest(challenge).into();
     let signature = verified.sign_sha256(&digest)?;

@@ -14,6 +14,8 @@
 pub mod agent;
 pub mod apdu;
 pub mod certinfo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jpki;
 pub mod pin;
 pub mod testca;

@@ -42,6 +42,14 @@ pub enum InsertError {
         /// The failure.
         source: io::Error,
     },
+    /// The reader already holds a card (someone else's virtual card, or a real one).
+    #[error("{reader} already holds a card (ATR {atr})")]
+    Occupied {
+        /// The reader.
+        reader: &'static str,
+        /// The ATR of the card in it, hex.
+        atr: String,
+    },
     /// pcscd did not report the card in time.
     #[error("{reader}: card not seen by pcscd: {source}")]
     NotSeen {

@@ -215,7 +215,8 @@ fn sign(
     } else {
         LastTry::Refuse
     };
-    let signed = card.transaction(|tx| agent::sign_challenge(tx, &pin, last_try, &challenge))?;
+    let signed =
+        card.transaction(|tx| agent::sign_challenge(tx, &pin, last_try, &challenge, None))?;
     drop(pin);
     // Resetting the card on disconnect forgets the verified PIN.
     card.disconnect()?;
