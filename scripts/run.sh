@@ -20,6 +20,9 @@ AGENT="$CARGO_TARGET_DIR/release/card-agent"
 CARD_DIR="${IPHR_DEMO_DIR:-.iphr/demo}/virtual-my-number-card"
 
 step "virtual My Number card"
+# The vpcd readers are shared with the tests: hold the same lock they hold.
+exec 9>"${TMPDIR:-/tmp}/iphr-pcsc.lock"
+flock 9
 "$AGENT" virtual-card jpki --dir "$CARD_DIR" --reset-counters --create-only >/dev/null
 "$AGENT" virtual-card jpki --dir "$CARD_DIR" &
 CARD_PID=$!

@@ -391,3 +391,80 @@ fn opensc_accepts_the_virtual_card() {
     assert!(openssl_verify(dir, &cert, message, &signature));
     assert_eq!(s.inserted.card().counters().signatures, 1);
 }
+
+#[test]
+fn insertion_and_removal_are_seen_through_get_status_change() {
+    use card_agent::transport::pcsc::CardEvent;
+    use std::time::Duration;
+    let _lock = ReaderLock::acquire().unwrap();
+    let ctx = PcscContext::establish().unwrap();
+    let reader = card_agent::virtual_card::inserted::VPCD_READER_0;
+    let waiter = std::thread::spawn(move || {
+        let ctx = PcscContext::establish().unwrap();
+        let inserted = ctx
+            .wait_for_change(reader, Duration::from_secs(10))
+            .unwrap();
+        let removed = ctx
+            .wait_for_change(reader, Duration::from_secs(10))
+            .unwrap();
+        (inserted, removed)
+    });
+    // Give the waiter time to register the empty state: it reports changes relative to it.
+    std::thread::sleep(Duration::from_millis(300));
+    let inserted = InsertedCard::insert(ForeignCard, 0).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(inserted);
+    assert_eq!(
+        waiter.join().unwrap(),
+        (CardEvent::Inserted, CardEvent::Removed)
+    );
+    let idle = ctx
+        .wait_for_change(reader, Duration::from_millis(200))
+        .unwrap();
+    assert_eq!(idle, CardEvent::Timeout);
+}
+
+/// A My Number card whose chip dies during COMPUTE DIGITAL SIGNATURE (answers nothing).
+struct DiesWhileSigning(VirtualJpkiCard);
+
+impl VirtualCard for DiesWhileSigning {
+    fn atr(&self) -> Vec<u8> {
+        self.0.atr()
+    }
+    fn process(&mut self, apdu: &[u8]) -> Vec<u8> {
+        if apdu.get(1) == Some(&0x2A) {
+            Vec::new()
+        } else {
+            self.0.process(apdu)
+        }
+    }
+    fn reset(&mut self) {
+        self.0.reset();
+    }
+}
+
+#[test]
+fn a_card_dying_mid_signature_is_an_error_within_two_seconds() {
+    let _lock = ReaderLock::acquire().unwrap();
+    let (_dir, card) = common::fresh_card();
+    let inserted = InsertedCard::insert(DiesWhileSigning(card), 0).unwrap();
+    let mut pcsc_card = PcscContext::establish()
+        .unwrap()
+        .connect(inserted.reader())
+        .unwrap();
+    let start = std::time::Instant::now();
+    let result = pcsc_card.transaction(|tx| {
+        card_agent::agent::sign_challenge(tx, &pin("1234"), LastTry::Refuse, b"challenge", None)
+    });
+    let elapsed = start.elapsed();
+    assert!(result.is_err(), "a signature came back from a dead card");
+    assert!(
+        elapsed < std::time::Duration::from_secs(2),
+        "took {elapsed:?}"
+    );
+    assert_eq!(
+        inserted.card().0.counters().verify_with_pin,
+        1,
+        "PIN verified once, not again"
+    );
+}

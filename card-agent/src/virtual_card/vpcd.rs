@@ -78,6 +78,12 @@ pub fn serve<C: VirtualCard>(card: &Mutex<C>, mut stream: TcpStream) -> io::Resu
             }
             apdu => lock(card).process(apdu),
         };
+        if reply.is_empty() {
+            // The chip died mid-command: the card leaves the reader (vpcd would wait forever
+            // for a zero-length answer; a closed socket is what a dead card process gives).
+            let _ = stream.shutdown(Shutdown::Both);
+            return Ok(());
+        }
         zeroize::Zeroize::zeroize(&mut payload);
         let mut message = Vec::with_capacity(2 + reply.len());
         let reply_len = u16::try_from(reply.len())
