@@ -51,6 +51,17 @@ fn pin(p: &str) -> JpkiAuthPin {
     JpkiAuthPin::parse(p).unwrap()
 }
 
+/// One PIN verification through pcscd that must fail; returns why.
+fn verify_error(s: &Setup, pin_text: &str, last_try: LastTry) -> JpkiError {
+    let mut card = connect(s);
+    card.transaction(|tx| {
+        Jpki::select(tx)?
+            .verify_auth_pin(&pin(pin_text), last_try)
+            .map(|_| ())
+    })
+    .unwrap_err()
+}
+
 #[test]
 fn the_certificate_read_equals_the_cards() {
     let s = setup();
@@ -82,14 +93,7 @@ fn a_thousand_status_reads_leave_the_counter_unchanged() {
 #[test]
 fn one_wrong_pin_costs_exactly_one_try() {
     let s = setup();
-    let mut card = connect(&s);
-    let err = card
-        .transaction(|tx| {
-            Jpki::select(tx)?
-                .verify_auth_pin(&pin("0000"), LastTry::Refuse)
-                .map(|_| ())
-        })
-        .unwrap_err();
+    let err = verify_error(&s, "0000", LastTry::Refuse);
     assert!(
         matches!(err, JpkiError::WrongPin { tries_left: 2 }),
         "{err:?}"
@@ -101,14 +105,7 @@ fn one_wrong_pin_costs_exactly_one_try() {
 #[test]
 fn a_blocked_card_gets_no_verify() {
     let s = setup_with(0);
-    let mut card = connect(&s);
-    let err = card
-        .transaction(|tx| {
-            Jpki::select(tx)?
-                .verify_auth_pin(&pin("1234"), LastTry::Confirmed)
-                .map(|_| ())
-        })
-        .unwrap_err();
+    let err = verify_error(&s, "1234", LastTry::Confirmed);
     assert!(matches!(err, JpkiError::PinBlocked), "{err:?}");
     assert_eq!(s.inserted.card().counters().verify_with_pin, 0);
 }
@@ -116,14 +113,7 @@ fn a_blocked_card_gets_no_verify() {
 #[test]
 fn at_one_try_left_nothing_is_sent_without_confirmation() {
     let s = setup_with(1);
-    let mut card = connect(&s);
-    let err = card
-        .transaction(|tx| {
-            Jpki::select(tx)?
-                .verify_auth_pin(&pin("1234"), LastTry::Refuse)
-                .map(|_| ())
-        })
-        .unwrap_err();
+    let err = verify_error(&s, "1234", LastTry::Refuse);
     assert!(
         matches!(err, JpkiError::LastTryNeedsConfirmation),
         "{err:?}"
