@@ -8,6 +8,7 @@
 //! - [`jpki`]: the JPKI application of the My Number card, typestated on PIN verification.
 //! - [`pin`]: PIN formats, zeroization, the last-try rule.
 //! - [`agent`]: identify a card, show it, sign a challenge (what the CLI and the localhost API call).
+//! - [`local_api`]: the agent's loopback HTTP API for the kiosk page (Host/Origin checks).
 //! - [`virtual_card`] and [`testca`]: software cards and test CAs, so everything runs without
 //!   hardware, in-process or through pcscd + vpcd.
 
@@ -17,6 +18,7 @@ pub mod certinfo;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod jpki;
+pub mod local_api;
 pub mod pin;
 pub mod testca;
 pub mod transport;

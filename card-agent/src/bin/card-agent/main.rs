@@ -62,6 +62,24 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Serve the localhost API that the kiosk page calls; the PIN is asked here, never in the page.
+    Serve {
+        /// Port on 127.0.0.1 (0: any free port). The bound address is printed as JSON when ready.
+        #[arg(long, default_value_t = 24700)]
+        port: u16,
+        /// Web origin allowed to ask for signatures, exactly `https://host[:port]` (repeatable).
+        #[arg(long = "allow-origin", value_name = "ORIGIN", required = true)]
+        origins: Vec<String>,
+        /// Reader name (default: the first reader holding a card).
+        #[arg(long)]
+        reader: Option<String>,
+        /// Read each PIN as one line of standard input (automation) instead of the terminal.
+        #[arg(long)]
+        pin_stdin: bool,
+        /// With --pin-stdin: allow the VERIFY when only one try is left.
+        #[arg(long)]
+        confirm_last_try: bool,
+    },
     /// Run a virtual card (for tests and the demo without hardware).
     #[command(subcommand)]
     VirtualCard(virtual_cmd::VirtualCardCommand),
@@ -94,6 +112,13 @@ fn run(cli: Cli) -> Result<()> {
             confirm_last_try,
         } => sign(&challenge, reader, pin_stdin, confirm_last_try, json),
         Command::Wait { reader, timeout } => wait(reader, timeout, json),
+        Command::Serve {
+            port,
+            origins,
+            reader,
+            pin_stdin,
+            confirm_last_try,
+        } => serve(port, origins, reader, pin_stdin, confirm_last_try),
         Command::VirtualCard(cmd) => virtual_cmd::run(cmd),
     }
 }
@@ -255,4 +280,37 @@ fn wait(reader: Option<String>, timeout: u64, json: bool) -> Result<()> {
         std::process::exit(2);
     }
     Ok(())
+}
+
+fn serve(
+    port: u16,
+    origins: Vec<String>,
+    reader: Option<String>,
+    pin_stdin: bool,
+    confirm_last_try: bool,
+) -> Result<()> {
+    use card_agent::agent::{PcscCardService, PinPrompt, StdinPrompt, TerminalPrompt};
+    use std::sync::Arc;
+    for origin in &origins {
+        card_agent::local_api::validate_origin(origin)?;
+    }
+    let prompt: Arc<dyn PinPrompt> = if pin_stdin {
+        Arc::new(StdinPrompt { confirm_last_try })
+    } else {
+        Arc::new(TerminalPrompt)
+    };
+    let card = Arc::new(PcscCardService { reader });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        print_json(&serde_json::json!({ "listening": addr.to_string() }))?;
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        card_agent::local_api::serve(listener, origins, card, prompt, shutdown).await?;
+        Ok(())
+    })
 }

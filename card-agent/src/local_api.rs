@@ -1,0 +1,329 @@
+//! The agent's localhost API for the kiosk page (DESIGN §4 step 2, after web-eid).
+//!
+//! The page (served by the gateway at an allow-listed origin) POSTs `{"nonce": …}` to
+//! `http://127.0.0.1:<port>/v1/authenticate`; the agent asks for the PIN in its own UI (never the
+//! page), signs `SHA-256(origin) ‖ SHA-256(nonce)` with the origin taken from the request's
+//! `Origin` header (never the body), and answers with the token the gateway verifies.
+//!
+//! Refused before any card I/O (security-scenarios A9–A13): a `Host` other than the loopback name
+//! and port (DNS rebinding), a missing, doubled or not exactly allow-listed `Origin` (no CORS
+//! headers echoed), methods other than POST (OPTIONS preflight only for allowed origins), bodies
+//! that are not `application/json`, over 8 KiB, with unknown fields (an `origin` in the body), or
+//! with a nonce outside 44–128 base64 characters.
+
+use crate::agent::{self, AgentError, CardInfo, PinPrompt};
+use crate::jpki::JpkiError;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Largest request body.
+pub const MAX_BODY: usize = 8 * 1024;
+/// Nonce length bounds (base64 of 32 bytes is 44 characters).
+pub const NONCE_LEN: std::ops::RangeInclusive<usize> = 44..=128;
+/// Longest allowed origin.
+pub const MAX_ORIGIN_LEN: usize = 255;
+/// Token format the gateway expects.
+pub const TOKEN_FORMAT: &str = "iphr-auth:1";
+
+/// Does the card work for a request; runs blocking card I/O (called on a blocking thread).
+pub trait CardService: Send + Sync + 'static {
+    /// What is in the reader (no PIN).
+    fn status(&self) -> Result<CardInfo, AgentError>;
+    /// Asks for the PIN through `prompt` and signs `signed_data`.
+    fn authenticate(
+        &self,
+        prompt: &dyn PinPrompt,
+        origin: &str,
+        signed_data: &[u8],
+    ) -> Result<agent::SignedChallenge, AgentError>;
+}
+
+/// Why the API configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// An allowed origin is not `https://host[:port]` (no path, query or fragment, ≤ 255 chars).
+    #[error("allowed origin {0:?} must be https://host[:port] with nothing after it")]
+    BadOrigin(String),
+    /// The agent would listen on a non-loopback address.
+    #[error("the agent listens on loopback only, not {0}")]
+    NotLoopback(SocketAddr),
+}
+
+/// Checks an allow-list entry.
+pub fn validate_origin(origin: &str) -> Result<(), ConfigError> {
+    let bad = || ConfigError::BadOrigin(origin.to_owned());
+    let rest = origin.strip_prefix("https://").ok_or_else(bad)?;
+    let ok = origin.len() <= MAX_ORIGIN_LEN
+        && !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        && rest == rest.to_ascii_lowercase();
+    if ok { Ok(()) } else { Err(bad()) }
+}
+
+struct Shared {
+    origins: Vec<String>,
+    port: u16,
+    card: Arc<dyn CardService>,
+    prompt: Arc<dyn PinPrompt>,
+    busy: tokio::sync::Mutex<()>,
+}
+
+/// Builds the router for an agent listening on `port`.
+pub fn router(
+    origins: Vec<String>,
+    port: u16,
+    card: Arc<dyn CardService>,
+    prompt: Arc<dyn PinPrompt>,
+) -> Result<Router, ConfigError> {
+    for origin in &origins {
+        validate_origin(origin)?;
+    }
+    let shared = Arc::new(Shared {
+        origins,
+        port,
+        card,
+        prompt,
+        busy: tokio::sync::Mutex::new(()),
+    });
+    Ok(Router::new()
+        .route("/v1/status", post(status).options(preflight))
+        .route("/v1/authenticate", post(authenticate).options(preflight))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            guard,
+        ))
+        .with_state(shared))
+}
+
+/// Serves the API on `listener` (which must be loopback) until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    origins: Vec<String>,
+    card: Arc<dyn CardService>,
+    prompt: Arc<dyn PinPrompt>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        return Err(std::io::Error::other(ConfigError::NotLoopback(addr)));
+    }
+    let app = router(origins, addr.port(), card, prompt).map_err(std::io::Error::other)?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn error(status: StatusCode, code: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": code }))).into_response()
+}
+
+/// Host, Origin and method checks that every request passes before any handler (or card) runs.
+async fn guard(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let hosts: Vec<&HeaderValue> = headers.get_all(header::HOST).iter().collect();
+    let host_ok = match hosts.as_slice() {
+        [host] => {
+            let port = shared.port;
+            let allowed = [
+                format!("127.0.0.1:{port}"),
+                format!("localhost:{port}"),
+                format!("[::1]:{port}"),
+            ];
+            host.to_str().is_ok_and(|h| allowed.iter().any(|a| a == h))
+        }
+        _ => false,
+    };
+    if !host_ok {
+        return error(StatusCode::FORBIDDEN, "host_not_allowed");
+    }
+    let origins: Vec<&HeaderValue> = headers.get_all(header::ORIGIN).iter().collect();
+    let origin = match origins.as_slice() {
+        [origin] => origin
+            .to_str()
+            .ok()
+            .filter(|o| shared.origins.iter().any(|a| a == o)),
+        _ => None,
+    };
+    let Some(origin) = origin.map(str::to_owned) else {
+        return error(StatusCode::FORBIDDEN, "origin_not_allowed");
+    };
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&origin) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+    }
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn preflight(headers: HeaderMap) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    // Chrome's private/local network access preflight: answered only for allowed origins
+    // (the guard has already refused the others).
+    if headers
+        .get("access-control-request-private-network")
+        .is_some_and(|v| v == "true")
+    {
+        h.insert(
+            "access-control-allow-private-network",
+            HeaderValue::from_static("true"),
+        );
+    }
+    response
+}
+
+async fn not_found(method: Method) -> Response {
+    if method == Method::GET {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    }
+    error(StatusCode::NOT_FOUND, "not_found")
+}
+
+/// The refusal for a body that is not small JSON, if it is not.
+fn refuse_unless_json(headers: &HeaderMap, body: &Bytes) -> Option<Response> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Some(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "json_required"));
+    }
+    if body.len() > MAX_BODY {
+        return Some(error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
+    }
+    None
+}
+
+async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refused) = refuse_unless_json(&headers, &body) {
+        return refused;
+    }
+    let Ok(_busy) = shared.busy.try_lock() else {
+        return error(StatusCode::CONFLICT, "busy");
+    };
+    let card = Arc::clone(&shared.card);
+    match tokio::task::spawn_blocking(move || card.status()).await {
+        Ok(Ok(info)) => axum::Json(info).into_response(),
+        Ok(Err(e)) => agent_error(&e),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthenticateRequest {
+    nonce: String,
+}
+
+/// The token, as the gateway parses it.
+#[derive(serde::Serialize)]
+struct Token {
+    format: &'static str,
+    #[serde(flatten)]
+    signed: agent::SignedChallenge,
+    app_version: &'static str,
+}
+
+async fn authenticate(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refused) = refuse_unless_json(&headers, &body) {
+        return refused;
+    }
+    let Ok(request) = serde_json::from_slice::<AuthenticateRequest>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "bad_request");
+    };
+    let nonce_ok = NONCE_LEN.contains(&request.nonce.len())
+        && request
+            .nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'));
+    if !nonce_ok {
+        return error(StatusCode::BAD_REQUEST, "bad_nonce");
+    }
+    // The guard admitted exactly one allow-listed Origin: that, never a body field, is signed.
+    let Some(origin) = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return error(StatusCode::FORBIDDEN, "origin_not_allowed");
+    };
+    let Ok(_busy) = shared.busy.try_lock() else {
+        return error(StatusCode::CONFLICT, "busy");
+    };
+    let mut signed_data = Vec::with_capacity(64);
+    signed_data.extend_from_slice(&Sha256::digest(origin.as_bytes()));
+    signed_data.extend_from_slice(&Sha256::digest(request.nonce.as_bytes()));
+    let (card, prompt) = (Arc::clone(&shared.card), Arc::clone(&shared.prompt));
+    let result = tokio::task::spawn_blocking(move || {
+        card.authenticate(prompt.as_ref(), &origin, &signed_data)
+    })
+    .await;
+    match result {
+        Ok(Ok(signed)) => axum::Json(Token {
+            format: TOKEN_FORMAT,
+            signed,
+            app_version: concat!("card-agent/", env!("CARGO_PKG_VERSION")),
+        })
+        .into_response(),
+        Ok(Err(e)) => agent_error(&e),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+fn agent_error(e: &AgentError) -> Response {
+    tracing::info!(error = %e, "card operation refused");
+    let with_tries = |status: StatusCode, code: &str, tries: u8| {
+        (
+            status,
+            axum::Json(serde_json::json!({ "error": code, "tries_left": tries })),
+        )
+            .into_response()
+    };
+    match e {
+        AgentError::Jpki(JpkiError::WrongPin { tries_left }) => {
+            with_tries(StatusCode::UNAUTHORIZED, "wrong_pin", *tries_left)
+        }
+        AgentError::Jpki(JpkiError::LastTryNeedsConfirmation) => {
+            with_tries(StatusCode::CONFLICT, "last_try_needs_confirmation", 1)
+        }
+        AgentError::Jpki(JpkiError::PinBlocked) => error(StatusCode::LOCKED, "pin_blocked"),
+        AgentError::PinEntry(_) => error(StatusCode::BAD_REQUEST, "pin_not_entered"),
+        AgentError::NotSupported => error(StatusCode::NOT_FOUND, "unsupported_card"),
+        AgentError::NoCard => error(StatusCode::NOT_FOUND, "no_card"),
+        _ => error(StatusCode::BAD_GATEWAY, "card_error"),
+    }
+}
