@@ -414,6 +414,12 @@ impl<'a> Parser<'a> {
                 .map_err(|err| self.err_at(pos, self.xpath(), ErrorKind::Xml(err.to_string())))?;
             *slot = Some(v.into_owned());
         }
+        // xsi:type is a QName (`PQ` or `hl7:PQ`): keep the local part.
+        if let Some(t) = &mut a.xsi_type {
+            if let Some((_, local)) = t.split_once(':') {
+                *t = local.to_owned();
+            }
+        }
         Ok(a)
     }
 

@@ -10,6 +10,7 @@
 //! - [`csv_import`]: institution CSVs described by a TOML mapping.
 //! - [`judgement`]: 判定値 flags, 判定区分, メタボ判定, 階層化 from tables shipped as data.
 //! - [`fhir`]: FHIR R4 JP Core export (Bundle, NDJSON).
+//! - [`synth`]: synthetic documents and archives for benchmarks and fuzz seeds.
 
 pub mod archive;
 pub mod catalogue;
@@ -20,5 +21,6 @@ pub mod fhir;
 pub mod iphr;
 pub mod judgement;
 pub mod normalize;
+pub mod synth;
 
 pub use error::{Error, ErrorKind, Location, Result};
