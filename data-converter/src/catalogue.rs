@@ -102,6 +102,9 @@ pub struct Item {
 impl Item {
     /// Whether `unit` (as found in a CDA or CSV) denotes this item's unit.
     pub fn unit_matches(&self, unit: &str) -> bool {
+        if self.unit.as_deref() == Some(unit) || self.ucum.as_deref() == Some(unit) {
+            return true;
+        }
         let k = unit_key(unit);
         self.unit.as_deref().is_some_and(|u| unit_key(u) == k)
             || self.ucum.as_deref().is_some_and(|u| unit_key(u) == k)

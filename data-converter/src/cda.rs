@@ -9,6 +9,8 @@
 //! COMP/RSON under a parent whose code is `nullFlavor="NA"`), per-item author (9N516/9N526).
 //! Errors carry file, line and XPath, and the item code once it is known.
 
+use std::borrow::Cow;
+
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
@@ -145,12 +147,18 @@ fn intern(local: &str) -> N {
     }
 }
 
+/// FNV-1a of an element name (for XPath sibling indexes).
+fn name_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// One open element, for XPath (`name[index]`).
 #[derive(Default)]
 struct Frame {
     local: String,
     index: u32,
-    counts: Vec<(String, u32)>,
+    /// (hash of child name, count) — hashed to avoid an allocation per element.
+    counts: Vec<(u64, u32)>,
 }
 
 /// Attributes of one element that the reader looks at.
@@ -297,9 +305,8 @@ impl<'a> Parser<'a> {
             s.push('/');
             s.push_str(&f.local);
             if f.index > 1 {
-                s.push('[');
-                s.push_str(&f.index.to_string());
-                s.push(']');
+                use std::fmt::Write as _;
+                let _ = write!(s, "[{}]", f.index);
             }
         }
         s
@@ -388,7 +395,7 @@ impl<'a> Parser<'a> {
 
     fn read_attrs(&self, e: &BytesStart<'_>, pos: u64) -> Result<Attrs> {
         let mut a = Attrs::default();
-        for attr in e.attributes() {
+        for attr in e.attributes().with_checks(false) {
             let attr = attr.map_err(|err| {
                 self.err_at(pos, self.xpath(), ErrorKind::Xml(err.to_string()))
             })?;
@@ -430,7 +437,7 @@ impl<'a> Parser<'a> {
             None => (None, qname),
         };
         let mut ns: Option<String> = None;
-        for attr in e.attributes() {
+        for attr in e.attributes().with_checks(false) {
             let attr =
                 attr.map_err(|err| self.err_at(pos, String::new(), ErrorKind::Xml(err.to_string())))?;
             let key = attr.key.0;
@@ -474,13 +481,14 @@ impl<'a> Parser<'a> {
             1
         } else {
             let parent = &mut self.frames[depth - 1];
-            match parent.counts.iter_mut().find(|(k, _)| k == local) {
+            let h = name_hash(local);
+            match parent.counts.iter_mut().find(|(k, _)| *k == h) {
                 Some((_, c)) => {
                     *c += 1;
                     *c
                 }
                 None => {
-                    parent.counts.push((local.to_owned(), 1));
+                    parent.counts.push((h, 1));
                     1
                 }
             }
@@ -611,8 +619,8 @@ impl<'a> Parser<'a> {
             [ClinicalDocument, Component, StructuredBody, Component, Section, Code] => {
                 let a = self.read_attrs(e, pos)?;
                 if let Some(c) = a.code {
-                    let mut code = crate::iphr::Code::new(systems::SECTION, &c);
-                    code.display = a.display;
+                    let mut code = crate::iphr::Code::new(systems::SECTION, c);
+                    code.display = a.display.map(Into::into);
                     self.sections.push(code);
                 }
             }
@@ -662,8 +670,13 @@ impl<'a> Parser<'a> {
 
     fn obs_start(&mut self, e: &BytesStart<'_>, pos: u64, n: N, rel_start: usize) -> Result<()> {
         use N::*;
-        let rel: Vec<N> = self.path[rel_start..].to_vec();
-        match rel.as_slice() {
+        // Copy the (short) relative path so that `self` can be borrowed mutably below.
+        let mut buf = [N::Other; 5];
+        let tail = &self.path[rel_start..];
+        let len = tail.len().min(buf.len());
+        buf[..len].copy_from_slice(&tail[..len]);
+        let rel: &[N] = if tail.len() > buf.len() { &[] } else { &buf[..len] };
+        match rel {
             [Code] => {
                 let a = self.read_attrs(e, pos)?;
                 if let Some(top) = self.obs.last_mut() {
@@ -867,19 +880,19 @@ impl<'a> Parser<'a> {
             return Err(Error::new(loc_item(), ErrorKind::UnknownItemCode(item_code.clone())));
         };
         let display = code_attrs.and_then(|c| c.display.clone()).unwrap_or_else(|| item.name.clone());
-        let code = Code::with_display(systems::TOKUTEI_ITEM, &item.code, &display);
+        let code = Code::with_display(systems::TOKUTEI_ITEM, item.code.as_str(), display);
         let mut e = Entry::observation(b.id.clone(), code, b.xpath.clone());
         if item.jlac10 {
             e.codings.push(Code::new(systems::JLAC10, &item.code));
         }
-        e.analyte = Some(item.analyte.clone());
+        e.analyte = Some(Cow::Borrowed(item.analyte.as_str()));
         e.parent.clone_from(&b.parent);
         e.relation = b.relation;
         e.performer.clone_from(&b.author);
         if let Some(m) = &b.method {
             if let Some(c) = &m.code {
                 let sys = m.code_system.as_deref().unwrap_or("1.2.392.200119.6.1007");
-                e.method = Some(Code::new(&format!("urn:oid:{sys}"), c));
+                e.method = Some(Code::new(format!("urn:oid:{sys}"), c.clone()));
             }
         }
         if let Some(t) = &b.effective {
@@ -969,7 +982,7 @@ impl<'a> Parser<'a> {
 
     fn read_value(
         &self,
-        item: &Item,
+        item: &'static Item,
         v: &RawValue,
         out_of_range: Option<Bound>,
         vloc: &dyn Fn() -> Location,
@@ -995,7 +1008,7 @@ impl<'a> Parser<'a> {
                     }));
                 }
                 check_range(item, &d, out_of_range).map_err(|k| Error::new(vloc(), k))?;
-                Ok(Value::Quantity { value: d, unit: item.ucum.clone().unwrap_or_default() })
+                Ok(Value::Quantity { value: d, unit: Cow::Borrowed(item.ucum.as_deref().unwrap_or_default()) })
             }
             ValueType::Cd => {
                 if !matches!(ty, "CD" | "CO" | "CE") {
@@ -1087,15 +1100,15 @@ impl<'a> Parser<'a> {
         let header = Header {
             report_kind: self.report_kind.as_ref().and_then(|a| {
                 a.code.as_ref().map(|c| {
-                    let mut code = Code::new(systems::REPORT_KIND, c);
-                    code.display.clone_from(&a.display);
+                    let mut code = Code::new(systems::REPORT_KIND, c.clone());
+                    code.display = a.display.clone().map(Into::into);
                     code
                 })
             }),
             program: self.program.as_ref().and_then(|a| {
                 a.code.as_ref().map(|c| {
-                    let mut code = Code::new(systems::PROGRAM, c);
-                    code.display.clone_from(&a.display);
+                    let mut code = Code::new(systems::PROGRAM, c.clone());
+                    code.display = a.display.clone().map(Into::into);
                     code
                 })
             }),
@@ -1115,15 +1128,13 @@ impl<'a> Parser<'a> {
                 format: SourceFormat::TokuteiCda,
                 file: file.to_owned(),
                 locator: "/ClinicalDocument".into(),
-                source_hash: ContentHash::of(bytes),
+                content_hash: ContentHash::of(bytes),
                 document_id: self.doc_id,
                 archive: archive.map(str::to_owned),
             },
             provenance: Provenance { converter: converter_id(), mapping: None, tables: Vec::new() },
-            content_hash: ContentHash::placeholder(),
         };
         crate::judgement::apply(&mut record);
-        record.seal();
         Ok(record)
     }
 }
@@ -1141,7 +1152,7 @@ pub(crate) fn check_range(item: &Item, d: &Decimal, out_of_range: Option<Bound>)
 
 /// Builds a coded value for a CD item, checking the result table.
 pub(crate) fn coded_value(
-    cat: &Catalogue,
+    cat: &'static Catalogue,
     item: &Item,
     code: Option<&str>,
     system: Option<&str>,
@@ -1164,5 +1175,5 @@ pub(crate) fn coded_value(
             reason: format!("not a code of result table {table}"),
         });
     };
-    Ok(Value::Coded { code: Code::with_display(&format!("urn:oid:{table}"), code, display) })
+    Ok(Value::Coded { code: Code::with_display(format!("urn:oid:{table}"), code.to_owned(), display) })
 }

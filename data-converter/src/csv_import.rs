@@ -433,7 +433,7 @@ fn read_row(
         if item.jlac10 {
             e.codings.push(Code::new(systems::JLAC10, &item.code));
         }
-        e.analyte = Some(item.analyte.clone());
+        e.analyte = Some(std::borrow::Cow::Borrowed(item.analyte.as_str()));
         match v.as_str() {
             "未実施" | "未" | "-未-" => e.absent = Some(Absent::NotPerformed),
             "測定不能" | "測定不可" | "不能" => e.absent = Some(Absent::CannotMeasure),
@@ -451,7 +451,7 @@ fn read_row(
                             }));
                         }
                         check_range(item, &d, None).map_err(|k| Error::new(loc(), k))?;
-                        Value::Quantity { value: d, unit: item.ucum.clone().unwrap_or_default() }
+                        Value::Quantity { value: d, unit: std::borrow::Cow::Borrowed(item.ucum.as_deref().unwrap_or_default()) }
                     }
                     ValueType::Cd => {
                         let code = col.codes.get(&v).cloned().unwrap_or_else(|| v.clone());
@@ -484,7 +484,7 @@ fn read_row(
         effective: Effective::Date(exam),
         header: Header {
             report_kind: None,
-            program: Some(Code::new(systems::PROGRAM, &program)),
+            program: Some(Code::new(systems::PROGRAM, program)),
             created: None,
             performer,
             insurer,
@@ -495,15 +495,13 @@ fn read_row(
             format: SourceFormat::HealthCheckCsv,
             file: file.to_owned(),
             locator: format!("line {line}"),
-            source_hash: ContentHash::of(&row_bytes),
+            content_hash: ContentHash::of(&row_bytes),
             document_id: None,
             archive: None,
         },
         provenance: Provenance { converter: converter_id(), mapping: Some(m.name.clone()), tables: Vec::new() },
-        content_hash: ContentHash::placeholder(),
     };
     crate::judgement::apply(&mut rec);
-    rec.seal();
     Ok(rec)
 }
 

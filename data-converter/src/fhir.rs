@@ -38,7 +38,7 @@ pub const JLAC10_FHIR: &str = "http://medis.or.jp/CodeSystem/master-JLAC10-17dig
 pub const MEMBER_ID: &str = "http://jpfhir.jp/fhir/clins/Idsystem/JP_Insurance_memberID";
 /// JP Core insurer number system.
 pub const INSURER_NUMBER: &str = "http://jpfhir.jp/fhir/core/mhlw/IdSystem/InsurerNumber";
-/// Identifier system of the record's content hash on the DiagnosticReport.
+/// Identifier system of the source content hash on the DiagnosticReport.
 pub const RECORD_HASH: &str = "urn:iphr:record-content-hash";
 
 /// How resources reference each other.
@@ -124,7 +124,7 @@ pub struct Resource {
 /// Observations, DiagnosticReport.
 pub fn record_resources(rec: &Record, style: RefStyle) -> Vec<Resource> {
     let cat = Catalogue::builtin();
-    let ctx = Ctx { rec, style, hash: rec.content_hash.hex() };
+    let ctx = Ctx { rec, style, hash: rec.source.content_hash.hex() };
     let mut out = Vec::new();
     let pid = ctx.patient_id();
     out.push(Resource { resource_type: "Patient", id: pid.clone(), json: patient(&ctx, &pid) });
@@ -206,7 +206,7 @@ pub fn record_resources(rec: &Record, style: RefStyle) -> Vec<Resource> {
         "resourceType": "DiagnosticReport",
         "id": rid,
         "meta": { "profile": [format!("{JP}JP_DiagnosticReport_Common")] },
-        "identifier": [{ "system": RECORD_HASH, "value": rec.content_hash.to_string() }],
+        "identifier": [{ "system": RECORD_HASH, "value": rec.source.content_hash.to_string() }],
         "status": "final",
         "code": { "coding": code_codings, "text": "健康診断結果" },
         "subject": ctx.reference("Patient", &pid),
@@ -253,7 +253,7 @@ fn patient(ctx: &Ctx<'_>, id: &str) -> Json {
         identifiers.push(json!({ "system": i.system, "value": i.value }));
     }
     if identifiers.is_empty() {
-        identifiers.push(json!({ "system": RECORD_HASH, "value": ctx.rec.content_hash.to_string() }));
+        identifiers.push(json!({ "system": RECORD_HASH, "value": ctx.rec.source.content_hash.to_string() }));
     }
     let mut j = json!({
         "resourceType": "Patient",
@@ -312,7 +312,7 @@ fn observation(
         if e.kind == EntryKind::Group { ("JP_Observation_Common", "laboratory") } else { (profile, cat_code) };
     let mut codings = vec![coding(&e.code)];
     codings.extend(e.codings.iter().map(coding));
-    let text = item.map_or_else(|| e.code.display.clone().unwrap_or_else(|| e.code.code.clone()), |i| i.name.clone());
+    let text = item.map_or_else(|| e.code.display.clone().unwrap_or_else(|| e.code.code.clone()).into_owned(), |i| i.name.clone());
     let date = e.effective.unwrap_or(ctx.rec.effective).start().to_string();
     let mut j = json!({
         "resourceType": "Observation",

@@ -184,12 +184,16 @@ pub fn apply(record: &mut Record) {
 pub fn apply_with(record: &mut Record, tables: &Tables) {
     record.entries.retain(|e| e.kind != EntryKind::Derived);
     let sex = record.person.sex;
-    let treated = |analyte: &str, entries: &[Entry]| -> bool {
-        tables.grades.treated_by.get(analyte).is_some_and(|med| {
-            entries.iter().any(|e| e.analyte.as_deref() == Some(med.as_str()) && e.coded() == Some("1"))
-        })
+    // 服薬 analytes answered "はい" (code 1).
+    let on_meds: Vec<std::borrow::Cow<'static, str>> = record
+        .entries
+        .iter()
+        .filter(|e| e.coded() == Some("1"))
+        .filter_map(|e| e.analyte.clone())
+        .collect();
+    let treated = |analyte: &str| -> bool {
+        tables.grades.treated_by.get(analyte).is_some_and(|med| on_meds.iter().any(|m| m == med))
     };
-    let snapshot = record.entries.clone();
     for e in &mut record.entries {
         e.flags.clear();
         e.grade = None;
@@ -210,7 +214,7 @@ pub fn apply_with(record: &mut Record, tables: &Tables) {
             e.interpretation,
             Some(Interpretation::H | Interpretation::L | Interpretation::A)
         ) || e.out_of_range.is_some();
-        e.grade = Some(if treated(analyte, &snapshot) {
+        e.grade = Some(if treated(analyte) {
             tables.grades.treated
         } else if r {
             tables.grades.referral
@@ -244,9 +248,9 @@ pub fn apply_with(record: &mut Record, tables: &Tables) {
             "derived".into(),
         );
         e.kind = EntryKind::Derived;
-        e.analyte = Some(name.to_owned());
+        e.analyte = Some(name.into());
         e.value = Some(Value::Coded {
-            code: Code::with_display(&format!("urn:oid:{table}"), code, display),
+            code: Code::with_display(format!("urn:oid:{table}"), code, display),
         });
         record.entries.push(e);
     }

@@ -3,11 +3,13 @@
 //!
 //! One [`Record`] is what one source document says about one person (one 特定健診 CDA, one CSV row,
 //! later one claim, one stress check, one interview). Imports are idempotent by
-//! [`Record::content_hash`] and all-or-nothing per file. The JSON form is documented in
+//! the source's content hash ([`Source::content_hash`]) and all-or-nothing per file. The JSON form is documented in
 //! `docs/iphr-format.md`; it is produced by serde and is stable (field order fixed, no maps, no
 //! timestamps of conversion), so converting the same input twice yields identical bytes.
 
 pub mod types;
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
@@ -71,23 +73,27 @@ pub enum Unit {
 /// A coded concept: system URI + code (+ display text as the source gave it).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Code {
-    /// Code system URI (see [`systems`]).
-    pub system: String,
+    /// Code system URI (see [`systems`]); borrowed for the built-in systems.
+    pub system: Cow<'static, str>,
     /// The code.
-    pub code: String,
+    pub code: Cow<'static, str>,
     /// Human-readable text, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub display: Option<String>,
+    pub display: Option<Cow<'static, str>>,
 }
 
 impl Code {
     /// A code without display.
-    pub fn new(system: &str, code: &str) -> Self {
-        Self { system: system.to_owned(), code: code.to_owned(), display: None }
+    pub fn new(system: impl Into<Cow<'static, str>>, code: impl Into<Cow<'static, str>>) -> Self {
+        Self { system: system.into(), code: code.into(), display: None }
     }
     /// A code with display text.
-    pub fn with_display(system: &str, code: &str, display: &str) -> Self {
-        Self { system: system.to_owned(), code: code.to_owned(), display: Some(display.to_owned()) }
+    pub fn with_display(
+        system: impl Into<Cow<'static, str>>,
+        code: impl Into<Cow<'static, str>>,
+        display: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self { system: system.into(), code: code.into(), display: Some(display.into()) }
     }
 }
 
@@ -100,7 +106,7 @@ pub enum Value {
         /// The number as written by the source.
         value: Decimal,
         /// UCUM unit code (e.g. `mm[Hg]`, `mg/dL`, `10*4/uL`).
-        unit: String,
+        unit: Cow<'static, str>,
     },
     /// A code from a result table (e.g. 定性 1.2.392.200119.6.2102).
     Coded {
@@ -262,7 +268,7 @@ pub struct Entry {
     pub codings: Vec<Code>,
     /// Method-independent concept (e.g. `hba1c` for the four HbA1c method codes), for trends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub analyte: Option<String>,
+    pub analyte: Option<Cow<'static, str>>,
     /// The value, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<Value>,
@@ -339,7 +345,7 @@ impl Entry {
     /// The coded value's code, if the entry has one.
     pub fn coded(&self) -> Option<&str> {
         match &self.value {
-            Some(Value::Coded { code }) => Some(code.code.as_str()),
+            Some(Value::Coded { code }) => Some(&code.code),
             _ => None,
         }
     }
@@ -448,8 +454,9 @@ pub struct Source {
     pub file: String,
     /// Position of the record in the file (`/ClinicalDocument` or `line 3`).
     pub locator: String,
-    /// SHA-256 of the bytes the record was read from (the CDA document or the CSV row).
-    pub source_hash: ContentHash,
+    /// SHA-256 of the bytes the record was read from (the CDA document; for a CSV row, the
+    /// mapping name and the row's fields joined by U+001F): the import idempotency key.
+    pub content_hash: ContentHash,
     /// Document id given by the source, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub document_id: Option<String>,
@@ -513,25 +520,37 @@ pub struct Record {
     pub source: Source,
     /// How it was made.
     pub provenance: Provenance,
-    /// SHA-256 of the canonical JSON of the record with this field set to all zeroes; the import
-    /// idempotency key (see [`Record::seal`]).
-    pub content_hash: ContentHash,
 }
 
 impl Record {
-    /// Computes and stores [`Record::content_hash`] over the canonical JSON form.
-    pub fn seal(&mut self) {
-        self.content_hash = self.compute_hash();
+    /// SHA-256 of the record's JSON form: changes whenever anything in the record changes
+    /// (including converter version and tables), unlike [`Source::content_hash`], which identifies
+    /// the input. Computed on demand (e.g. to detect re-conversions that changed the output).
+    pub fn fingerprint(&self) -> ContentHash {
+        self.hash_as_is()
     }
 
-    /// The hash [`Record::seal`] would store; `verify` = `compute_hash() == content_hash`.
-    pub fn compute_hash(&self) -> ContentHash {
-        let mut copy = self.clone();
-        copy.content_hash = ContentHash::placeholder();
-        // Invariant: the model contains only strings, numbers-as-strings, enums, vecs and options;
-        // serde_json cannot fail on it.
-        let bytes = serde_json::to_vec(&copy).unwrap_or_default();
-        ContentHash::of(&bytes)
+    /// SHA-256 of the JSON form, streamed into the hasher (no intermediate buffer).
+    fn hash_as_is(&self) -> ContentHash {
+        use sha2::Digest;
+        struct HashWriter(sha2::Sha256);
+        impl std::io::Write for HashWriter {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = std::io::BufWriter::with_capacity(8192, HashWriter(sha2::Sha256::new()));
+        // Invariant: the model holds only strings, enums, vecs and options, which serde_json
+        // always serialises; the writer never fails.
+        let _ = serde_json::to_writer(&mut w, self);
+        match w.into_inner() {
+            Ok(h) => ContentHash::from_digest(h.0.finalize().into()),
+            Err(_) => ContentHash::placeholder(),
+        }
     }
 
     /// Entries of a given analyte (method variants together).

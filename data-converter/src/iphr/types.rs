@@ -395,6 +395,10 @@ impl ContentHash {
     pub fn placeholder() -> Self {
         Self([0; 32])
     }
+    /// Wraps a finished SHA-256 digest.
+    pub fn from_digest(d: [u8; 32]) -> Self {
+        Self(d)
+    }
     /// Hash of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
         use sha2::Digest;
