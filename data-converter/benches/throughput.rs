@@ -23,14 +23,21 @@ fn raw_events(doc: &[u8]) -> usize {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let docs: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(4000);
     let rounds: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5);
-    let corpus: Vec<Vec<u8>> =
-        (0..docs).map(|i| data_converter::synth::cda_document(i).into_bytes()).collect();
+    let corpus: Vec<Vec<u8>> = (0..docs)
+        .map(|i| data_converter::synth::cda_document(i).into_bytes())
+        .collect();
     let bytes: usize = corpus.iter().map(Vec::len).sum();
     let mib = bytes as f64 / (1024.0 * 1024.0);
-    println!("corpus: {docs} synthetic CDA documents, {mib:.1} MiB ({} B/doc)", bytes as u64 / docs);
+    println!(
+        "corpus: {docs} synthetic CDA documents, {mib:.1} MiB ({} B/doc)",
+        bytes as u64 / docs
+    );
 
     let mut best_raw = f64::MAX;
     let mut best_conv = f64::MAX;
@@ -63,10 +70,23 @@ fn main() {
         best_par = best_par.min(t.elapsed().as_secs_f64());
     }
     let line = |name: &str, s: f64| {
-        println!("{name:<44} {:>8.1} MiB/s {:>10.0} docs/s", mib / s, docs as f64 / s);
+        println!(
+            "{name:<44} {:>8.1} MiB/s {:>10.0} docs/s",
+            mib / s,
+            docs as f64 / s
+        );
     };
     line("raw quick-xml read_event (1 thread)", best_raw);
     line("CDA → iPHR record incl. judgements (1 thread)", best_conv);
-    line(&format!("CDA → iPHR record, rayon ({} threads)", rayon::current_num_threads()), best_par);
-    println!("conversion / raw (1 thread): {:.1} %  (best of {rounds} rounds)", 100.0 * best_raw / best_conv);
+    line(
+        &format!(
+            "CDA → iPHR record, rayon ({} threads)",
+            rayon::current_num_threads()
+        ),
+        best_par,
+    );
+    println!(
+        "conversion / raw (1 thread): {:.1} %  (best of {rounds} rounds)",
+        100.0 * best_raw / best_conv
+    );
 }

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::io::{Read, Seek};
 use std::ops::ControlFlow;
 
-use quick_xml::events::Event;
 use quick_xml::Reader;
+use quick_xml::events::Event;
 use rayon::prelude::*;
 
 use crate::cda::read_cda_in;
@@ -88,7 +88,10 @@ fn read_member<R: Read + Seek>(
         ));
     }
     let mut buf = Vec::with_capacity(usize::try_from(f.size()).unwrap_or(0).min(1 << 20));
-    (&mut f).take(MAX_MEMBER + 1).read_to_end(&mut buf).map_err(|e| zip_err(&member, e))?;
+    (&mut f)
+        .take(MAX_MEMBER + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| zip_err(&member, e))?;
     if buf.len() as u64 > MAX_MEMBER {
         return Err(Error::new(
             Location::file(&member),
@@ -109,6 +112,17 @@ pub fn read_archive<R: Read + Seek>(
     file: &str,
     mut each: impl FnMut(Result<Record>) -> ControlFlow<()>,
 ) -> Result<ArchiveInfo> {
+    read_archive_with(reader, file, |_| (), |r| each(r.map(|(rec, ())| rec)))
+}
+
+/// Like [`read_archive`], but also runs `map` on every record inside the parallel workers (e.g. to
+/// serialise it), handing `each` the record's result together with `map`'s output.
+pub fn read_archive_with<R: Read + Seek, T: Send>(
+    reader: R,
+    file: &str,
+    map: impl Fn(&Record) -> T + Sync,
+    mut each: impl FnMut(Result<(Record, T)>) -> ControlFlow<()>,
+) -> Result<ArchiveInfo> {
     let mut zip = zip::ZipArchive::new(reader).map_err(|e| zip_err(file, e))?;
     let mut names: Vec<(String, usize)> = Vec::with_capacity(zip.len());
     for i in 0..zip.len() {
@@ -125,18 +139,30 @@ pub fn read_archive<R: Read + Seek>(
         .filter(|r| names.iter().all(|(n, _)| n.starts_with(&format!("{r}/"))))
         .unwrap_or_default();
     let rel = |n: &str| -> String {
-        if root.is_empty() { n.to_owned() } else { n[root.len() + 1..].to_owned() }
+        if root.is_empty() {
+            n.to_owned()
+        } else {
+            n[root.len() + 1..].to_owned()
+        }
     };
-    let mut info = ArchiveInfo { root: root.clone(), ..ArchiveInfo::default() };
+    let mut info = ArchiveInfo {
+        root: root.clone(),
+        ..ArchiveInfo::default()
+    };
     let stem = std::path::Path::new(file)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     if !root.is_empty() && root != stem {
-        info.warnings.push(format!("root folder {root:?} differs from the archive name {stem:?}"));
+        info.warnings.push(format!(
+            "root folder {root:?} differs from the archive name {stem:?}"
+        ));
     }
 
-    let ix = names.iter().find(|(n, _)| rel(n) == "ix08_V08.xml").cloned();
+    let ix = names
+        .iter()
+        .find(|(n, _)| rel(n) == "ix08_V08.xml")
+        .cloned();
     let Some((ix_name, ix_index)) = ix else {
         return Err(Error::new(
             Location::file(file),
@@ -175,38 +201,54 @@ pub fn read_archive<R: Read + Seek>(
         let found = info.checkup_documents + info.guidance_documents;
         if total != found {
             return Err(Error::new(
-                Location::file(&format!("{file}!/{ix_name}")).at_path("/index/totalRecordCount/@value"),
-                ErrorKind::CountMismatch { declared: total, found },
+                Location::file(&format!("{file}!/{ix_name}"))
+                    .at_path("/index/totalRecordCount/@value"),
+                ErrorKind::CountMismatch {
+                    declared: total,
+                    found,
+                },
             ));
         }
     }
 
-    let mut seen: HashMap<String, String> = HashMap::new();
+    // Person key → index of the first document (in `docs`), to report duplicates.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut doc_index = 0usize;
     for chunk in docs.chunks(BATCH) {
         let mut batch: Vec<(String, Result<Vec<u8>>)> = Vec::with_capacity(chunk.len());
         for (n, i) in chunk {
             batch.push((n.clone(), read_member(&mut zip, *i, file, n)));
         }
-        let results: Vec<Result<Record>> = batch
+        let results: Vec<Result<(Record, T)>> = batch
             .into_par_iter()
             .map(|(n, bytes)| {
                 let member = format!("{file}!/{n}");
-                bytes.and_then(|b| read_cda_in(&b, &member, Some(file)))
+                bytes
+                    .and_then(|b| read_cda_in(&b, &member, Some(file)))
+                    .map(|rec| {
+                        let t = map(&rec);
+                        (rec, t)
+                    })
             })
             .collect();
         for r in results {
-            let r = r.and_then(|rec| {
+            let this = doc_index;
+            doc_index += 1;
+            let r = r.and_then(|(rec, t)| {
                 if let Some(key) = rec.person.key() {
-                    if let Some(first) = seen.get(&key) {
+                    if let Some(&first) = seen.get(&key) {
+                        let first = docs
+                            .get(first)
+                            .map_or_else(String::new, |(n, _)| format!("{file}!/{n}"));
                         return Err(Error::new(
                             Location::file(&rec.source.file)
                                 .at_path("/ClinicalDocument/recordTarget/patientRole/id"),
-                            ErrorKind::DuplicatePerson { key, first: first.clone() },
+                            ErrorKind::DuplicatePerson { key, first },
                         ));
                     }
-                    seen.insert(key, rec.source.file.clone());
+                    seen.insert(key, this);
                 }
-                Ok(rec)
+                Ok((rec, t))
             });
             if each(r).is_break() {
                 return Ok(info);
@@ -251,11 +293,19 @@ fn read_ix08(bytes: &[u8], file: &str, info: &mut ArchiveInfo) -> Result<()> {
         let mut attrs: HashMap<String, String> = HashMap::new();
         for a in e.attributes() {
             let a = a.map_err(|err| {
-                Error::new(Location::file(file).at_line(line(pos)), ErrorKind::Xml(err.to_string()))
+                Error::new(
+                    Location::file(file).at_line(line(pos)),
+                    ErrorKind::Xml(err.to_string()),
+                )
             })?;
-            let v = a.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(|err| {
-                Error::new(Location::file(file).at_line(line(pos)), ErrorKind::Xml(err.to_string()))
-            })?;
+            let v = a
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|err| {
+                    Error::new(
+                        Location::file(file).at_line(line(pos)),
+                        ErrorKind::Xml(err.to_string()),
+                    )
+                })?;
             attrs.insert(a.key.0.to_owned(), v.into_owned());
         }
         if path.is_empty() {
@@ -264,14 +314,24 @@ fn read_ix08(bytes: &[u8], file: &str, info: &mut ArchiveInfo) -> Result<()> {
             let ns = attrs.get(&key).cloned().unwrap_or_default();
             if ns != IX_NS && ns != IX_NS_2007 {
                 return Err(Error::new(
-                    Location::file(file).at_line(line(pos)).at_path(format!("/{qname}")),
-                    ErrorKind::WrongNamespace { found: ns, expected: IX_NS },
+                    Location::file(file)
+                        .at_line(line(pos))
+                        .at_path(format!("/{qname}")),
+                    ErrorKind::WrongNamespace {
+                        found: ns,
+                        expected: IX_NS,
+                    },
                 ));
             }
             if local != "index" {
                 return Err(Error::new(
-                    Location::file(file).at_line(line(pos)).at_path(format!("/{qname}")),
-                    ErrorKind::WrongRoot { found: local, expected: "index" },
+                    Location::file(file)
+                        .at_line(line(pos))
+                        .at_path(format!("/{qname}")),
+                    ErrorKind::WrongRoot {
+                        found: local,
+                        expected: "index",
+                    },
                 ));
             }
         }
@@ -289,8 +349,13 @@ fn read_ix08(bytes: &[u8], file: &str, info: &mut ArchiveInfo) -> Result<()> {
                 let v = attrs.get("value").cloned().unwrap_or_default();
                 info.total_record_count = Some(v.trim().parse().map_err(|_| {
                     Error::new(
-                        Location::file(file).at_line(line(pos)).at_path("/index/totalRecordCount/@value"),
-                        ErrorKind::InvalidField { field: "totalRecordCount", reason: format!("{v:?} is not a count") },
+                        Location::file(file)
+                            .at_line(line(pos))
+                            .at_path("/index/totalRecordCount/@value"),
+                        ErrorKind::InvalidField {
+                            field: "totalRecordCount",
+                            reason: format!("{v:?} is not a count"),
+                        },
                     )
                 })?);
             }
@@ -300,10 +365,12 @@ fn read_ix08(bytes: &[u8], file: &str, info: &mut ArchiveInfo) -> Result<()> {
             path.pop();
         }
     }
-    if let Some(t) = &info.interaction_type {
-        if t != "1" && t != "6" {
-            info.warnings.push(format!("ix08 interactionType {t} (expected 1 or 6)"));
-        }
+    if let Some(t) = &info.interaction_type
+        && t != "1"
+        && t != "6"
+    {
+        info.warnings
+            .push(format!("ix08 interactionType {t} (expected 1 or 6)"));
     }
     Ok(())
 }

@@ -157,16 +157,20 @@ impl Catalogue {
             if it.value_type == ValueType::Pq && (it.unit.is_none() || it.ucum.is_none()) {
                 return Err(format!("PQ item {} lacks unit/ucum", it.code));
             }
-            if let Some(v) = &it.values {
-                if !f.values.contains_key(v) {
-                    return Err(format!("item {} names unknown result table {v}", it.code));
-                }
+            if let Some(v) = &it.values
+                && !f.values.contains_key(v)
+            {
+                return Err(format!("item {} names unknown result table {v}", it.code));
             }
             if items.insert(it.code.clone(), it).is_some() {
                 return Err("duplicate item code".into());
             }
         }
-        Ok(Self { items, values: f.values, groups: f.group })
+        Ok(Self {
+            items,
+            values: f.values,
+            groups: f.group,
+        })
     }
 
     /// Looks up an item.
@@ -181,7 +185,9 @@ impl Catalogue {
 
     /// The group a member code identifies.
     pub fn group_of(&self, member: &str) -> Option<&Group> {
-        self.groups.iter().find(|g| g.identified_by.iter().any(|c| c == member))
+        self.groups
+            .iter()
+            .find(|g| g.identified_by.iter().any(|c| c == member))
     }
 
     /// All items (unordered).
@@ -201,12 +207,23 @@ mod tests {
         assert_eq!(w.range, Some([20.0, 250.0]));
         assert!(c.item("3D046000001906202").unwrap().jlac10);
         assert_eq!(c.value_display("1.2.392.200119.6.2102", "2"), Some("±"));
-        assert_eq!(c.group_of("8A065000002391901").unwrap().id, "serum-creatinine");
+        assert_eq!(
+            c.group_of("8A065000002391901").unwrap().id,
+            "serum-creatinine"
+        );
         // every item code parses as an ItemCode, every lab code as JLAC10
         for it in c.items() {
-            assert!(it.code.parse::<crate::iphr::ItemCode>().is_ok(), "{}", it.code);
+            assert!(
+                it.code.parse::<crate::iphr::ItemCode>().is_ok(),
+                "{}",
+                it.code
+            );
             if it.jlac10 {
-                assert!(it.code.parse::<crate::iphr::Jlac10>().is_ok(), "{}", it.code);
+                assert!(
+                    it.code.parse::<crate::iphr::Jlac10>().is_ok(),
+                    "{}",
+                    it.code
+                );
                 assert!(it.material.is_some(), "{}", it.code);
             }
         }
@@ -216,7 +233,9 @@ mod tests {
     fn units_match_across_spellings() {
         let c = Catalogue::builtin();
         let sbp = c.item("9A751000000000001").unwrap();
-        assert!(sbp.unit_matches("mmHg") && sbp.unit_matches("mm[Hg]") && sbp.unit_matches("ｍｍＨｇ"));
+        assert!(
+            sbp.unit_matches("mmHg") && sbp.unit_matches("mm[Hg]") && sbp.unit_matches("ｍｍＨｇ")
+        );
         assert!(!sbp.unit_matches("kPa"));
         let tg = c.item("3F015000002327101").unwrap();
         assert!(tg.unit_matches("mg/dL") && !tg.unit_matches("mmol/L"));

@@ -11,15 +11,16 @@
 
 use std::borrow::Cow;
 
-use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
+use quick_xml::events::{BytesStart, Event};
 
 use crate::catalogue::{Catalogue, Item, ValueType};
 use crate::error::{Error, ErrorKind, Location, Result};
 use crate::iphr::{
-    systems, Absent, Bound, Code, ContentHash, Date, Decimal, Effective, Entry, EntryKind, Header,
+    Absent, Bound, Code, ContentHash, Date, Decimal, Effective, Entry, EntryKind, Header,
     Identifier, InstitutionNumber, InsuredId, InsurerNumber, Interpretation, Organization, Person,
-    Provenance, Record, ReferenceRange, Relation, Sex, Source, SourceFormat, Unit, Value, SCHEMA,
+    Provenance, Record, ReferenceRange, Relation, SCHEMA, Sex, Source, SourceFormat, Unit, Value,
+    systems,
 };
 
 /// Namespace of hc08 documents.
@@ -149,7 +150,9 @@ fn intern(local: &str) -> N {
 
 /// FNV-1a of an element name (for XPath sibling indexes).
 fn name_hash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// One open element, for XPath (`name[index]`).
@@ -296,7 +299,10 @@ impl<'a> Parser<'a> {
     }
 
     fn line(&self, pos: u64) -> u64 {
-        line_of(self.text.as_bytes(), usize::try_from(pos).unwrap_or(usize::MAX))
+        line_of(
+            self.text.as_bytes(),
+            usize::try_from(pos).unwrap_or(usize::MAX),
+        )
     }
 
     fn xpath(&self) -> String {
@@ -313,7 +319,12 @@ impl<'a> Parser<'a> {
     }
 
     fn err_at(&self, pos: u64, path: String, kind: ErrorKind) -> Error {
-        Error::new(Location::file(self.file).at_line(self.line(pos)).at_path(path), kind)
+        Error::new(
+            Location::file(self.file)
+                .at_line(self.line(pos))
+                .at_path(path),
+            kind,
+        )
     }
 
     fn run(&mut self) -> Result<()> {
@@ -354,10 +365,16 @@ impl<'a> Parser<'a> {
                 Event::GeneralRef(r) => {
                     let ch = match r.resolve_char_ref() {
                         Ok(Some(ch)) => Some(ch.to_string()),
-                        Ok(None) => quick_xml::escape::resolve_predefined_entity(&r.xml10_content())
-                            .map(str::to_owned),
+                        Ok(None) => {
+                            quick_xml::escape::resolve_predefined_entity(&r.xml10_content())
+                                .map(str::to_owned)
+                        }
                         Err(e) => {
-                            return Err(self.err_at(pos, self.xpath(), ErrorKind::Xml(e.to_string())));
+                            return Err(self.err_at(
+                                pos,
+                                self.xpath(),
+                                ErrorKind::Xml(e.to_string()),
+                            ));
                         }
                     };
                     let Some(ch) = ch else {
@@ -396,9 +413,8 @@ impl<'a> Parser<'a> {
     fn read_attrs(&self, e: &BytesStart<'_>, pos: u64) -> Result<Attrs> {
         let mut a = Attrs::default();
         for attr in e.attributes().with_checks(false) {
-            let attr = attr.map_err(|err| {
-                self.err_at(pos, self.xpath(), ErrorKind::Xml(err.to_string()))
-            })?;
+            let attr = attr
+                .map_err(|err| self.err_at(pos, self.xpath(), ErrorKind::Xml(err.to_string())))?;
             let key = attr.key.0;
             let slot = match key {
                 "root" => &mut a.root,
@@ -422,10 +438,10 @@ impl<'a> Parser<'a> {
             *slot = Some(v.into_owned());
         }
         // xsi:type is a QName (`PQ` or `hl7:PQ`): keep the local part.
-        if let Some(t) = &mut a.xsi_type {
-            if let Some((_, local)) = t.split_once(':') {
-                *t = local.to_owned();
-            }
+        if let Some(t) = &mut a.xsi_type
+            && let Some((_, local)) = t.split_once(':')
+        {
+            *t = local.to_owned();
         }
         Ok(a)
     }
@@ -438,8 +454,8 @@ impl<'a> Parser<'a> {
         };
         let mut ns: Option<String> = None;
         for attr in e.attributes().with_checks(false) {
-            let attr =
-                attr.map_err(|err| self.err_at(pos, String::new(), ErrorKind::Xml(err.to_string())))?;
+            let attr = attr
+                .map_err(|err| self.err_at(pos, String::new(), ErrorKind::Xml(err.to_string())))?;
             let key = attr.key.0;
             let v = attr
                 .normalized_value(quick_xml::XmlVersion::Implicit1_0)
@@ -461,14 +477,20 @@ impl<'a> Parser<'a> {
             return Err(self.err_at(
                 pos,
                 path,
-                ErrorKind::WrongNamespace { found, expected: HL7_NS },
+                ErrorKind::WrongNamespace {
+                    found,
+                    expected: HL7_NS,
+                },
             ));
         }
         if local != "ClinicalDocument" {
             return Err(self.err_at(
                 pos,
                 path,
-                ErrorKind::WrongRoot { found: local.to_owned(), expected: "ClinicalDocument" },
+                ErrorKind::WrongRoot {
+                    found: local.to_owned(),
+                    expected: "ClinicalDocument",
+                },
             ));
         }
         self.hl7_prefix = prefix.map(str::to_owned);
@@ -521,7 +543,11 @@ impl<'a> Parser<'a> {
             Some((p, l)) => (Some(p), l),
             None => (None, qname),
         };
-        let n = if prefix == self.hl7_prefix.as_deref() { intern(local) } else { N::Other };
+        let n = if prefix == self.hl7_prefix.as_deref() {
+            intern(local)
+        } else {
+            N::Other
+        };
         self.push_frame(local, n);
         if n == N::Other {
             return Ok(());
@@ -530,7 +556,11 @@ impl<'a> Parser<'a> {
     }
 
     fn begin_capture(&mut self, target: Target) {
-        self.capture = Some(Capture { target, depth: self.path.len(), buf: String::new() });
+        self.capture = Some(Capture {
+            target,
+            depth: self.path.len(),
+            buf: String::new(),
+        });
     }
 
     fn dispatch_start(&mut self, e: &BytesStart<'_>, pos: u64, n: N) -> Result<()> {
@@ -556,36 +586,71 @@ impl<'a> Parser<'a> {
             [ClinicalDocument, EffectiveTime] => self.created = self.read_attrs(e, pos)?.value,
             [ClinicalDocument, RecordTarget, PatientRole, Id] => {
                 let a = self.read_attrs(e, pos)?;
-                let (Some(root), Some(ext)) = (a.root, a.extension) else { return Ok(()) };
+                let (Some(root), Some(ext)) = (a.root, a.extension) else {
+                    return Ok(());
+                };
                 match root.as_str() {
                     "1.2.392.200119.6.101" => self.insurer = Some(ext),
                     "1.2.392.200119.6.204" => self.symbol = Some(ext),
                     "1.2.392.200119.6.205" => self.number = Some(ext),
                     "1.2.392.200119.6.211" => self.branch = Some(ext),
-                    _ => self.other_ids.push(Identifier { system: format!("urn:oid:{root}"), value: ext }),
+                    _ => self.other_ids.push(Identifier {
+                        system: format!("urn:oid:{root}"),
+                        value: ext,
+                    }),
                 }
             }
-            [ClinicalDocument, RecordTarget, PatientRole, Addr, PostalCode] => {
+            [
+                ClinicalDocument,
+                RecordTarget,
+                PatientRole,
+                Addr,
+                PostalCode,
+            ] => {
                 self.begin_capture(Target::PostalCode);
             }
             [ClinicalDocument, RecordTarget, PatientRole, Patient, Name] => {
                 self.begin_capture(Target::PatientName);
             }
-            [ClinicalDocument, RecordTarget, PatientRole, Patient, AdministrativeGenderCode] => {
+            [
+                ClinicalDocument,
+                RecordTarget,
+                PatientRole,
+                Patient,
+                AdministrativeGenderCode,
+            ] => {
                 let a = self.read_attrs(e, pos)?;
                 self.sex = a.code.map(|c| (c, pos, self.xpath()));
             }
-            [ClinicalDocument, RecordTarget, PatientRole, Patient, BirthTime] => {
+            [
+                ClinicalDocument,
+                RecordTarget,
+                PatientRole,
+                Patient,
+                BirthTime,
+            ] => {
                 let a = self.read_attrs(e, pos)?;
                 self.birth = a.value.map(|c| (c, pos, self.xpath()));
             }
-            [ClinicalDocument, Author, AssignedAuthor, RepresentedOrganization, Id] => {
+            [
+                ClinicalDocument,
+                Author,
+                AssignedAuthor,
+                RepresentedOrganization,
+                Id,
+            ] => {
                 let a = self.read_attrs(e, pos)?;
                 if a.root.as_deref() == Some("1.2.392.200119.6.102") {
                     self.institution = a.extension.map(|c| (c, pos, self.xpath()));
                 }
             }
-            [ClinicalDocument, Author, AssignedAuthor, RepresentedOrganization, Name] => {
+            [
+                ClinicalDocument,
+                Author,
+                AssignedAuthor,
+                RepresentedOrganization,
+                Name,
+            ] => {
                 self.begin_capture(Target::OrgName);
             }
             [ClinicalDocument, Participant] => {
@@ -595,12 +660,19 @@ impl<'a> Parser<'a> {
             [ClinicalDocument, Participant, AssociatedEntity, Id] if self.participant_hld => {
                 let a = self.read_attrs(e, pos)?;
                 if let (Some(r), Some(x)) = (a.root, a.extension) {
-                    self.other_ids.push(Identifier { system: format!("urn:oid:{r}"), value: x });
+                    self.other_ids.push(Identifier {
+                        system: format!("urn:oid:{r}"),
+                        value: x,
+                    });
                 }
             }
-            [ClinicalDocument, Participant, AssociatedEntity, ScopingOrganization, Id]
-                if self.participant_hld =>
-            {
+            [
+                ClinicalDocument,
+                Participant,
+                AssociatedEntity,
+                ScopingOrganization,
+                Id,
+            ] if self.participant_hld => {
                 let a = self.read_attrs(e, pos)?;
                 if a.root.as_deref() == Some("1.2.392.200119.6.101") {
                     self.hld_insurer = a.extension;
@@ -609,14 +681,32 @@ impl<'a> Parser<'a> {
             [ClinicalDocument, DocumentationOf, ServiceEvent, Code] => {
                 self.program = Some(self.read_attrs(e, pos)?);
             }
-            [ClinicalDocument, DocumentationOf, ServiceEvent, EffectiveTime]
-            | [ClinicalDocument, DocumentationOf, ServiceEvent, EffectiveTime, Low] => {
+            [
+                ClinicalDocument,
+                DocumentationOf,
+                ServiceEvent,
+                EffectiveTime,
+            ]
+            | [
+                ClinicalDocument,
+                DocumentationOf,
+                ServiceEvent,
+                EffectiveTime,
+                Low,
+            ] => {
                 let a = self.read_attrs(e, pos)?;
                 if let Some(v) = a.value {
                     self.exam_date = Some((v, pos, self.xpath()));
                 }
             }
-            [ClinicalDocument, Component, StructuredBody, Component, Section, Code] => {
+            [
+                ClinicalDocument,
+                Component,
+                StructuredBody,
+                Component,
+                Section,
+                Code,
+            ] => {
                 let a = self.read_attrs(e, pos)?;
                 if let Some(c) = a.code {
                     let mut code = crate::iphr::Code::new(systems::SECTION, c);
@@ -624,9 +714,23 @@ impl<'a> Parser<'a> {
                     self.sections.push(code);
                 }
             }
-            [ClinicalDocument, Component, StructuredBody, Component, Section, Entry, Observation] => {
+            [
+                ClinicalDocument,
+                Component,
+                StructuredBody,
+                Component,
+                Section,
+                Entry,
+                Observation,
+            ] => {
                 let a = self.read_attrs(e, pos)?;
-                self.open_obs(a, pos, path_len - 1, None, None);
+                self.open_obs(
+                    a.negation.as_deref() == Some("true"),
+                    pos,
+                    path_len - 1,
+                    None,
+                    None,
+                );
             }
             _ => {}
         }
@@ -635,7 +739,7 @@ impl<'a> Parser<'a> {
 
     fn open_obs(
         &mut self,
-        a: Attrs,
+        negated: bool,
         pos: u64,
         depth: usize,
         parent: Option<String>,
@@ -644,8 +748,11 @@ impl<'a> Parser<'a> {
         self.next_id += 1;
         let id = format!("e{}", self.next_id);
         let slot = self.entries.len();
-        self.entries.push(Entry::observation(String::new(), Code::new("", ""), String::new()));
-        let negated = a.negation.as_deref() == Some("true");
+        self.entries.push(Entry::observation(
+            String::new(),
+            Code::new("", ""),
+            String::new(),
+        ));
         self.obs.push(ObsBuilder {
             depth,
             slot,
@@ -675,7 +782,11 @@ impl<'a> Parser<'a> {
         let tail = &self.path[rel_start..];
         let len = tail.len().min(buf.len());
         buf[..len].copy_from_slice(&tail[..len]);
-        let rel: &[N] = if tail.len() > buf.len() { &[] } else { &buf[..len] };
+        let rel: &[N] = if tail.len() > buf.len() {
+            &[]
+        } else {
+            &buf[..len]
+        };
         match rel {
             [Code] => {
                 let a = self.read_attrs(e, pos)?;
@@ -687,7 +798,11 @@ impl<'a> Parser<'a> {
                 let a = self.read_attrs(e, pos)?;
                 let is_text = a.xsi_type.as_deref() == Some("ST");
                 let idx = if let Some(top) = self.obs.last_mut() {
-                    top.values.push(RawValue { attrs: a, text: String::new(), pos });
+                    top.values.push(RawValue {
+                        attrs: a,
+                        text: String::new(),
+                        pos,
+                    });
                     top.values.len() - 1
                 } else {
                     0
@@ -710,10 +825,10 @@ impl<'a> Parser<'a> {
             }
             [EffectiveTime] | [EffectiveTime, Low] => {
                 let a = self.read_attrs(e, pos)?;
-                if let Some(top) = self.obs.last_mut() {
-                    if a.value.is_some() {
-                        top.effective = a.value;
-                    }
+                if let Some(top) = self.obs.last_mut()
+                    && a.value.is_some()
+                {
+                    top.effective = a.value;
                 }
             }
             [ReferenceRange, ObservationRange] => {
@@ -731,10 +846,14 @@ impl<'a> Parser<'a> {
                 let xp = self.xpath();
                 let parsed = match &a.value {
                     Some(v) => Some(v.parse::<Decimal>().map_err(|err| {
-                        self.err_at(pos, xp.clone(), ErrorKind::InvalidValue {
-                            value: v.clone(),
-                            reason: err.reason.to_owned(),
-                        })
+                        self.err_at(
+                            pos,
+                            xp.clone(),
+                            ErrorKind::InvalidValue {
+                                value: v.clone(),
+                                reason: err.reason.to_owned(),
+                            },
+                        )
                     })?),
                     None => None,
                 };
@@ -765,10 +884,14 @@ impl<'a> Parser<'a> {
                     Some("COMP") => Relation::Component,
                     Some("RSON") => Relation::Reason,
                     other => {
-                        return Err(self.err_at(pos, self.xpath(), ErrorKind::InvalidField {
-                            field: "entryRelationship/@typeCode",
-                            reason: format!("{other:?} is neither COMP nor RSON"),
-                        }));
+                        return Err(self.err_at(
+                            pos,
+                            self.xpath(),
+                            ErrorKind::InvalidField {
+                                field: "entryRelationship/@typeCode",
+                                reason: format!("{other:?} is neither COMP nor RSON"),
+                            },
+                        ));
                     }
                 };
                 if let Some(top) = self.obs.last_mut() {
@@ -785,7 +908,13 @@ impl<'a> Parser<'a> {
                     None => (None, None),
                 };
                 let depth = self.path.len() - 1;
-                self.open_obs(a, pos, depth, parent, relation);
+                self.open_obs(
+                    a.negation.as_deref() == Some("true"),
+                    pos,
+                    depth,
+                    parent,
+                    relation,
+                );
             }
             _ => {}
         }
@@ -794,25 +923,23 @@ impl<'a> Parser<'a> {
 
     fn end(&mut self, _pos: u64) -> Result<()> {
         let depth = self.path.len();
-        if let Some(c) = &self.capture {
-            if c.depth == depth {
-                if let Some(c) = self.capture.take() {
-                    self.deliver(c.target, c.buf);
-                }
-            }
+        if let Some(c) = &self.capture
+            && c.depth == depth
+            && let Some(c) = self.capture.take()
+        {
+            self.deliver(c.target, &c.buf);
         }
-        if let Some(top) = self.obs.last() {
-            if top.depth + 1 == depth {
-                if let Some(b) = self.obs.pop() {
-                    self.close_obs(b)?;
-                }
-            }
+        if let Some(top) = self.obs.last()
+            && top.depth + 1 == depth
+            && let Some(b) = self.obs.pop()
+        {
+            self.close_obs(&b)?;
         }
         self.path.pop();
         Ok(())
     }
 
-    fn deliver(&mut self, target: Target, buf: String) {
+    fn deliver(&mut self, target: Target, buf: &str) {
         let t = buf.split_whitespace().collect::<Vec<_>>().join(" ");
         let t = if t.is_empty() { None } else { Some(t) };
         match target {
@@ -837,20 +964,27 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn close_obs(&mut self, b: ObsBuilder) -> Result<()> {
-        let entry = self.build_entry(&b)?;
+    fn close_obs(&mut self, b: &ObsBuilder) -> Result<()> {
+        let entry = self.build_entry(b)?;
         self.entries[b.slot] = entry;
         Ok(())
     }
 
     fn build_entry(&self, b: &ObsBuilder) -> Result<Entry> {
-        let loc = || Location::file(self.file).at_line(self.line(b.pos)).at_path(b.xpath.clone());
+        let loc = || {
+            Location::file(self.file)
+                .at_line(self.line(b.pos))
+                .at_path(b.xpath.clone())
+        };
         let code_attrs = b.code.as_ref();
         let item_code = code_attrs.and_then(|c| c.code.clone());
         let Some(item_code) = item_code else {
             // 一連検査グループ parent: code nullFlavor="NA" and members below.
             if b.children == 0 {
-                return Err(Error::new(loc().at_path(format!("{}/code", b.xpath)), ErrorKind::Missing("observation/code/@code")));
+                return Err(Error::new(
+                    loc().at_path(format!("{}/code", b.xpath)),
+                    ErrorKind::Missing("observation/code/@code"),
+                ));
             }
             let members = &self.entries[b.slot + 1..];
             let group = members
@@ -868,18 +1002,23 @@ impl<'a> Parser<'a> {
             return Ok(e);
         };
         let loc_item = || loc().with_item(item_code.clone());
-        if let Some(sys) = code_attrs.and_then(|c| c.code_system.as_deref()) {
-            if sys != ITEM_OID {
-                return Err(Error::new(
-                    loc_item(),
-                    ErrorKind::UnknownItemCode(format!("{item_code} in code system {sys}")),
-                ));
-            }
+        if let Some(sys) = code_attrs.and_then(|c| c.code_system.as_deref())
+            && sys != ITEM_OID
+        {
+            return Err(Error::new(
+                loc_item(),
+                ErrorKind::UnknownItemCode(format!("{item_code} in code system {sys}")),
+            ));
         }
         let Some(item) = self.cat.item(&item_code) else {
-            return Err(Error::new(loc_item(), ErrorKind::UnknownItemCode(item_code.clone())));
+            return Err(Error::new(
+                loc_item(),
+                ErrorKind::UnknownItemCode(item_code.clone()),
+            ));
         };
-        let display = code_attrs.and_then(|c| c.display.clone()).unwrap_or_else(|| item.name.clone());
+        let display = code_attrs
+            .and_then(|c| c.display.clone())
+            .unwrap_or_else(|| item.name.clone());
         let code = Code::with_display(systems::TOKUTEI_ITEM, item.code.as_str(), display);
         let mut e = Entry::observation(b.id.clone(), code, b.xpath.clone());
         if item.jlac10 {
@@ -889,18 +1028,21 @@ impl<'a> Parser<'a> {
         e.parent.clone_from(&b.parent);
         e.relation = b.relation;
         e.performer.clone_from(&b.author);
-        if let Some(m) = &b.method {
-            if let Some(c) = &m.code {
-                let sys = m.code_system.as_deref().unwrap_or("1.2.392.200119.6.1007");
-                e.method = Some(Code::new(format!("urn:oid:{sys}"), c.clone()));
-            }
+        if let Some(m) = &b.method
+            && let Some(c) = &m.code
+        {
+            let sys = m.code_system.as_deref().unwrap_or("1.2.392.200119.6.1007");
+            e.method = Some(Code::new(format!("urn:oid:{sys}"), c.clone()));
         }
         if let Some(t) = &b.effective {
             let d = t.parse::<Date>().map_err(|err| {
-                Error::new(loc_item().at_path(format!("{}/effectiveTime", b.xpath)), ErrorKind::InvalidField {
-                    field: "observation/effectiveTime",
-                    reason: err.to_string(),
-                })
+                Error::new(
+                    loc_item().at_path(format!("{}/effectiveTime", b.xpath)),
+                    ErrorKind::InvalidField {
+                        field: "observation/effectiveTime",
+                        reason: err.to_string(),
+                    },
+                )
             })?;
             e.effective = Some(Effective::Date(d));
         }
@@ -917,7 +1059,10 @@ impl<'a> Parser<'a> {
                 if item.value_type == ValueType::Pq && !item.unit_matches(u) {
                     return Err(Error::new(
                         loc_item().at_path(format!("{}/referenceRange", b.xpath)),
-                        ErrorKind::UnitMismatch { expected: item.unit.clone().unwrap_or_default(), found: u.clone() },
+                        ErrorKind::UnitMismatch {
+                            expected: item.unit.clone().unwrap_or_default(),
+                            found: u.clone(),
+                        },
                     ));
                 }
                 r.unit = item.ucum.clone().or_else(|| Some(u.clone()));
@@ -932,7 +1077,11 @@ impl<'a> Parser<'a> {
         let mut main: Option<(usize, &RawValue)> = None;
         for (i, v) in b.values.iter().enumerate() {
             let vpath = || {
-                if b.values.len() > 1 { format!("{}/value[{}]", b.xpath, i + 1) } else { format!("{}/value", b.xpath) }
+                if b.values.len() > 1 {
+                    format!("{}/value[{}]", b.xpath, i + 1)
+                } else {
+                    format!("{}/value", b.xpath)
+                }
             };
             if v.attrs.null_flavor.is_some() {
                 e.absent = Some(Absent::CannotMeasure);
@@ -945,7 +1094,10 @@ impl<'a> Parser<'a> {
                     Some("L") => Some(Bound::Below),
                     other => {
                         return Err(Error::new(
-                            Location::file(self.file).at_line(self.line(v.pos)).at_path(vpath()).with_item(item_code.clone()),
+                            Location::file(self.file)
+                                .at_line(self.line(v.pos))
+                                .at_path(vpath())
+                                .with_item(item_code.clone()),
                             ErrorKind::InvalidValue {
                                 value: other.unwrap_or("").to_owned(),
                                 reason: "out-of-range marker must be H or L".into(),
@@ -957,15 +1109,24 @@ impl<'a> Parser<'a> {
             }
             if main.is_some() {
                 return Err(Error::new(
-                    Location::file(self.file).at_line(self.line(v.pos)).at_path(vpath()).with_item(item_code.clone()),
-                    ErrorKind::InvalidValue { value: String::new(), reason: "more than one value".into() },
+                    Location::file(self.file)
+                        .at_line(self.line(v.pos))
+                        .at_path(vpath())
+                        .with_item(item_code.clone()),
+                    ErrorKind::InvalidValue {
+                        value: String::new(),
+                        reason: "more than one value".into(),
+                    },
                 ));
             }
             main = Some((i, v));
         }
         let Some((i, v)) = main else {
             if e.absent.is_none() && e.out_of_range.is_none() {
-                return Err(Error::new(loc_item().at_path(format!("{}/value", b.xpath)), ErrorKind::Missing("observation/value")));
+                return Err(Error::new(
+                    loc_item().at_path(format!("{}/value", b.xpath)),
+                    ErrorKind::Missing("observation/value"),
+                ));
             }
             return Ok(e);
         };
@@ -973,8 +1134,15 @@ impl<'a> Parser<'a> {
             e.absent = None; // a value next to a nullFlavor sibling: the value wins
         }
         let vloc = || {
-            let p = if b.values.len() > 1 { format!("{}/value[{}]", b.xpath, i + 1) } else { format!("{}/value", b.xpath) };
-            Location::file(self.file).at_line(self.line(v.pos)).at_path(p).with_item(item_code.clone())
+            let p = if b.values.len() > 1 {
+                format!("{}/value[{}]", b.xpath, i + 1)
+            } else {
+                format!("{}/value", b.xpath)
+            };
+            Location::file(self.file)
+                .at_line(self.line(v.pos))
+                .at_path(p)
+                .with_item(item_code.clone())
         };
         e.value = Some(self.read_value(item, v, e.out_of_range, &vloc)?);
         Ok(e)
@@ -989,7 +1157,17 @@ impl<'a> Parser<'a> {
     ) -> Result<Value> {
         let ty = v.attrs.xsi_type.as_deref().unwrap_or("");
         let type_err = || {
-            Error::new(vloc(), ErrorKind::ValueType { expected: item.value_type.name(), found: if ty.is_empty() { "(none)".into() } else { ty.to_owned() } })
+            Error::new(
+                vloc(),
+                ErrorKind::ValueType {
+                    expected: item.value_type.name(),
+                    found: if ty.is_empty() {
+                        "(none)".into()
+                    } else {
+                        ty.to_owned()
+                    },
+                },
+            )
         };
         match item.value_type {
             ValueType::Pq => {
@@ -998,30 +1176,49 @@ impl<'a> Parser<'a> {
                 }
                 let raw = v.attrs.value.as_deref().unwrap_or("");
                 let d: Decimal = raw.parse().map_err(|err: crate::iphr::ParseError| {
-                    Error::new(vloc(), ErrorKind::InvalidValue { value: raw.to_owned(), reason: err.reason.to_owned() })
+                    Error::new(
+                        vloc(),
+                        ErrorKind::InvalidValue {
+                            value: raw.to_owned(),
+                            reason: err.reason.to_owned(),
+                        },
+                    )
                 })?;
                 let unit = v.attrs.unit.as_deref().unwrap_or("");
                 if !item.unit_matches(unit) {
-                    return Err(Error::new(vloc(), ErrorKind::UnitMismatch {
-                        expected: item.unit.clone().unwrap_or_default(),
-                        found: unit.to_owned(),
-                    }));
+                    return Err(Error::new(
+                        vloc(),
+                        ErrorKind::UnitMismatch {
+                            expected: item.unit.clone().unwrap_or_default(),
+                            found: unit.to_owned(),
+                        },
+                    ));
                 }
                 check_range(item, &d, out_of_range).map_err(|k| Error::new(vloc(), k))?;
-                Ok(Value::Quantity { value: d, unit: Cow::Borrowed(item.ucum.as_deref().unwrap_or_default()) })
+                Ok(Value::Quantity {
+                    value: d,
+                    unit: Cow::Borrowed(item.ucum.as_deref().unwrap_or_default()),
+                })
             }
             ValueType::Cd => {
                 if !matches!(ty, "CD" | "CO" | "CE") {
                     return Err(type_err());
                 }
-                coded_value(self.cat, item, v.attrs.code.as_deref(), v.attrs.code_system.as_deref())
-                    .map_err(|k| Error::new(vloc(), k))
+                coded_value(
+                    self.cat,
+                    item,
+                    v.attrs.code.as_deref(),
+                    v.attrs.code_system.as_deref(),
+                )
+                .map_err(|k| Error::new(vloc(), k))
             }
             ValueType::St => {
                 if ty != "ST" {
                     return Err(type_err());
                 }
-                Ok(Value::Text { text: v.text.clone() })
+                Ok(Value::Text {
+                    text: v.text.clone(),
+                })
             }
         }
     }
@@ -1029,7 +1226,11 @@ impl<'a> Parser<'a> {
     fn finish(self, bytes: &[u8], archive: Option<&str>) -> Result<Record> {
         let file = self.file;
         let hdr = |p: &str| Location::file(file).at_path(p.to_owned());
-        let at = |(_, pos, xp): &(String, u64, String)| Location::file(file).at_line(self.line(*pos)).at_path(xp.clone());
+        let at = |(_, pos, xp): &(String, u64, String)| {
+            Location::file(file)
+                .at_line(self.line(*pos))
+                .at_path(xp.clone())
+        };
         let Some(exam) = &self.exam_date else {
             return Err(Error::new(
                 hdr("/ClinicalDocument/documentationOf/serviceEvent/effectiveTime"),
@@ -1037,13 +1238,26 @@ impl<'a> Parser<'a> {
             ));
         };
         let exam_date: Date = exam.0.parse().map_err(|e: crate::iphr::ParseError| {
-            Error::new(at(exam), ErrorKind::InvalidField { field: "健診実施日", reason: e.to_string() })
+            Error::new(
+                at(exam),
+                ErrorKind::InvalidField {
+                    field: "健診実施日",
+                    reason: e.to_string(),
+                },
+            )
         })?;
         let insured = match (&self.insurer, &self.number) {
             (Some(ins), Some(num)) => {
-                let insurer: InsurerNumber = ins.parse().map_err(|e: crate::iphr::ParseError| {
-                    Error::new(hdr("/ClinicalDocument/recordTarget/patientRole/id"), ErrorKind::InvalidField { field: "保険者番号", reason: e.to_string() })
-                })?;
+                let insurer: InsurerNumber =
+                    ins.parse().map_err(|e: crate::iphr::ParseError| {
+                        Error::new(
+                            hdr("/ClinicalDocument/recordTarget/patientRole/id"),
+                            ErrorKind::InvalidField {
+                                field: "保険者番号",
+                                reason: e.to_string(),
+                            },
+                        )
+                    })?;
                 Some(InsuredId {
                     insurer,
                     symbol: self.symbol.clone(),
@@ -1061,23 +1275,44 @@ impl<'a> Parser<'a> {
         }
         let sex = match &self.sex {
             Some(s) => Some(s.0.parse::<Sex>().map_err(|e| {
-                Error::new(at(s), ErrorKind::InvalidField { field: "性別", reason: e.to_string() })
+                Error::new(
+                    at(s),
+                    ErrorKind::InvalidField {
+                        field: "性別",
+                        reason: e.to_string(),
+                    },
+                )
             })?),
             None => None,
         };
         let birth_date = match &self.birth {
             Some(b) => Some(b.0.parse::<Date>().map_err(|e| {
-                Error::new(at(b), ErrorKind::InvalidField { field: "生年月日", reason: e.to_string() })
+                Error::new(
+                    at(b),
+                    ErrorKind::InvalidField {
+                        field: "生年月日",
+                        reason: e.to_string(),
+                    },
+                )
             })?),
             None => None,
         };
         let performer = match &self.institution {
             Some(i) => {
                 let n: InstitutionNumber = i.0.parse().map_err(|e: crate::iphr::ParseError| {
-                    Error::new(at(i), ErrorKind::InvalidField { field: "健診機関番号", reason: e.to_string() })
+                    Error::new(
+                        at(i),
+                        ErrorKind::InvalidField {
+                            field: "健診機関番号",
+                            reason: e.to_string(),
+                        },
+                    )
                 })?;
                 Some(Organization {
-                    id: Identifier { system: systems::INSTITUTION.into(), value: n.to_string() },
+                    id: Identifier {
+                        system: systems::INSTITUTION.into(),
+                        value: n.to_string(),
+                    },
                     name: self.org_name.clone(),
                 })
             }
@@ -1087,7 +1322,13 @@ impl<'a> Parser<'a> {
             .as_ref()
             .map(|i| i.insurer.to_string())
             .or_else(|| self.hld_insurer.clone())
-            .map(|v| Organization { id: Identifier { system: systems::INSURER.into(), value: v }, name: None });
+            .map(|v| Organization {
+                id: Identifier {
+                    system: systems::INSURER.into(),
+                    value: v,
+                },
+                name: None,
+            });
         let person = Person {
             insured,
             identifiers: self.other_ids.clone(),
@@ -1132,7 +1373,11 @@ impl<'a> Parser<'a> {
                 document_id: self.doc_id,
                 archive: archive.map(str::to_owned),
             },
-            provenance: Provenance { converter: converter_id(), mapping: None, tables: Vec::new() },
+            provenance: Provenance {
+                converter: converter_id(),
+                mapping: None,
+                tables: Vec::new(),
+            },
         };
         crate::judgement::apply(&mut record);
         Ok(record)
@@ -1140,12 +1385,22 @@ impl<'a> Parser<'a> {
 }
 
 /// Checks a quantity against the item's input range; `out_of_range` is the source's 入力範囲外 marker.
-pub(crate) fn check_range(item: &Item, d: &Decimal, out_of_range: Option<Bound>) -> std::result::Result<(), ErrorKind> {
-    let Some([lo, hi]) = item.range else { return Ok(()) };
+pub(crate) fn check_range(
+    item: &Item,
+    d: &Decimal,
+    out_of_range: Option<Bound>,
+) -> std::result::Result<(), ErrorKind> {
+    let Some([lo, hi]) = item.range else {
+        return Ok(());
+    };
     let x = d.to_f64();
     let outside = x < lo || x > hi;
     if outside && out_of_range.is_none() {
-        return Err(ErrorKind::ValueOutOfRange { value: d.to_string(), low: lo.to_string(), high: hi.to_string() });
+        return Err(ErrorKind::ValueOutOfRange {
+            value: d.to_string(),
+            low: lo.to_string(),
+            high: hi.to_string(),
+        });
     }
     Ok(())
 }
@@ -1158,16 +1413,19 @@ pub(crate) fn coded_value(
     system: Option<&str>,
 ) -> std::result::Result<Value, ErrorKind> {
     let Some(code) = code else {
-        return Err(ErrorKind::InvalidValue { value: String::new(), reason: "coded value without @code".into() });
+        return Err(ErrorKind::InvalidValue {
+            value: String::new(),
+            reason: "coded value without @code".into(),
+        });
     };
     let table = item.values.as_deref().unwrap_or("");
-    if let Some(sys) = system {
-        if sys != table {
-            return Err(ErrorKind::InvalidValue {
-                value: code.to_owned(),
-                reason: format!("code system {sys} is not the item's result table {table}"),
-            });
-        }
+    if let Some(sys) = system
+        && sys != table
+    {
+        return Err(ErrorKind::InvalidValue {
+            value: code.to_owned(),
+            reason: format!("code system {sys} is not the item's result table {table}"),
+        });
     }
     let Some(display) = cat.value_display(table, code) else {
         return Err(ErrorKind::InvalidValue {
@@ -1175,5 +1433,7 @@ pub(crate) fn coded_value(
             reason: format!("not a code of result table {table}"),
         });
     };
-    Ok(Value::Coded { code: Code::with_display(format!("urn:oid:{table}"), code.to_owned(), display) })
+    Ok(Value::Coded {
+        code: Code::with_display(format!("urn:oid:{table}"), code.to_owned(), display),
+    })
 }

@@ -12,9 +12,9 @@ use crate::catalogue::{Catalogue, Item, ValueType};
 use crate::cda::{check_range, coded_value, converter_id};
 use crate::error::{Error, ErrorKind, Location, Result};
 use crate::iphr::{
-    systems, Absent, Code, ContentHash, Date, Decimal, Effective, Entry, Header, Identifier,
-    InstitutionNumber, InsuredId, InsurerNumber, Organization, Person, Provenance, Record, Sex,
-    Source, SourceFormat, Unit, Value, SCHEMA,
+    Absent, Code, ContentHash, Date, Decimal, Effective, Entry, Header, Identifier,
+    InstitutionNumber, InsuredId, InsurerNumber, Organization, Person, Provenance, Record, SCHEMA,
+    Sex, Source, SourceFormat, Unit, Value, systems,
 };
 use crate::normalize::to_half_width;
 
@@ -117,7 +117,10 @@ fn one() -> u64 {
 }
 
 fn toml_line(text: &str, span: std::ops::Range<usize>) -> u64 {
-    1 + text.as_bytes()[..span.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() as u64
+    1 + text.as_bytes()[..span.start.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count() as u64
 }
 
 impl Mapping {
@@ -132,42 +135,71 @@ impl Mapping {
         })?;
         let cat = Catalogue::builtin();
         if m.delimiter.len() != 1 || !m.delimiter.is_ascii() {
-            return Err(Error::new(Location::file(file), ErrorKind::Mapping("delimiter must be one ASCII character".into())));
+            return Err(Error::new(
+                Location::file(file),
+                ErrorKind::Mapping("delimiter must be one ASCII character".into()),
+            ));
         }
         if m.header_row == 0 {
-            return Err(Error::new(Location::file(file), ErrorKind::Mapping("header_row is 1-based".into())));
+            return Err(Error::new(
+                Location::file(file),
+                ErrorKind::Mapping("header_row is 1-based".into()),
+            ));
         }
-        if let Some(f) = &m.date_format {
-            if f != "iso" && f != "wareki" {
-                return Err(Error::new(Location::file(file), ErrorKind::Mapping(format!("date_format {f:?}: use iso or wareki"))));
-            }
+        if let Some(f) = &m.date_format
+            && f != "iso"
+            && f != "wareki"
+        {
+            return Err(Error::new(
+                Location::file(file),
+                ErrorKind::Mapping(format!("date_format {f:?}: use iso or wareki")),
+            ));
         }
         if let Some(i) = &m.institution {
             i.parse::<InstitutionNumber>().map_err(|e| {
-                Error::new(Location::file(file), ErrorKind::InvalidField { field: "institution", reason: e.to_string() })
+                Error::new(
+                    Location::file(file),
+                    ErrorKind::InvalidField {
+                        field: "institution",
+                        reason: e.to_string(),
+                    },
+                )
             })?;
         }
         for c in &m.column {
             let at = |span: std::ops::Range<usize>| {
-                Location::file(file).at_line(toml_line(text, span)).at_path(format!("column {:?}", c.name)).with_item(c.item.get_ref().clone())
+                Location::file(file)
+                    .at_line(toml_line(text, span))
+                    .at_path(format!("column {:?}", c.name))
+                    .with_item(c.item.get_ref().clone())
             };
             let Some(item) = cat.item(c.item.get_ref()) else {
-                return Err(Error::new(at(c.item.span()), ErrorKind::UnknownItemCode(c.item.get_ref().clone())));
+                return Err(Error::new(
+                    at(c.item.span()),
+                    ErrorKind::UnknownItemCode(c.item.get_ref().clone()),
+                ));
             };
             match (&c.unit, item.value_type) {
                 (Some(u), ValueType::Pq) if !item.unit_matches(u.get_ref()) => {
-                    return Err(Error::new(at(u.span()), ErrorKind::UnitMismatch {
-                        expected: item.unit.clone().unwrap_or_default(),
-                        found: u.get_ref().clone(),
-                    }));
+                    return Err(Error::new(
+                        at(u.span()),
+                        ErrorKind::UnitMismatch {
+                            expected: item.unit.clone().unwrap_or_default(),
+                            found: u.get_ref().clone(),
+                        },
+                    ));
                 }
                 (None, ValueType::Pq) => {
-                    return Err(Error::new(at(c.item.span()), ErrorKind::Mapping("quantity column without unit".into())));
+                    return Err(Error::new(
+                        at(c.item.span()),
+                        ErrorKind::Mapping("quantity column without unit".into()),
+                    ));
                 }
                 _ => {}
             }
             for code in c.codes.values() {
-                coded_value(cat, item, Some(code), None).map_err(|k| Error::new(at(c.item.span()), k))?;
+                coded_value(cat, item, Some(code), None)
+                    .map_err(|k| Error::new(at(c.item.span()), k))?;
             }
         }
         Ok(m)
@@ -178,7 +210,10 @@ impl Mapping {
 pub fn decode(bytes: &[u8], enc: Encoding, file: &str) -> Result<String> {
     if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
         if enc == Encoding::ShiftJis {
-            return Err(Error::new(Location::file(file).at_line(1), ErrorKind::Encoding("Shift_JIS (file has a UTF-8 BOM)")));
+            return Err(Error::new(
+                Location::file(file).at_line(1),
+                ErrorKind::Encoding("Shift_JIS (file has a UTF-8 BOM)"),
+            ));
         }
         return utf8(rest, file);
     }
@@ -194,16 +229,27 @@ pub fn decode(bytes: &[u8], enc: Encoding, file: &str) -> Result<String> {
 
 fn utf8(bytes: &[u8], file: &str) -> Result<String> {
     std::str::from_utf8(bytes).map(str::to_owned).map_err(|e| {
-        let line = 1 + bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() as u64;
-        Error::new(Location::file(file).at_line(line), ErrorKind::Encoding("UTF-8"))
+        let line = 1 + bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64;
+        Error::new(
+            Location::file(file).at_line(line),
+            ErrorKind::Encoding("UTF-8"),
+        )
     })
 }
 
 fn sjis(bytes: &[u8], file: &str) -> Result<String> {
     let (text, had_errors) = encoding_rs::SHIFT_JIS.decode_without_bom_handling(bytes);
     if had_errors {
-        let line = text.find('\u{FFFD}').map_or(1, |p| 1 + text[..p].matches('\n').count() as u64);
-        return Err(Error::new(Location::file(file).at_line(line), ErrorKind::Encoding("Shift_JIS")));
+        let line = text
+            .find('\u{FFFD}')
+            .map_or(1, |p| 1 + text[..p].matches('\n').count() as u64);
+        return Err(Error::new(
+            Location::file(file).at_line(line),
+            ErrorKind::Encoding("Shift_JIS"),
+        ));
     }
     Ok(text.into_owned())
 }
@@ -214,24 +260,34 @@ pub fn parse_date(cell: &str) -> std::result::Result<Date, String> {
     if let Ok(d) = s.parse::<Date>() {
         return Ok(d);
     }
-    let eras: [(&str, &str, u16); 5] =
-        [("令和", "R", 2018), ("平成", "H", 1988), ("昭和", "S", 1925), ("大正", "T", 1911), ("明治", "M", 1867)];
+    let eras: [(&str, &str, u16); 5] = [
+        ("令和", "R", 2018),
+        ("平成", "H", 1988),
+        ("昭和", "S", 1925),
+        ("大正", "T", 1911),
+        ("明治", "M", 1867),
+    ];
     for (kanji, letter, base) in eras {
-        let rest = s.strip_prefix(kanji).or_else(|| s.strip_prefix(letter)).or_else(|| s.strip_prefix(&letter.to_lowercase()));
+        let rest = s
+            .strip_prefix(kanji)
+            .or_else(|| s.strip_prefix(letter))
+            .or_else(|| s.strip_prefix(&letter.to_lowercase()));
         let Some(rest) = rest else { continue };
         let rest = rest.replacen('元', "1", 1);
         let parts: Vec<&str> = rest
             .split(['.', '/', '-', '年', '月', '日'])
             .filter(|p| !p.is_empty())
             .collect();
-        if parts.len() == 3 {
-            if let (Ok(y), Ok(m), Ok(d)) = (parts[0].parse::<u16>(), parts[1].parse::<u8>(), parts[2].parse::<u8>()) {
-                if y >= 1 && y < 100 {
-                    if let Some(date) = Date::new(base + y, m, d) {
-                        return Ok(date);
-                    }
-                }
-            }
+        if parts.len() == 3
+            && let (Ok(y), Ok(m), Ok(d)) = (
+                parts[0].parse::<u16>(),
+                parts[1].parse::<u8>(),
+                parts[2].parse::<u8>(),
+            )
+            && (1..100).contains(&y)
+            && let Some(date) = Date::new(base + y, m, d)
+        {
+            return Ok(date);
         }
         return Err(format!("{cell:?} is not a date"));
     }
@@ -256,26 +312,44 @@ pub fn read_csv(bytes: &[u8], file: &str, mapping: &Mapping) -> Result<CsvOutcom
         .flexible(true)
         .delimiter(mapping.delimiter.as_bytes()[0])
         .from_reader(text.as_bytes());
-    let newlines: Vec<usize> = text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i).collect();
+    let newlines: Vec<usize> = text
+        .bytes()
+        .enumerate()
+        .filter(|(_, b)| *b == b'\n')
+        .map(|(i, _)| i)
+        .collect();
     let mut header: Option<Vec<String>> = None;
-    let mut out = CsvOutcome { records: Vec::new(), errors: Vec::new() };
+    let mut out = CsvOutcome {
+        records: Vec::new(),
+        errors: Vec::new(),
+    };
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut cols: Option<Resolved<'_>> = None;
     for row in rdr.records() {
         let row = match row {
             Ok(r) => r,
             Err(e) => {
-                let line = e.position().map_or(0, |p| line_at(&text, &newlines, p.byte()));
-                out.errors.push(Error::new(Location::file(file).at_line(line), ErrorKind::BadRow(e.to_string())));
+                let line = e
+                    .position()
+                    .map_or(0, |p| line_at(&text, &newlines, p.byte()));
+                out.errors.push(Error::new(
+                    Location::file(file).at_line(line),
+                    ErrorKind::BadRow(e.to_string()),
+                ));
                 continue;
             }
         };
-        let line = row.position().map_or(0, |p| line_at(&text, &newlines, p.byte()));
+        let line = row
+            .position()
+            .map_or(0, |p| line_at(&text, &newlines, p.byte()));
         if line < mapping.header_row {
             continue;
         }
         let Some(h) = &header else {
-            let names: Vec<String> = row.iter().map(|c| to_half_width(c.trim()).into_owned()).collect();
+            let names: Vec<String> = row
+                .iter()
+                .map(|c| to_half_width(c.trim()).into_owned())
+                .collect();
             cols = Some(resolve(mapping, &names, file, line, cat)?);
             header = Some(names);
             continue;
@@ -293,11 +367,18 @@ pub fn read_csv(bytes: &[u8], file: &str, mapping: &Mapping) -> Result<CsvOutcom
         let Some(c) = &cols else { continue };
         match read_row(&row, line, file, mapping, c, cat) {
             Ok(rec) => {
-                let key = format!("{}|{}", rec.person.key().unwrap_or_default(), rec.effective.start());
+                let key = format!(
+                    "{}|{}",
+                    rec.person.key().unwrap_or_default(),
+                    rec.effective.start()
+                );
                 if let Some(first) = seen.get(&key) {
                     out.errors.push(Error::new(
                         Location::file(file).at_line(line),
-                        ErrorKind::DuplicatePerson { key, first: format!("{file}:{first}") },
+                        ErrorKind::DuplicatePerson {
+                            key,
+                            first: format!("{file}:{first}"),
+                        },
                     ));
                 } else {
                     seen.insert(key, line);
@@ -323,11 +404,19 @@ struct Resolved<'m> {
     names: Vec<String>,
 }
 
-fn resolve<'m>(m: &'m Mapping, header: &[String], file: &str, line: u64, cat: &'static Catalogue) -> Result<Resolved<'m>> {
+fn resolve<'m>(
+    m: &'m Mapping,
+    header: &[String],
+    file: &str,
+    line: u64,
+    cat: &'static Catalogue,
+) -> Result<Resolved<'m>> {
     let find = |name: &str, item: Option<&str>| -> Result<usize> {
         let want = to_half_width(name.trim());
         header.iter().position(|h| *h == want).ok_or_else(|| {
-            let mut loc = Location::file(file).at_line(line).at_path(format!("header {name:?}"));
+            let mut loc = Location::file(file)
+                .at_line(line)
+                .at_path(format!("header {name:?}"));
             if let Some(i) = item {
                 loc = loc.with_item(i);
             }
@@ -358,11 +447,18 @@ fn resolve<'m>(m: &'m Mapping, header: &[String], file: &str, line: u64, cat: &'
         let idx = find(&c.name, Some(c.item.get_ref()))?;
         // Invariant: Mapping::from_toml checked every item code against the catalogue.
         let Some(item) = cat.item(c.item.get_ref()) else {
-            return Err(Error::new(Location::file(file), ErrorKind::UnknownItemCode(c.item.get_ref().clone())));
+            return Err(Error::new(
+                Location::file(file),
+                ErrorKind::UnknownItemCode(c.item.get_ref().clone()),
+            ));
         };
         items.push((idx, c, item));
     }
-    Ok(Resolved { person, items, names: header.to_vec() })
+    Ok(Resolved {
+        person,
+        items,
+        names: header.to_vec(),
+    })
 }
 
 fn read_row(
@@ -379,16 +475,28 @@ fn read_row(
         if v.is_empty() { None } else { Some(v) }
     };
     let col_loc = |k: &str| {
-        let name = c.person.get(k).and_then(|i| c.names.get(*i)).cloned().unwrap_or_default();
-        Location::file(file).at_line(line).at_path(format!("column {name:?}"))
+        let name = c
+            .person
+            .get(k)
+            .and_then(|i| c.names.get(*i))
+            .cloned()
+            .unwrap_or_default();
+        Location::file(file)
+            .at_line(line)
+            .at_path(format!("column {name:?}"))
     };
-    let field_err = |k: &str, field: &'static str, reason: String| Error::new(col_loc(k), ErrorKind::InvalidField { field, reason });
+    let field_err = |k: &str, field: &'static str, reason: String| {
+        Error::new(col_loc(k), ErrorKind::InvalidField { field, reason })
+    };
 
-    let exam = cell("exam_date").ok_or_else(|| Error::new(col_loc("exam_date"), ErrorKind::Missing("exam date")))?;
+    let exam = cell("exam_date")
+        .ok_or_else(|| Error::new(col_loc("exam_date"), ErrorKind::Missing("exam date")))?;
     let exam = parse_date(&exam).map_err(|r| field_err("exam_date", "受診日", r))?;
     let insured = match (cell("insurer"), cell("number")) {
         (Some(i), Some(n)) => Some(InsuredId {
-            insurer: i.parse::<InsurerNumber>().map_err(|e| field_err("insurer", "保険者番号", e.to_string()))?,
+            insurer: i
+                .parse::<InsurerNumber>()
+                .map_err(|e| field_err("insurer", "保険者番号", e.to_string()))?,
             symbol: cell("symbol"),
             number: n,
             branch: cell("branch"),
@@ -397,13 +505,22 @@ fn read_row(
     };
     let mut identifiers = Vec::new();
     if let Some(e) = cell("employee_id") {
-        identifiers.push(Identifier { system: format!("urn:iphr:employee:{}", m.name), value: e });
+        identifiers.push(Identifier {
+            system: format!("urn:iphr:employee:{}", m.name),
+            value: e,
+        });
     }
     if insured.is_none() && identifiers.is_empty() {
-        return Err(Error::new(Location::file(file).at_line(line), ErrorKind::Missing("person key (保険者番号+番号 or employee id)")));
+        return Err(Error::new(
+            Location::file(file).at_line(line),
+            ErrorKind::Missing("person key (保険者番号+番号 or employee id)"),
+        ));
     }
     let sex = match cell("sex") {
-        Some(s) => Some(s.parse::<Sex>().map_err(|e| field_err("sex", "性別", e.to_string()))?),
+        Some(s) => Some(
+            s.parse::<Sex>()
+                .map_err(|e| field_err("sex", "性別", e.to_string()))?,
+        ),
         None => None,
     };
     let birth_date = match cell("birth_date") {
@@ -414,7 +531,12 @@ fn read_row(
         insured,
         identifiers,
         name_kana: cell("name_kana"),
-        name: c.person.get("name").and_then(|i| row.get(*i)).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()),
+        name: c
+            .person
+            .get("name")
+            .and_then(|i| row.get(*i))
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty()),
         sex,
         birth_date,
         postal_code: None,
@@ -427,9 +549,18 @@ fn read_row(
         if v.is_empty() {
             continue;
         }
-        let loc = || Location::file(file).at_line(line).at_path(format!("column {:?}", col.name)).with_item(item.code.clone());
+        let loc = || {
+            Location::file(file)
+                .at_line(line)
+                .at_path(format!("column {:?}", col.name))
+                .with_item(item.code.clone())
+        };
         let code = Code::with_display(systems::TOKUTEI_ITEM, &item.code, &item.name);
-        let mut e = Entry::observation(format!("e{}", entries.len() + 1), code, format!("line {line}, column {:?}", col.name));
+        let mut e = Entry::observation(
+            format!("e{}", entries.len() + 1),
+            code,
+            format!("line {line}, column {:?}", col.name),
+        );
         if item.jlac10 {
             e.codings.push(Code::new(systems::JLAC10, &item.code));
         }
@@ -442,33 +573,60 @@ fn read_row(
                     ValueType::Pq => {
                         let (num, suffix) = split_unit(&v);
                         let d: Decimal = num.parse().map_err(|_| {
-                            Error::new(loc(), ErrorKind::InvalidValue { value: raw.to_owned(), reason: "not a number".into() })
+                            Error::new(
+                                loc(),
+                                ErrorKind::InvalidValue {
+                                    value: raw.to_owned(),
+                                    reason: "not a number".into(),
+                                },
+                            )
                         })?;
                         if !suffix.is_empty() && !item.unit_matches(suffix) {
-                            return Err(Error::new(loc(), ErrorKind::UnitMismatch {
-                                expected: col.unit.as_ref().map(|u| u.get_ref().clone()).unwrap_or_default(),
-                                found: suffix.to_owned(),
-                            }));
+                            return Err(Error::new(
+                                loc(),
+                                ErrorKind::UnitMismatch {
+                                    expected: col
+                                        .unit
+                                        .as_ref()
+                                        .map(|u| u.get_ref().clone())
+                                        .unwrap_or_default(),
+                                    found: suffix.to_owned(),
+                                },
+                            ));
                         }
                         check_range(item, &d, None).map_err(|k| Error::new(loc(), k))?;
-                        Value::Quantity { value: d, unit: std::borrow::Cow::Borrowed(item.ucum.as_deref().unwrap_or_default()) }
+                        Value::Quantity {
+                            value: d,
+                            unit: std::borrow::Cow::Borrowed(
+                                item.ucum.as_deref().unwrap_or_default(),
+                            ),
+                        }
                     }
                     ValueType::Cd => {
                         let code = col.codes.get(&v).cloned().unwrap_or_else(|| v.clone());
-                        coded_value(cat, item, Some(&code), None).map_err(|k| Error::new(loc(), k))?
+                        coded_value(cat, item, Some(&code), None)
+                            .map_err(|k| Error::new(loc(), k))?
                     }
-                    ValueType::St => Value::Text { text: raw.trim().to_owned() },
+                    ValueType::St => Value::Text {
+                        text: raw.trim().to_owned(),
+                    },
                 });
             }
         }
         entries.push(e);
     }
     let performer = m.institution.as_ref().map(|i| Organization {
-        id: Identifier { system: systems::INSTITUTION.into(), value: i.clone() },
+        id: Identifier {
+            system: systems::INSTITUTION.into(),
+            value: i.clone(),
+        },
         name: m.institution_name.clone(),
     });
     let insurer = person.insured.as_ref().map(|i| Organization {
-        id: Identifier { system: systems::INSURER.into(), value: i.insurer.to_string() },
+        id: Identifier {
+            system: systems::INSURER.into(),
+            value: i.insurer.to_string(),
+        },
         name: None,
     });
     let mut row_bytes = m.name.clone().into_bytes();
@@ -499,7 +657,11 @@ fn read_row(
             document_id: None,
             archive: None,
         },
-        provenance: Provenance { converter: converter_id(), mapping: Some(m.name.clone()), tables: Vec::new() },
+        provenance: Provenance {
+            converter: converter_id(),
+            mapping: Some(m.name.clone()),
+            tables: Vec::new(),
+        },
     };
     crate::judgement::apply(&mut rec);
     Ok(rec)
@@ -532,8 +694,14 @@ mod tests {
     #[test]
     fn wareki_and_iso_dates() {
         assert_eq!(parse_date("R6.6.1").unwrap().to_string(), "2024-06-01");
-        assert_eq!(parse_date("令和元年5月1日").unwrap().to_string(), "2019-05-01");
-        assert_eq!(parse_date("Ｈ３０／０４／０１").unwrap().to_string(), "2018-04-01");
+        assert_eq!(
+            parse_date("令和元年5月1日").unwrap().to_string(),
+            "2019-05-01"
+        );
+        assert_eq!(
+            parse_date("Ｈ３０／０４／０１").unwrap().to_string(),
+            "2018-04-01"
+        );
         assert_eq!(parse_date("S45.4.15").unwrap().to_string(), "1970-04-15");
         assert_eq!(parse_date("2024/06/01").unwrap().to_string(), "2024-06-01");
         assert!(parse_date("R6.2.30").is_err());
@@ -550,7 +718,10 @@ mod tests {
     #[test]
     fn shift_jis_decodes_and_rejects_garbage() {
         let (bytes, _, _) = encoding_rs::SHIFT_JIS.encode("身長,体重\n");
-        assert_eq!(decode(&bytes, Encoding::Auto, "x.csv").unwrap(), "身長,体重\n");
+        assert_eq!(
+            decode(&bytes, Encoding::Auto, "x.csv").unwrap(),
+            "身長,体重\n"
+        );
         assert!(decode(b"a,b\n\x81\x20\n", Encoding::ShiftJis, "x.csv").is_err());
         let e = decode(b"a\n\xff\xfe\n", Encoding::Utf8, "x.csv").unwrap_err();
         assert_eq!(e.location.line, Some(2));

@@ -19,7 +19,10 @@ pub struct Location {
 impl Location {
     /// A location naming only the file.
     pub fn file(file: &str) -> Self {
-        Self { file: file.to_owned(), ..Self::default() }
+        Self {
+            file: file.to_owned(),
+            ..Self::default()
+        }
     }
     /// Sets the line.
     pub fn at_line(mut self, line: u64) -> Self {
@@ -176,7 +179,10 @@ pub struct Error {
 impl Error {
     /// Builds an error.
     pub fn new(location: Location, kind: ErrorKind) -> Self {
-        Self { location: Box::new(location), kind }
+        Self {
+            location: Box::new(location),
+            kind,
+        }
     }
 }
 

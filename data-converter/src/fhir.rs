@@ -22,12 +22,12 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use serde_json::{json, Map, Value as Json};
+use serde_json::{Map, Value as Json, json};
 
 use crate::catalogue::{Catalogue, Category, Item, Material};
 use crate::iphr::{
-    systems, Absent, Bound, ContentHash, Entry, EntryKind, Interpretation, Record, Relation, Sex,
-    Value,
+    Absent, Bound, ContentHash, Entry, EntryKind, Interpretation, Record, Relation, Sex, Value,
+    systems,
 };
 
 const JP: &str = "http://jpfhir.jp/fhir/core/StructureDefinition/";
@@ -62,7 +62,14 @@ fn uuid_of(parts: &[&str]) -> String {
     b[6] = (b[6] & 0x0F) | 0x50; // version 5-like (name-based, SHA)
     b[8] = (b[8] & 0x3F) | 0x80; // RFC 4122 variant
     let x: String = b.iter().map(|v| format!("{v:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[0..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
 }
 
 struct Ctx<'a> {
@@ -79,7 +86,10 @@ impl Ctx<'_> {
         }
     }
     fn patient_id(&self) -> String {
-        uuid_of(&["Patient", &self.rec.person.key().unwrap_or_else(|| self.hash.clone())])
+        uuid_of(&[
+            "Patient",
+            &self.rec.person.key().unwrap_or_else(|| self.hash.clone()),
+        ])
     }
     fn entry_id(&self, e: &str) -> String {
         uuid_of(&["Observation", &self.hash, e])
@@ -87,7 +97,11 @@ impl Ctx<'_> {
 }
 
 fn fhir_system(system: &str) -> &str {
-    if system == systems::JLAC10 { JLAC10_FHIR } else { system }
+    if system == systems::JLAC10 {
+        JLAC10_FHIR
+    } else {
+        system
+    }
 }
 
 fn coding(c: &crate::iphr::Code) -> Json {
@@ -105,7 +119,7 @@ fn number(d: &crate::iphr::Decimal) -> Json {
     serde_json::Number::from_f64(d.to_f64()).map_or(Json::Null, Json::Number)
 }
 
-fn quantity(value: Json, ucum: &str) -> Json {
+fn quantity(value: &Json, ucum: &str) -> Json {
     json!({ "value": value, "unit": ucum, "system": systems::UCUM, "code": ucum })
 }
 
@@ -124,10 +138,18 @@ pub struct Resource {
 /// Observations, DiagnosticReport.
 pub fn record_resources(rec: &Record, style: RefStyle) -> Vec<Resource> {
     let cat = Catalogue::builtin();
-    let ctx = Ctx { rec, style, hash: rec.source.content_hash.hex() };
+    let ctx = Ctx {
+        rec,
+        style,
+        hash: rec.source.content_hash.hex(),
+    };
     let mut out = Vec::new();
     let pid = ctx.patient_id();
-    out.push(Resource { resource_type: "Patient", id: pid.clone(), json: patient(&ctx, &pid) });
+    out.push(Resource {
+        resource_type: "Patient",
+        id: pid.clone(),
+        json: patient(&ctx, &pid),
+    });
 
     let mut performer_ref = None;
     for (org, is_insurer) in [(&rec.header.performer, false), (&rec.header.insurer, true)] {
@@ -148,7 +170,11 @@ pub fn record_resources(rec: &Record, style: RefStyle) -> Vec<Resource> {
         if !is_insurer {
             performer_ref = Some(ctx.reference("Organization", &id));
         }
-        out.push(Resource { resource_type: "Organization", id, json: j });
+        out.push(Resource {
+            resource_type: "Organization",
+            id,
+            json: j,
+        });
     }
 
     let date = rec.effective.start().to_string();
@@ -157,7 +183,9 @@ pub fn record_resources(rec: &Record, style: RefStyle) -> Vec<Resource> {
     for e in &rec.entries {
         if let Some(m) = item_of(cat, e).and_then(|i| i.material) {
             let key = material_key(m);
-            materials.entry(key).or_insert_with(|| (uuid_of(&["Specimen", &ctx.hash, key]), m));
+            materials
+                .entry(key)
+                .or_insert_with(|| (uuid_of(&["Specimen", &ctx.hash, key]), m));
         }
     }
     for (key, (id, m)) in &materials {
@@ -191,7 +219,11 @@ pub fn record_resources(rec: &Record, style: RefStyle) -> Vec<Resource> {
         if e.parent.is_none() {
             results.push(ctx.reference("Observation", &id));
         }
-        out.push(Resource { resource_type: "Observation", id, json: j });
+        out.push(Resource {
+            resource_type: "Observation",
+            id,
+            json: j,
+        });
     }
 
     let rid = uuid_of(&["DiagnosticReport", &ctx.hash]);
@@ -220,10 +252,18 @@ pub fn record_resources(rec: &Record, style: RefStyle) -> Vec<Resource> {
         dr["performer"] = json!([p]);
     }
     if !materials.is_empty() {
-        dr["specimen"] =
-            Json::Array(materials.values().map(|(id, _)| ctx.reference("Specimen", id)).collect());
+        dr["specimen"] = Json::Array(
+            materials
+                .values()
+                .map(|(id, _)| ctx.reference("Specimen", id))
+                .collect(),
+        );
     }
-    out.push(Resource { resource_type: "DiagnosticReport", id: rid, json: dr });
+    out.push(Resource {
+        resource_type: "DiagnosticReport",
+        id: rid,
+        json: dr,
+    });
     out
 }
 
@@ -240,7 +280,11 @@ fn material_key(m: Material) -> &'static str {
 }
 
 fn item_of<'c>(cat: &'c Catalogue, e: &Entry) -> Option<&'c Item> {
-    if e.code.system == systems::TOKUTEI_ITEM { cat.item(&e.code.code) } else { None }
+    if e.code.system == systems::TOKUTEI_ITEM {
+        cat.item(&e.code.code)
+    } else {
+        None
+    }
 }
 
 fn patient(ctx: &Ctx<'_>, id: &str) -> Json {
@@ -253,7 +297,9 @@ fn patient(ctx: &Ctx<'_>, id: &str) -> Json {
         identifiers.push(json!({ "system": i.system, "value": i.value }));
     }
     if identifiers.is_empty() {
-        identifiers.push(json!({ "system": RECORD_HASH, "value": ctx.rec.source.content_hash.to_string() }));
+        identifiers.push(
+            json!({ "system": RECORD_HASH, "value": ctx.rec.source.content_hash.to_string() }),
+        );
     }
     let mut j = json!({
         "resourceType": "Patient",
@@ -308,11 +354,23 @@ fn observation(
         Category::Exam => ("JP_Observation_Common", "exam"),
         Category::Survey => ("JP_Observation_Common", "survey"),
     };
-    let (profile, cat_code) =
-        if e.kind == EntryKind::Group { ("JP_Observation_Common", "laboratory") } else { (profile, cat_code) };
+    let (profile, cat_code) = if e.kind == EntryKind::Group {
+        ("JP_Observation_Common", "laboratory")
+    } else {
+        (profile, cat_code)
+    };
     let mut codings = vec![coding(&e.code)];
     codings.extend(e.codings.iter().map(coding));
-    let text = item.map_or_else(|| e.code.display.clone().unwrap_or_else(|| e.code.code.clone()).into_owned(), |i| i.name.clone());
+    let text = item.map_or_else(
+        || {
+            e.code
+                .display
+                .clone()
+                .unwrap_or_else(|| e.code.code.clone())
+                .into_owned()
+        },
+        |i| i.name.clone(),
+    );
     let date = e.effective.unwrap_or(ctx.rec.effective).start().to_string();
     let mut j = json!({
         "resourceType": "Observation",
@@ -336,7 +394,9 @@ fn observation(
     }
     let ucum = item.and_then(|i| i.ucum.clone()).unwrap_or_default();
     match (&e.value, e.absent, e.out_of_range) {
-        (Some(Value::Quantity { value, unit }), _, _) => j["valueQuantity"] = quantity(number(value), unit),
+        (Some(Value::Quantity { value, unit }), _, _) => {
+            j["valueQuantity"] = quantity(&number(value), unit);
+        }
         (Some(Value::Coded { code }), _, _) => {
             j["valueCodeableConcept"] = json!({ "coding": [coding(code)], "text": code.display.clone().unwrap_or_else(|| code.code.clone()) });
         }
@@ -349,7 +409,7 @@ fn observation(
                     Bound::Above => (">=", hi),
                     Bound::Below => ("<=", lo),
                 };
-                let mut q = quantity(json!(lim), &ucum);
+                let mut q = quantity(&json!(lim), &ucum);
                 q["comparator"] = json!(cmp);
                 j["valueQuantity"] = q;
             } else {
@@ -380,10 +440,10 @@ fn observation(
         let mut rr = Map::new();
         let unit = r.unit.clone().unwrap_or_else(|| ucum.clone());
         if let Some(l) = &r.low {
-            rr.insert("low".into(), quantity(number(l), &unit));
+            rr.insert("low".into(), quantity(&number(l), &unit));
         }
         if let Some(h) = &r.high {
-            rr.insert("high".into(), quantity(number(h), &unit));
+            rr.insert("high".into(), quantity(&number(h), &unit));
         }
         if let Some(t) = &r.text {
             rr.insert("text".into(), json!(t));
@@ -392,15 +452,15 @@ fn observation(
             j["referenceRange"] = json!([Json::Object(rr)]);
         }
     }
-    if let Some(m) = &e.method {
-        if !item.is_some_and(|i| i.jlac10) {
-            j["method"] = json!({ "coding": [coding(m)] });
-        }
+    if let Some(m) = &e.method
+        && !item.is_some_and(|i| i.jlac10)
+    {
+        j["method"] = json!({ "coding": [coding(m)] });
     }
-    if let Some(m) = item.and_then(|i| i.material) {
-        if let Some((sid, _)) = materials.get(material_key(m)) {
-            j["specimen"] = ctx.reference("Specimen", sid);
-        }
+    if let Some(m) = item.and_then(|i| i.material)
+        && let Some((sid, _)) = materials.get(material_key(m))
+    {
+        j["specimen"] = ctx.reference("Specimen", sid);
     }
     if e.kind == EntryKind::Group {
         let members: Vec<Json> = ctx
@@ -428,7 +488,9 @@ pub fn bundle(records: &[Record]) -> Json {
     for r in records {
         for res in record_resources(r, RefStyle::Uuid) {
             if seen.insert((res.resource_type, res.id.clone())) {
-                entries.push(json!({ "fullUrl": format!("urn:uuid:{}", res.id), "resource": res.json }));
+                entries.push(
+                    json!({ "fullUrl": format!("urn:uuid:{}", res.id), "resource": res.json }),
+                );
             }
         }
     }

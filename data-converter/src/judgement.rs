@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 
 use crate::catalogue::Catalogue;
-use crate::iphr::{systems, Bound, Code, Entry, EntryKind, Flag, Grade, Interpretation, Record, Sex, Value};
+use crate::iphr::{
+    Bound, Code, Entry, EntryKind, Flag, Grade, Interpretation, Record, Sex, Value, systems,
+};
 
 /// Comparison of a measured value with a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -192,7 +194,11 @@ pub fn apply_with(record: &mut Record, tables: &Tables) {
         .filter_map(|e| e.analyte.clone())
         .collect();
     let treated = |analyte: &str| -> bool {
-        tables.grades.treated_by.get(analyte).is_some_and(|med| on_meds.iter().any(|m| m == med))
+        tables
+            .grades
+            .treated_by
+            .get(analyte)
+            .is_some_and(|med| on_meds.iter().any(|m| m == med))
     };
     for e in &mut record.entries {
         e.flags.clear();
@@ -200,8 +206,12 @@ pub fn apply_with(record: &mut Record, tables: &Tables) {
         if e.kind != EntryKind::Observation || e.absent.is_some() {
             continue;
         }
-        let Some(analyte) = e.analyte.as_deref() else { continue };
-        let Some(t) = tables.threshold.iter().find(|t| t.analyte == analyte) else { continue };
+        let Some(analyte) = e.analyte.as_deref() else {
+            continue;
+        };
+        let Some(t) = tables.threshold.iter().find(|t| t.analyte == analyte) else {
+            continue;
+        };
         let g = t.guidance.as_ref().is_some_and(|l| l.reached(e, sex));
         let r = t.referral.as_ref().is_some_and(|l| l.reached(e, sex));
         if g {
@@ -241,10 +251,14 @@ pub fn apply_with(record: &mut Record, tables: &Tables) {
         let display = cat.value_display(table, code).unwrap_or("");
         let mut e = Entry::observation(
             format!("e{}", next + i + 1),
-            Code::with_display(systems::IPHR_DERIVED, name, match name {
-                "metabolic-syndrome" => "メタボリックシンドローム判定(導出)",
-                _ => "保健指導レベル(導出)",
-            }),
+            Code::with_display(
+                systems::IPHR_DERIVED,
+                name,
+                match name {
+                    "metabolic-syndrome" => "メタボリックシンドローム判定(導出)",
+                    _ => "保健指導レベル(導出)",
+                },
+            ),
             "derived".into(),
         );
         e.kind = EntryKind::Derived;
@@ -288,12 +302,19 @@ impl Facts {
                 .filter(|e| e.kind == EntryKind::Observation)
                 .filter_map(Entry::quantity)
                 .collect();
-            if v.is_empty() { None } else { Some(v.iter().sum::<f64>() / v.len() as f64) }
+            if v.is_empty() {
+                None
+            } else {
+                Some(v.iter().sum::<f64>() / v.len() as f64)
+            }
         };
         let yes = |a: &str| r.by_analyte(a).any(|e| e.coded() == Some("1"));
         Facts {
             sex: r.person.sex,
-            age: r.person.birth_date.map(|b| r.effective.start().years_since(b)),
+            age: r
+                .person
+                .birth_date
+                .map(|b| r.effective.start().years_since(b)),
             waist: mean("waist"),
             visceral: mean("visceral-fat-area"),
             bmi: mean("bmi"),
@@ -316,7 +337,7 @@ impl Facts {
     fn risks(&self, l: &RiskLimits, meds_count: bool) -> [Option<bool>; 3] {
         let ge = |v: Option<f64>, t: f64| v.map(|x| x >= t);
         let any = |xs: &[Option<bool>]| -> Option<bool> {
-            if xs.iter().any(|x| *x == Some(true)) {
+            if xs.contains(&Some(true)) {
                 Some(true)
             } else if xs.iter().all(Option::is_none) {
                 None
@@ -325,7 +346,10 @@ impl Facts {
             }
         };
         let glucose = if self.glucose_fasting.is_some() || self.hba1c.is_some() {
-            any(&[ge(self.glucose_fasting, l.glucose_fasting), ge(self.hba1c, l.hba1c)])
+            any(&[
+                ge(self.glucose_fasting, l.glucose_fasting),
+                ge(self.hba1c, l.hba1c),
+            ])
         } else {
             ge(self.glucose_casual, l.glucose_casual)
         };
@@ -411,12 +435,11 @@ fn stratify(f: &Facts, l: &RiskLimits) -> &'static str {
         _ => 1,
     };
     // STEP 4: 65–74 years: 積極的 → 動機付け.
-    if level == 1 {
-        if let (Some(age), Some(from), Some(to)) = (f.age, l.downgrade_age_from, l.downgrade_age_to) {
-            if (from..=to).contains(&age) {
-                level = 2;
-            }
-        }
+    if level == 1
+        && let (Some(age), Some(from), Some(to)) = (f.age, l.downgrade_age_from, l.downgrade_age_to)
+        && (from..=to).contains(&age)
+    {
+        level = 2;
     }
     match level {
         1 => "1",

@@ -10,6 +10,7 @@
 //! - [`csv_import`]: institution CSVs described by a TOML mapping.
 //! - [`judgement`]: 判定値 flags, 判定区分, メタボ判定, 階層化 from tables shipped as data.
 //! - [`fhir`]: FHIR R4 JP Core export (Bundle, NDJSON).
+//! - [`fuzzing`]: entry points of the fuzz targets and the random-input harness.
 //! - [`synth`]: synthetic documents and archives for benchmarks and fuzz seeds.
 
 pub mod archive;
@@ -18,6 +19,7 @@ pub mod cda;
 pub mod csv_import;
 pub mod error;
 pub mod fhir;
+pub mod fuzzing;
 pub mod iphr;
 pub mod judgement;
 pub mod normalize;

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use data_converter::archive::read_archive;
+use data_converter::archive::read_archive_with;
 use data_converter::cda::read_cda;
 use data_converter::csv_import::{Mapping, read_csv};
 use data_converter::fhir::{self, RefStyle};
@@ -79,6 +79,14 @@ struct Run<'a> {
     pb: ProgressBar,
 }
 
+/// A record serialised for the sink.
+enum Rendered {
+    /// One iPHR JSON line.
+    Bytes(Vec<u8>),
+    /// FHIR resources: (type, id, JSON or Bundle entry JSON).
+    Resources(Vec<(&'static str, String, Vec<u8>)>),
+}
+
 /// Writes one output file incrementally.
 struct Sink {
     w: BufWriter<File>,
@@ -90,7 +98,12 @@ struct Sink {
 impl Sink {
     fn new(path: &Path, format: Format) -> anyhow::Result<Self> {
         let f = File::create(path).with_context(|| format!("create {}", path.display()))?;
-        let mut s = Sink { w: BufWriter::new(f), format, count: 0, seen: HashSet::new() };
+        let mut s = Sink {
+            w: BufWriter::new(f),
+            format,
+            count: 0,
+            seen: HashSet::new(),
+        };
         if format == Format::Bundle {
             s.w.write_all(b"{\"resourceType\":\"Bundle\",\"type\":\"collection\",\"entry\":[")?;
         }
@@ -98,23 +111,61 @@ impl Sink {
     }
 
     fn record(&mut self, rec: &Record) -> anyhow::Result<()> {
-        match self.format {
+        let r = Sink::render(self.format, rec);
+        self.write_rendered(rec, r)
+    }
+
+    /// Serialises a record for `format` without shared state (Patients and Organizations are
+    /// deduplicated when written): iPHR JSON line, or the FHIR resources.
+    fn render(format: Format, rec: &Record) -> Rendered {
+        match format {
             Format::Iphr => {
-                serde_json::to_writer(&mut self.w, rec)?;
-                self.w.write_all(b"\n")?;
+                let mut v = serde_json::to_vec(rec).unwrap_or_default();
+                v.push(b'\n');
+                Rendered::Bytes(v)
             }
-            Format::Ndjson => fhir::write_ndjson(&mut self.w, rec, &mut self.seen)?,
-            Format::Bundle => {
-                for res in fhir::record_resources(rec, RefStyle::Uuid) {
-                    if !self.seen.insert((res.resource_type, res.id.clone())) {
+            Format::Ndjson | Format::Bundle => {
+                let style = if format == Format::Bundle {
+                    RefStyle::Uuid
+                } else {
+                    RefStyle::Relative
+                };
+                Rendered::Resources(
+                    fhir::record_resources(rec, style)
+                        .into_iter()
+                        .map(|r| {
+                            let bytes = if format == Format::Bundle {
+                                serde_json::to_vec(&serde_json::json!({ "fullUrl": format!("urn:uuid:{}", r.id), "resource": r.json }))
+                            } else {
+                                serde_json::to_vec(&r.json)
+                            };
+                            (r.resource_type, r.id, bytes.unwrap_or_default())
+                        })
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    fn write_rendered(&mut self, _rec: &Record, r: Rendered) -> anyhow::Result<()> {
+        match r {
+            Rendered::Bytes(b) => self.w.write_all(&b)?,
+            Rendered::Resources(list) => {
+                for (ty, id, bytes) in list {
+                    let shared = matches!(ty, "Patient" | "Organization");
+                    if shared && !self.seen.insert((ty, id)) {
                         continue;
                     }
-                    if self.count > 0 {
-                        self.w.write_all(b",")?;
+                    if self.format == Format::Bundle {
+                        if self.count > 0 {
+                            self.w.write_all(b",")?;
+                        }
+                        self.count += 1;
+                        self.w.write_all(&bytes)?;
+                    } else {
+                        self.w.write_all(&bytes)?;
+                        self.w.write_all(b"\n")?;
                     }
-                    self.count += 1;
-                    let entry = serde_json::json!({ "fullUrl": format!("urn:uuid:{}", res.id), "resource": res.json });
-                    serde_json::to_writer(&mut self.w, &entry)?;
                 }
             }
         }
@@ -138,23 +189,33 @@ impl Run<'_> {
 
     fn warn(&self, file: &Path, w: &str) {
         self.stats.warnings.fetch_add(1, Ordering::Relaxed);
-        self.pb.suspend(|| eprintln!("warning: {}: {w}", file.display()));
+        self.pb
+            .suspend(|| eprintln!("warning: {}: {w}", file.display()));
     }
 
     fn count(&self, rec: &Record) {
         self.stats.documents.fetch_add(1, Ordering::Relaxed);
-        let n = rec.entries.iter().filter(|e| e.kind == EntryKind::Observation).count();
-        self.stats.observations.fetch_add(n as u64, Ordering::Relaxed);
-        if let Some(k) = rec.person.key() {
-            if let Ok(mut p) = self.stats.persons.lock() {
-                p.insert(k);
-            }
+        let n = rec
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Observation)
+            .count();
+        self.stats
+            .observations
+            .fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(k) = rec.person.key()
+            && let Ok(mut p) = self.stats.persons.lock()
+        {
+            p.insert(k);
         }
         self.pb.inc(1);
     }
 
     fn out_path(&self, input: &Path) -> PathBuf {
-        let stem = input.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = input
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let ext = match self.cli.to {
             Format::Iphr => "iphr.jsonl",
             Format::Bundle => "bundle.json",
@@ -169,21 +230,27 @@ impl Run<'_> {
         let tmp = out.with_extension("partial");
         let mut sink = Sink::new(&tmp, self.cli.to)?;
         let name = input.display().to_string();
-        let ext = input.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+        let ext = input
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
         let mut ok = true;
         match ext.as_str() {
             "zip" => {
                 let f = File::open(input).with_context(|| format!("open {name}"))?;
                 let mut write_err = None;
-                let res = read_archive(std::io::BufReader::new(f), &name, |r| {
+                let format = self.cli.to;
+                // Serialise inside the parallel workers; the sink only writes bytes.
+                let render = |rec: &Record| Sink::render(format, rec);
+                let res = read_archive_with(std::io::BufReader::new(f), &name, render, |r| {
                     if self.abort.load(Ordering::Relaxed) {
                         ok = false;
                         return ControlFlow::Break(());
                     }
                     match r {
-                        Ok(rec) => {
+                        Ok((rec, bytes)) => {
                             self.count(&rec);
-                            if let Err(e) = sink.record(&rec) {
+                            if let Err(e) = sink.write_rendered(&rec, bytes) {
                                 write_err = Some(e);
                                 return ControlFlow::Break(());
                             }
@@ -214,7 +281,9 @@ impl Run<'_> {
                 }
             }
             "csv" | "tsv" | "txt" => {
-                let Some(m) = &self.mapping else { bail!("{name}: a CSV needs --mapping") };
+                let Some(m) = &self.mapping else {
+                    bail!("{name}: a CSV needs --mapping")
+                };
                 let bytes = std::fs::read(input).with_context(|| format!("read {name}"))?;
                 match read_csv(&bytes, &name, m) {
                     Ok(o) => {
@@ -275,10 +344,12 @@ fn collect_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
                 for e in entries {
                     if e.is_dir() {
                         stack.push(e);
-                    } else if let Some(x) = e.extension().map(|x| x.to_string_lossy().to_ascii_lowercase()) {
-                        if matches!(x.as_str(), "xml" | "zip" | "csv") {
-                            out.push(e);
-                        }
+                    } else if let Some(x) = e
+                        .extension()
+                        .map(|x| x.to_string_lossy().to_ascii_lowercase())
+                        && matches!(x.as_str(), "xml" | "zip" | "csv")
+                    {
+                        out.push(e);
                     }
                 }
             }
@@ -307,29 +378,42 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: &Cli) -> anyhow::Result<bool> {
     if let Some(j) = cli.jobs {
-        rayon::ThreadPoolBuilder::new().num_threads(j).build_global().ok();
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(j)
+            .build_global()
+            .ok();
     }
     let inputs = collect_inputs(&cli.inputs)?;
     let mapping = match &cli.mapping {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
             Some(Mapping::from_toml(&text, &p.display().to_string())?)
         }
         None => None,
     };
-    std::fs::create_dir_all(&cli.out_dir).with_context(|| format!("create {}", cli.out_dir.display()))?;
+    std::fs::create_dir_all(&cli.out_dir)
+        .with_context(|| format!("create {}", cli.out_dir.display()))?;
     let pb = if !cli.quiet && std::io::stderr().is_terminal() {
         let pb = ProgressBar::new_spinner();
         pb.set_style(
-            ProgressStyle::with_template("{spinner} {elapsed_precise} {pos} documents ({per_sec}) {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ProgressStyle::with_template(
+                "{spinner} {elapsed_precise} {pos} documents ({per_sec}) {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         pb.enable_steady_tick(std::time::Duration::from_millis(200));
         pb
     } else {
         ProgressBar::hidden()
     };
-    let run = Run { cli, mapping, stats: Stats::default(), abort: AtomicBool::new(false), pb };
+    let run = Run {
+        cli,
+        mapping,
+        stats: Stats::default(),
+        abort: AtomicBool::new(false),
+        pb,
+    };
     let total = inputs.len();
     let started = std::time::Instant::now();
     let results: Vec<anyhow::Result<bool>> = inputs
@@ -342,7 +426,10 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
             if !matches!(r, Ok(true)) && !cli.keep_going {
                 run.abort.store(true, Ordering::Relaxed);
             }
-            run.pb.set_message(format!("{}/{total} files", run.stats.files.load(Ordering::Relaxed)));
+            run.pb.set_message(format!(
+                "{}/{total} files",
+                run.stats.files.load(Ordering::Relaxed)
+            ));
             r
         })
         .collect();
@@ -370,7 +457,13 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
         s.warnings.load(Ordering::Relaxed),
         s.errors.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64(),
-        if ok { "" } else if cli.keep_going { " (kept going)" } else { " (stopped; failing inputs wrote nothing)" },
+        if ok {
+            ""
+        } else if cli.keep_going {
+            " (kept going)"
+        } else {
+            " (stopped; failing inputs wrote nothing)"
+        },
     );
     Ok(ok)
 }

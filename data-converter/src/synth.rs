@@ -39,8 +39,13 @@ fn cd(out: &mut String, code: &str, value: &str, table: &str) {
 /// The CDA document of synthetic person `i` (about 9 KiB, 25 observations).
 pub fn cda_document(i: u64) -> String {
     let mut r = Rng(i.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x5EED);
-    let sex = if i % 2 == 0 { "1" } else { "2" };
-    let birth = format!("{}{:02}{:02}", 1950 + r.range(0, 50), r.range(1, 12), r.range(1, 28));
+    let sex = if i.is_multiple_of(2) { "1" } else { "2" };
+    let birth = format!(
+        "{}{:02}{:02}",
+        1950 + r.range(0, 50),
+        r.range(1, 12),
+        r.range(1, 28)
+    );
     let height = 150.0 + r.range(0, 400) as f64 / 10.0;
     let weight = 45.0 + r.range(0, 500) as f64 / 10.0;
     let bmi = weight / (height / 100.0) / (height / 100.0);
@@ -71,26 +76,111 @@ pub fn cda_document(i: u64) -> String {
     pq(&mut s, "9N001000000000001", &format!("{height:.1}"), "cm");
     pq(&mut s, "9N006000000000001", &format!("{weight:.1}"), "kg");
     pq(&mut s, "9N011000000000001", &format!("{bmi:.1}"), "kg/m2");
-    pq(&mut s, "9N016160100000001", &format!("{}.0", r.range(65, 105)), "cm");
-    pq(&mut s, "9A751000000000001", &r.range(100, 170).to_string(), "mm[Hg]");
-    pq(&mut s, "9A761000000000001", &r.range(60, 100).to_string(), "mm[Hg]");
-    pq(&mut s, "3F015000002327101", &r.range(40, 300).to_string(), "mg/dl");
-    pq(&mut s, "3F070000002327101", &r.range(30, 90).to_string(), "mg/dl");
-    pq(&mut s, "3F077000002327101", &r.range(70, 190).to_string(), "mg/dl");
-    pq(&mut s, "3B035000002327201", &r.range(12, 60).to_string(), "U/l");
-    pq(&mut s, "3B045000002327201", &r.range(8, 70).to_string(), "U/l");
-    pq(&mut s, "3B090000002327101", &r.range(10, 120).to_string(), "U/l");
-    pq(&mut s, "3D010000002227101", &r.range(75, 140).to_string(), "mg/dl");
-    pq(&mut s, "3D046000001906202", &format!("{}.{}", r.range(4, 7), r.range(0, 9)), "%");
-    cd(&mut s, "1A020000000191111", &r.range(1, 2).to_string(), "1.2.392.200119.6.2102");
-    cd(&mut s, "1A010000000191111", &r.range(1, 3).to_string(), "1.2.392.200119.6.2102");
-    pq(&mut s, "2A030000001930101", &format!("{}.{}", r.range(11, 16), r.range(0, 9)), "g/dl");
-    pq(&mut s, "3C020000002327101", &format!("{}.{}", r.range(3, 8), r.range(0, 9)), "mg/dl");
+    pq(
+        &mut s,
+        "9N016160100000001",
+        &format!("{}.0", r.range(65, 105)),
+        "cm",
+    );
+    pq(
+        &mut s,
+        "9A751000000000001",
+        &r.range(100, 170).to_string(),
+        "mm[Hg]",
+    );
+    pq(
+        &mut s,
+        "9A761000000000001",
+        &r.range(60, 100).to_string(),
+        "mm[Hg]",
+    );
+    pq(
+        &mut s,
+        "3F015000002327101",
+        &r.range(40, 300).to_string(),
+        "mg/dl",
+    );
+    pq(
+        &mut s,
+        "3F070000002327101",
+        &r.range(30, 90).to_string(),
+        "mg/dl",
+    );
+    pq(
+        &mut s,
+        "3F077000002327101",
+        &r.range(70, 190).to_string(),
+        "mg/dl",
+    );
+    pq(
+        &mut s,
+        "3B035000002327201",
+        &r.range(12, 60).to_string(),
+        "U/l",
+    );
+    pq(
+        &mut s,
+        "3B045000002327201",
+        &r.range(8, 70).to_string(),
+        "U/l",
+    );
+    pq(
+        &mut s,
+        "3B090000002327101",
+        &r.range(10, 120).to_string(),
+        "U/l",
+    );
+    pq(
+        &mut s,
+        "3D010000002227101",
+        &r.range(75, 140).to_string(),
+        "mg/dl",
+    );
+    pq(
+        &mut s,
+        "3D046000001906202",
+        &format!("{}.{}", r.range(4, 7), r.range(0, 9)),
+        "%",
+    );
+    cd(
+        &mut s,
+        "1A020000000191111",
+        &r.range(1, 2).to_string(),
+        "1.2.392.200119.6.2102",
+    );
+    cd(
+        &mut s,
+        "1A010000000191111",
+        &r.range(1, 3).to_string(),
+        "1.2.392.200119.6.2102",
+    );
+    pq(
+        &mut s,
+        "2A030000001930101",
+        &format!("{}.{}", r.range(11, 16), r.range(0, 9)),
+        "g/dl",
+    );
+    pq(
+        &mut s,
+        "3C020000002327101",
+        &format!("{}.{}", r.range(3, 8), r.range(0, 9)),
+        "mg/dl",
+    );
     cd(&mut s, "9N141000000000011", "2", "1.2.392.200119.6.2202");
-    cd(&mut s, "9N701000000000011", &r.range(1, 2).to_string(), "1.2.392.200119.6.2003");
+    cd(
+        &mut s,
+        "9N701000000000011",
+        &r.range(1, 2).to_string(),
+        "1.2.392.200119.6.2003",
+    );
     cd(&mut s, "9N706000000000011", "2", "1.2.392.200119.6.2003");
     cd(&mut s, "9N711000000000011", "2", "1.2.392.200119.6.2003");
-    cd(&mut s, "9N736000000000011", &r.range(1, 3).to_string(), "1.2.392.200119.6.24060");
+    cd(
+        &mut s,
+        "9N736000000000011",
+        &r.range(1, 3).to_string(),
+        "1.2.392.200119.6.24060",
+    );
     s.push_str(
         "<entry><observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"9N511000000000049\" codeSystem=\"1.2.392.200119.6.1005\"/><value xsi:type=\"ST\">特記すべき所見なし</value></observation></entry>\n",
     );
@@ -100,7 +190,12 @@ pub fn cda_document(i: u64) -> String {
 
 /// File name of person `i`'s document: `h<機関番号10><YYYYMMDD><N><種別><連番6>.xml`.
 pub fn document_name(i: u64) -> String {
-    format!("h{INSTITUTION}20240610{}{}{:06}.xml", (i / 1_000_000) % 10, 1, i % 1_000_000)
+    format!(
+        "h{INSTITUTION}20240610{}{}{:06}.xml",
+        (i / 1_000_000) % 10,
+        1,
+        i % 1_000_000
+    )
 }
 
 /// The ix08_V08.xml of an archive of `n` documents.

@@ -14,8 +14,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 pub use types::{
-    ContentHash, Date, Decimal, InstitutionNumber, InsurerNumber, ItemCode, Jlac10, ParseError,
-    Sex,
+    ContentHash, Date, Decimal, InstitutionNumber, InsurerNumber, ItemCode, Jlac10, ParseError, Sex,
 };
 
 /// Schema identifier written in every record (`"schema": "iphr/1"`).
@@ -85,7 +84,11 @@ pub struct Code {
 impl Code {
     /// A code without display.
     pub fn new(system: impl Into<Cow<'static, str>>, code: impl Into<Cow<'static, str>>) -> Self {
-        Self { system: system.into(), code: code.into(), display: None }
+        Self {
+            system: system.into(),
+            code: code.into(),
+            display: None,
+        }
     }
     /// A code with display text.
     pub fn with_display(
@@ -93,7 +96,11 @@ impl Code {
         code: impl Into<Cow<'static, str>>,
         display: impl Into<Cow<'static, str>>,
     ) -> Self {
-        Self { system: system.into(), code: code.into(), display: Some(display.into()) }
+        Self {
+            system: system.into(),
+            code: code.into(),
+            display: Some(display.into()),
+        }
     }
 }
 
@@ -421,7 +428,9 @@ impl Person {
         if let Some(i) = &self.insured {
             return Some(i.member_id());
         }
-        self.identifiers.first().map(|i| format!("{}|{}", i.system, i.value))
+        self.identifiers
+            .first()
+            .map(|i| format!("{}|{}", i.system, i.value))
     }
 }
 
@@ -555,6 +564,8 @@ impl Record {
 
     /// Entries of a given analyte (method variants together).
     pub fn by_analyte<'a>(&'a self, analyte: &'a str) -> impl Iterator<Item = &'a Entry> + 'a {
-        self.entries.iter().filter(move |e| e.analyte.as_deref() == Some(analyte))
+        self.entries
+            .iter()
+            .filter(move |e| e.analyte.as_deref() == Some(analyte))
     }
 }

@@ -26,7 +26,11 @@ pub struct ParseError {
 
 impl ParseError {
     fn new(what: &'static str, reason: &'static str, input: &str) -> Self {
-        Self { what, reason, input: input.chars().take(64).collect() }
+        Self {
+            what,
+            reason,
+            input: input.chars().take(64).collect(),
+        }
     }
 }
 
@@ -67,10 +71,21 @@ impl FromStr for ItemCode {
     fn from_str(s: &str) -> Result<Self, ParseError> {
         let t = to_half_width(s.trim()).to_ascii_uppercase();
         if t.len() != 17 {
-            return Err(ParseError::new("特定健診項目コード", "must be 17 characters", s));
+            return Err(ParseError::new(
+                "特定健診項目コード",
+                "must be 17 characters",
+                s,
+            ));
         }
-        if !t.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()) {
-            return Err(ParseError::new("特定健診項目コード", "only digits and letters", s));
+        if !t
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+        {
+            return Err(ParseError::new(
+                "特定健診項目コード",
+                "only digits and letters",
+                s,
+            ));
         }
         Ok(Self(t))
     }
@@ -123,7 +138,9 @@ impl FromStr for Jlac10 {
             return Err(ParseError::new("JLAC10", "must be 17 characters", s));
         }
         let b = t.as_bytes();
-        if !b[..9].iter().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+        if !b[..9]
+            .iter()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
             || !b[9..].iter().all(u8::is_ascii_digit)
         {
             return Err(ParseError::new(
@@ -288,7 +305,9 @@ fn days_in_month(year: u16, month: u8) -> u8 {
     match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
-        _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        _ if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
+            29
+        }
         _ => 28,
     }
 }
@@ -304,17 +323,29 @@ impl FromStr for Date {
         } else {
             let parts: Vec<&str> = t.split(['-', '/', '.']).collect();
             if parts.len() != 3 || !parts.iter().all(|p| digits_only(p)) || parts[0].len() != 4 {
-                return Err(ParseError::new("日付", "expected YYYYMMDD or YYYY-MM-DD", s));
+                return Err(ParseError::new(
+                    "日付",
+                    "expected YYYYMMDD or YYYY-MM-DD",
+                    s,
+                ));
             }
             if parts[1].len() > 2 || parts[2].len() > 2 {
-                return Err(ParseError::new("日付", "expected YYYYMMDD or YYYY-MM-DD", s));
+                return Err(ParseError::new(
+                    "日付",
+                    "expected YYYYMMDD or YYYY-MM-DD",
+                    s,
+                ));
             }
             digits = format!("{}{:0>2}{:0>2}", parts[0], parts[1], parts[2]);
             &digits
         };
         let num = |r: std::ops::Range<usize>| compact[r].parse::<u16>().ok();
         let (Some(y), Some(m), Some(d)) = (num(0..4), num(4..6), num(6..8)) else {
-            return Err(ParseError::new("日付", "expected YYYYMMDD or YYYY-MM-DD", s));
+            return Err(ParseError::new(
+                "日付",
+                "expected YYYYMMDD or YYYY-MM-DD",
+                s,
+            ));
         };
         let (Ok(m), Ok(d)) = (u8::try_from(m), u8::try_from(d)) else {
             return Err(ParseError::new("日付", "no such date", s));
@@ -359,7 +390,11 @@ impl FromStr for Decimal {
             Some((i, f)) => (i, Some(f)),
             None => (body, None),
         };
-        let int = if int.is_empty() && frac.is_some() { "0" } else { int };
+        let int = if int.is_empty() && frac.is_some() {
+            "0"
+        } else {
+            int
+        };
         if !digits_only(int) || frac.is_some_and(|f| !digits_only(f)) || body.len() > 40 {
             return Err(ParseError::new("数値", "expected a decimal number", s));
         }
@@ -424,7 +459,11 @@ impl FromStr for ContentHash {
     fn from_str(s: &str) -> Result<Self, ParseError> {
         let h = s.strip_prefix("sha256:").unwrap_or(s);
         if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ParseError::new("content hash", "expected sha256:<64 hex>", s));
+            return Err(ParseError::new(
+                "content hash",
+                "expected sha256:<64 hex>",
+                s,
+            ));
         }
         let mut out = [0u8; 32];
         for (i, o) in out.iter_mut().enumerate() {
@@ -448,8 +487,17 @@ mod tests {
 
     #[test]
     fn insurer_number_pads_six_digits_and_takes_full_width() {
-        assert_eq!("139463".parse::<InsurerNumber>().unwrap().as_str(), "00139463");
-        assert_eq!("０６１３９４６３".parse::<InsurerNumber>().unwrap().as_str(), "06139463");
+        assert_eq!(
+            "139463".parse::<InsurerNumber>().unwrap().as_str(),
+            "00139463"
+        );
+        assert_eq!(
+            "０６１３９４６３"
+                .parse::<InsurerNumber>()
+                .unwrap()
+                .as_str(),
+            "06139463"
+        );
         assert!("1234567".parse::<InsurerNumber>().is_err());
         assert!("0613946X".parse::<InsurerNumber>().is_err());
     }
@@ -464,7 +512,13 @@ mod tests {
     fn jlac10_parts() {
         let j: Jlac10 = "3D046000001906202".parse().unwrap();
         assert_eq!(
-            (j.analyte(), j.identification(), j.material(), j.method(), j.result_id()),
+            (
+                j.analyte(),
+                j.identification(),
+                j.material(),
+                j.method(),
+                j.result_id()
+            ),
             ("3D046", "0000", "019", "062", "02")
         );
         assert!("3D04600000190620X".parse::<Jlac10>().is_err());
@@ -476,8 +530,14 @@ mod tests {
     fn dates_parse_in_all_forms_and_reject_impossible_ones() {
         let d: Date = "20240229".parse().unwrap();
         assert_eq!(d.to_string(), "2024-02-29");
-        assert_eq!("2024/6/1".parse::<Date>().unwrap().to_string(), "2024-06-01");
-        assert_eq!("20240601093000+0900".parse::<Date>().unwrap().compact(), "20240601");
+        assert_eq!(
+            "2024/6/1".parse::<Date>().unwrap().to_string(),
+            "2024-06-01"
+        );
+        assert_eq!(
+            "20240601093000+0900".parse::<Date>().unwrap().compact(),
+            "20240601"
+        );
         assert!("20230229".parse::<Date>().is_err());
         assert!("2024-13-01".parse::<Date>().is_err());
         let birth: Date = "1960-06-02".parse().unwrap();

@@ -1,11 +1,13 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 
 /// `tests/fixtures/<rel>`.
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
 
 /// Reads a fixture.
@@ -16,7 +18,9 @@ pub fn read(rel: &str) -> Vec<u8> {
 /// Compares `actual` with `tests/golden/<name>` as JSON values (key order and whitespace do not
 /// matter). With `UPDATE_GOLDEN=1` the golden file is (re)written instead.
 pub fn assert_golden(name: &str, actual: &serde_json::Value) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         let mut s = serde_json::to_string_pretty(actual).unwrap();
         s.push('\n');
