@@ -340,12 +340,12 @@ impl<'a> Parser<'a> {
                 }
             };
             match ev {
-                Event::Start(e) => self.start(&e, pos, false)?,
+                Event::Start(e) => self.start(&e, pos)?,
                 Event::Empty(e) => {
-                    self.start(&e, pos, true)?;
-                    self.end(pos)?;
+                    self.start(&e, pos)?;
+                    self.end()?;
                 }
-                Event::End(_) => self.end(pos)?,
+                Event::End(_) => self.end()?,
                 Event::Text(t) => {
                     if let Some(c) = &mut self.capture {
                         c.buf.push_str(&t.xml10_content());
@@ -526,7 +526,7 @@ impl<'a> Parser<'a> {
         self.path.push(n);
     }
 
-    fn start(&mut self, e: &BytesStart<'_>, pos: u64, _empty: bool) -> Result<()> {
+    fn start(&mut self, e: &BytesStart<'_>, pos: u64) -> Result<()> {
         if self.path.is_empty() {
             if self.root_seen {
                 return Err(self.err_at(
@@ -921,7 +921,7 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn end(&mut self, _pos: u64) -> Result<()> {
+    fn end(&mut self) -> Result<()> {
         let depth = self.path.len();
         if let Some(c) = &self.capture
             && c.depth == depth

@@ -60,9 +60,6 @@ impl fmt::Display for Location {
 /// What went wrong.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ErrorKind {
-    /// The file could not be read.
-    #[error("cannot read: {0}")]
-    Io(String),
     /// The ZIP archive is truncated or corrupt.
     #[error("broken ZIP archive: {0}")]
     Zip(String),

