@@ -297,15 +297,15 @@ struct Facts {
 impl Facts {
     fn of(r: &Record) -> Self {
         let mean = |a: &str| {
-            let v: Vec<f64> = r
+            let (sum, n) = r
                 .by_analyte(a)
                 .filter(|e| e.kind == EntryKind::Observation)
                 .filter_map(Entry::quantity)
-                .collect();
-            if v.is_empty() {
+                .fold((0.0, 0u32), |(s, n), x| (s + x, n + 1));
+            if n == 0 {
                 None
             } else {
-                Some(v.iter().sum::<f64>() / v.len() as f64)
+                Some(sum / f64::from(n))
             }
         };
         let yes = |a: &str| r.by_analyte(a).any(|e| e.coded() == Some("1"));
