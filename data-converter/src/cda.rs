@@ -42,17 +42,8 @@ pub fn read_cda(bytes: &[u8], file: &str) -> Result<Record> {
 /// Reads one CDA document that is a member of `archive` (used for the source's `archive` field).
 pub fn read_cda_in(bytes: &[u8], file: &str, archive: Option<&str>) -> Result<Record> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let text = match std::str::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            let line = line_of(bytes, e.valid_up_to());
-            return Err(Error::new(
-                Location::file(file).at_line(line),
-                ErrorKind::Encoding("UTF-8"),
-            ));
-        }
-    };
-    let mut p = Parser::new(Catalogue::builtin(), file, text);
+    // UTF-8 is checked by quick-xml event by event (no second pass over the document).
+    let mut p = Parser::new(Catalogue::builtin(), file, bytes);
     p.run()?;
     p.finish(bytes, archive)
 }
@@ -229,7 +220,7 @@ struct ObsBuilder {
 struct Parser<'a> {
     cat: &'static Catalogue,
     file: &'a str,
-    text: &'a str,
+    text: &'a [u8],
     path: Vec<N>,
     frames: Vec<Frame>,
     root_seen: bool,
@@ -262,7 +253,7 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
-    fn new(cat: &'static Catalogue, file: &'a str, text: &'a str) -> Self {
+    fn new(cat: &'static Catalogue, file: &'a str, text: &'a [u8]) -> Self {
         Self {
             cat,
             file,
@@ -299,10 +290,7 @@ impl<'a> Parser<'a> {
     }
 
     fn line(&self, pos: u64) -> u64 {
-        line_of(
-            self.text.as_bytes(),
-            usize::try_from(pos).unwrap_or(usize::MAX),
-        )
+        line_of(self.text, usize::try_from(pos).unwrap_or(usize::MAX))
     }
 
     fn xpath(&self) -> String {
@@ -328,12 +316,21 @@ impl<'a> Parser<'a> {
     }
 
     fn run(&mut self) -> Result<()> {
-        let mut reader = Reader::from_str(self.text);
+        let mut reader = Reader::from_reader(self.text);
         reader.config_mut().check_end_names = true;
         loop {
             let pos = reader.buffer_position();
             let ev = match reader.read_event() {
                 Ok(ev) => ev,
+                Err(quick_xml::Error::Encoding(_)) => {
+                    let at = std::str::from_utf8(self.text)
+                        .err()
+                        .map_or(0, |u| u.valid_up_to());
+                    return Err(Error::new(
+                        Location::file(self.file).at_line(line_of(self.text, at)),
+                        ErrorKind::Encoding("UTF-8"),
+                    ));
+                }
                 Err(e) => {
                     let at = reader.error_position();
                     return Err(self.err_at(at, self.xpath(), ErrorKind::Xml(e.to_string())));
