@@ -39,7 +39,7 @@ pub const MEMBER_ID: &str = "http://jpfhir.jp/fhir/clins/Idsystem/JP_Insurance_m
 /// JP Core insurer number system.
 pub const INSURER_NUMBER: &str = "http://jpfhir.jp/fhir/core/mhlw/IdSystem/InsurerNumber";
 /// Identifier system of the source content hash on the DiagnosticReport.
-pub const RECORD_HASH: &str = "urn:iphr:record-content-hash";
+pub const SOURCE_HASH: &str = "urn:iphr:source-content-hash";
 
 /// How resources reference each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,7 +238,7 @@ pub fn record_resources(rec: &Record, style: RefStyle) -> Vec<Resource> {
         "resourceType": "DiagnosticReport",
         "id": rid,
         "meta": { "profile": [format!("{JP}JP_DiagnosticReport_Common")] },
-        "identifier": [{ "system": RECORD_HASH, "value": rec.source.content_hash.to_string() }],
+        "identifier": [{ "system": SOURCE_HASH, "value": rec.source.content_hash.to_string() }],
         "status": "final",
         "code": { "coding": code_codings, "text": "健康診断結果" },
         "subject": ctx.reference("Patient", &pid),
@@ -298,7 +298,7 @@ fn patient(ctx: &Ctx<'_>, id: &str) -> Json {
     }
     if identifiers.is_empty() {
         identifiers.push(
-            json!({ "system": RECORD_HASH, "value": ctx.rec.source.content_hash.to_string() }),
+            json!({ "system": SOURCE_HASH, "value": ctx.rec.source.content_hash.to_string() }),
         );
     }
     let mut j = json!({
