@@ -1,0 +1,1436 @@
+//! 特定健診 CDA reader (hc08_V08; domain.md §1.3–§1.6): one `ClinicalDocument` → one [`Record`].
+//!
+//! Streaming over quick-xml events: no DOM is built, memory is the document bytes plus the record.
+//! Header: 報告区分, creation date, insurer ids (.6.101/.6.204/.6.205/.6.211), name (カナ), sex,
+//! birth date, postal code, institution (.6.102), 受診券 participant, プログラム種別 and 健診実施日.
+//! Body: sections (.6.1010) and every observation form: PQ, CD/CO, ST, reference range
+//! (IVL_PQ), interpretation, out of input range (CD H/L in 2.16.840.1.113883.5.83 beside the PQ),
+//! not performed (`negationInd`), cannot measure (`nullFlavor`), groups (`entryRelationship`
+//! COMP/RSON under a parent whose code is `nullFlavor="NA"`), per-item author (9N516/9N526).
+//! Errors carry file, line and XPath, and the item code once it is known.
+
+use std::borrow::Cow;
+
+use quick_xml::Reader;
+use quick_xml::events::{BytesStart, Event};
+
+use crate::catalogue::{Catalogue, Item, ValueType};
+use crate::error::{Error, ErrorKind, Location, Result};
+use crate::iphr::{
+    Absent, Bound, Code, ContentHash, Date, Decimal, Effective, Entry, EntryKind, Header,
+    Identifier, InstitutionNumber, InsuredId, InsurerNumber, Interpretation, Organization, Person,
+    Provenance, Record, ReferenceRange, Relation, SCHEMA, Sex, Source, SourceFormat, Unit, Value,
+    systems,
+};
+
+/// Namespace of hc08 documents.
+pub const HL7_NS: &str = "urn:hl7-org:v3";
+const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
+const ITEM_OID: &str = "1.2.392.200119.6.1005";
+const OUT_OF_RANGE_OID: &str = "2.16.840.1.113883.5.83";
+
+/// Converter name and version written in provenance.
+pub fn converter_id() -> String {
+    format!("data-converter {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Reads one standalone 特定健診 CDA document.
+pub fn read_cda(bytes: &[u8], file: &str) -> Result<Record> {
+    read_cda_in(bytes, file, None)
+}
+
+/// Reads one CDA document that is a member of `archive` (used for the source's `archive` field).
+pub fn read_cda_in(bytes: &[u8], file: &str, archive: Option<&str>) -> Result<Record> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    // UTF-8 is checked by quick-xml event by event (no second pass over the document).
+    let mut p = Parser::new(Catalogue::builtin(), file, bytes);
+    p.run()?;
+    p.finish(bytes, archive)
+}
+
+fn line_of(bytes: &[u8], pos: usize) -> u64 {
+    let pos = pos.min(bytes.len());
+    1 + memchr_count(&bytes[..pos])
+}
+
+fn memchr_count(b: &[u8]) -> u64 {
+    b.iter().filter(|&&c| c == b'\n').count() as u64
+}
+
+/// Element names the reader cares about; everything else is `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum N {
+    ClinicalDocument,
+    Id,
+    Code,
+    EffectiveTime,
+    RecordTarget,
+    PatientRole,
+    Patient,
+    Name,
+    AdministrativeGenderCode,
+    BirthTime,
+    Addr,
+    PostalCode,
+    Author,
+    AssignedAuthor,
+    AssignedPerson,
+    RepresentedOrganization,
+    Participant,
+    AssociatedEntity,
+    ScopingOrganization,
+    DocumentationOf,
+    ServiceEvent,
+    Low,
+    High,
+    Component,
+    StructuredBody,
+    Section,
+    Entry,
+    Observation,
+    Value,
+    InterpretationCode,
+    MethodCode,
+    ReferenceRange,
+    ObservationRange,
+    EntryRelationship,
+    Text,
+    Other,
+}
+
+fn intern(local: &str) -> N {
+    match local {
+        "ClinicalDocument" => N::ClinicalDocument,
+        "id" => N::Id,
+        "code" => N::Code,
+        "effectiveTime" => N::EffectiveTime,
+        "recordTarget" => N::RecordTarget,
+        "patientRole" => N::PatientRole,
+        "patient" => N::Patient,
+        "name" => N::Name,
+        "administrativeGenderCode" => N::AdministrativeGenderCode,
+        "birthTime" => N::BirthTime,
+        "addr" => N::Addr,
+        "postalCode" => N::PostalCode,
+        "author" => N::Author,
+        "assignedAuthor" => N::AssignedAuthor,
+        "assignedPerson" => N::AssignedPerson,
+        "representedOrganization" => N::RepresentedOrganization,
+        "participant" => N::Participant,
+        "associatedEntity" => N::AssociatedEntity,
+        "scopingOrganization" => N::ScopingOrganization,
+        "documentationOf" => N::DocumentationOf,
+        "serviceEvent" => N::ServiceEvent,
+        "low" => N::Low,
+        "high" => N::High,
+        "component" => N::Component,
+        "structuredBody" => N::StructuredBody,
+        "section" => N::Section,
+        "entry" => N::Entry,
+        "observation" => N::Observation,
+        "value" => N::Value,
+        "interpretationCode" => N::InterpretationCode,
+        "methodCode" => N::MethodCode,
+        "referenceRange" => N::ReferenceRange,
+        "observationRange" => N::ObservationRange,
+        "entryRelationship" => N::EntryRelationship,
+        "text" => N::Text,
+        _ => N::Other,
+    }
+}
+
+/// FNV-1a of an element name (for XPath sibling indexes).
+fn name_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// One open element, for XPath (`name[index]`).
+#[derive(Default)]
+struct Frame {
+    local: String,
+    index: u32,
+    /// (hash of child name, count) — hashed to avoid an allocation per element.
+    counts: Vec<(u64, u32)>,
+}
+
+/// Attributes of one element that the reader looks at.
+#[derive(Default, Debug, Clone)]
+struct Attrs {
+    root: Option<String>,
+    extension: Option<String>,
+    code: Option<String>,
+    code_system: Option<String>,
+    display: Option<String>,
+    value: Option<String>,
+    unit: Option<String>,
+    null_flavor: Option<String>,
+    xsi_type: Option<String>,
+    type_code: Option<String>,
+    negation: Option<String>,
+}
+
+/// What a text capture is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    PatientName,
+    PostalCode,
+    OrgName,
+    ObsValueText(usize),
+    ObsRangeText,
+    ObsAuthorName,
+}
+
+struct Capture {
+    target: Target,
+    depth: usize,
+    buf: String,
+}
+
+#[derive(Debug, Clone)]
+struct RawValue {
+    attrs: Attrs,
+    text: String,
+    pos: u64,
+}
+
+struct ObsBuilder {
+    /// Index in `path` of the observation element.
+    depth: usize,
+    slot: usize,
+    id: String,
+    xpath: String,
+    pos: u64,
+    code: Option<Attrs>,
+    negated: bool,
+    values: Vec<RawValue>,
+    interpretation: Option<String>,
+    method: Option<Attrs>,
+    effective: Option<String>,
+    range: Option<ReferenceRange>,
+    range_unit: Option<String>,
+    author: Option<String>,
+    parent: Option<String>,
+    relation: Option<Relation>,
+    pending_relation: Option<Relation>,
+    children: u32,
+}
+
+struct Parser<'a> {
+    cat: &'static Catalogue,
+    file: &'a str,
+    text: &'a [u8],
+    path: Vec<N>,
+    frames: Vec<Frame>,
+    root_seen: bool,
+    hl7_prefix: Option<String>,
+    xsi_prefix: String,
+    capture: Option<Capture>,
+    // header
+    doc_id: Option<String>,
+    report_kind: Option<Attrs>,
+    created: Option<String>,
+    insurer: Option<String>,
+    symbol: Option<String>,
+    number: Option<String>,
+    branch: Option<String>,
+    other_ids: Vec<Identifier>,
+    name: Option<String>,
+    postal: Option<String>,
+    sex: Option<(String, u64, String)>,
+    birth: Option<(String, u64, String)>,
+    institution: Option<(String, u64, String)>,
+    org_name: Option<String>,
+    participant_hld: bool,
+    hld_insurer: Option<String>,
+    program: Option<Attrs>,
+    exam_date: Option<(String, u64, String)>,
+    sections: Vec<Code>,
+    obs: Vec<ObsBuilder>,
+    entries: Vec<Entry>,
+    next_id: u32,
+}
+
+impl<'a> Parser<'a> {
+    fn new(cat: &'static Catalogue, file: &'a str, text: &'a [u8]) -> Self {
+        Self {
+            cat,
+            file,
+            text,
+            path: Vec::with_capacity(32),
+            frames: Vec::with_capacity(32),
+            root_seen: false,
+            hl7_prefix: None,
+            xsi_prefix: "xsi".into(),
+            capture: None,
+            doc_id: None,
+            report_kind: None,
+            created: None,
+            insurer: None,
+            symbol: None,
+            number: None,
+            branch: None,
+            other_ids: Vec::new(),
+            name: None,
+            postal: None,
+            sex: None,
+            birth: None,
+            institution: None,
+            org_name: None,
+            participant_hld: false,
+            hld_insurer: None,
+            program: None,
+            exam_date: None,
+            sections: Vec::new(),
+            obs: Vec::new(),
+            entries: Vec::with_capacity(64),
+            next_id: 0,
+        }
+    }
+
+    fn line(&self, pos: u64) -> u64 {
+        line_of(self.text, usize::try_from(pos).unwrap_or(usize::MAX))
+    }
+
+    fn xpath(&self) -> String {
+        let mut s = String::with_capacity(16 * self.path.len());
+        for f in &self.frames[..self.path.len()] {
+            s.push('/');
+            s.push_str(&f.local);
+            if f.index > 1 {
+                use std::fmt::Write as _;
+                let _ = write!(s, "[{}]", f.index);
+            }
+        }
+        s
+    }
+
+    fn err_at(&self, pos: u64, path: String, kind: ErrorKind) -> Error {
+        Error::new(
+            Location::file(self.file)
+                .at_line(self.line(pos))
+                .at_path(path),
+            kind,
+        )
+    }
+
+    fn run(&mut self) -> Result<()> {
+        let mut reader = Reader::from_reader(self.text);
+        reader.config_mut().check_end_names = true;
+        loop {
+            let pos = reader.buffer_position();
+            let ev = match reader.read_event() {
+                Ok(ev) => ev,
+                Err(quick_xml::Error::Encoding(_)) => {
+                    let at = std::str::from_utf8(self.text)
+                        .err()
+                        .map_or(0, |u| u.valid_up_to());
+                    return Err(Error::new(
+                        Location::file(self.file).at_line(line_of(self.text, at)),
+                        ErrorKind::Encoding("UTF-8"),
+                    ));
+                }
+                Err(e) => {
+                    let at = reader.error_position();
+                    return Err(self.err_at(at, self.xpath(), ErrorKind::Xml(e.to_string())));
+                }
+            };
+            match ev {
+                Event::Start(e) => self.start(&e, pos)?,
+                Event::Empty(e) => {
+                    self.start(&e, pos)?;
+                    self.end()?;
+                }
+                Event::End(_) => self.end()?,
+                Event::Text(t) => {
+                    if let Some(c) = &mut self.capture {
+                        c.buf.push_str(&t.xml10_content());
+                    } else if self.path.is_empty() && !t.xml10_content().trim().is_empty() {
+                        return Err(self.err_at(
+                            pos,
+                            String::new(),
+                            ErrorKind::Xml("text outside the root element".into()),
+                        ));
+                    }
+                }
+                Event::CData(t) => {
+                    if let Some(c) = &mut self.capture {
+                        c.buf.push_str(&t.xml10_content());
+                    }
+                }
+                Event::GeneralRef(r) => {
+                    let ch = match r.resolve_char_ref() {
+                        Ok(Some(ch)) => Some(ch.to_string()),
+                        Ok(None) => {
+                            quick_xml::escape::resolve_predefined_entity(&r.xml10_content())
+                                .map(str::to_owned)
+                        }
+                        Err(e) => {
+                            return Err(self.err_at(
+                                pos,
+                                self.xpath(),
+                                ErrorKind::Xml(e.to_string()),
+                            ));
+                        }
+                    };
+                    let Some(ch) = ch else {
+                        return Err(self.err_at(
+                            pos,
+                            self.xpath(),
+                            ErrorKind::Xml(format!("undefined entity &{};", r.xml10_content())),
+                        ));
+                    };
+                    if let Some(c) = &mut self.capture {
+                        c.buf.push_str(&ch);
+                    }
+                }
+                Event::DocType(_) => {
+                    return Err(self.err_at(
+                        pos,
+                        String::new(),
+                        ErrorKind::Xml("DOCTYPE is not allowed".into()),
+                    ));
+                }
+                Event::Eof => break,
+                Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
+            }
+        }
+        if !self.path.is_empty() || !self.root_seen {
+            let end = self.text.len() as u64;
+            return Err(self.err_at(
+                end,
+                self.xpath(),
+                ErrorKind::Xml("unexpected end of document".into()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn read_attrs(&self, e: &BytesStart<'_>, pos: u64) -> Result<Attrs> {
+        let mut a = Attrs::default();
+        for attr in e.attributes().with_checks(false) {
+            let attr = attr
+                .map_err(|err| self.err_at(pos, self.xpath(), ErrorKind::Xml(err.to_string())))?;
+            let key = attr.key.0;
+            let slot = match key {
+                "root" => &mut a.root,
+                "extension" => &mut a.extension,
+                "code" => &mut a.code,
+                "codeSystem" => &mut a.code_system,
+                "displayName" => &mut a.display,
+                "value" => &mut a.value,
+                "unit" => &mut a.unit,
+                "nullFlavor" => &mut a.null_flavor,
+                "typeCode" => &mut a.type_code,
+                "negationInd" => &mut a.negation,
+                _ => match key.split_once(':') {
+                    Some((p, "type")) if p == self.xsi_prefix => &mut a.xsi_type,
+                    _ => continue,
+                },
+            };
+            let v = attr
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|err| self.err_at(pos, self.xpath(), ErrorKind::Xml(err.to_string())))?;
+            *slot = Some(v.into_owned());
+        }
+        // xsi:type is a QName (`PQ` or `hl7:PQ`): keep the local part.
+        if let Some(t) = &mut a.xsi_type
+            && let Some((_, local)) = t.split_once(':')
+        {
+            *t = local.to_owned();
+        }
+        Ok(a)
+    }
+
+    fn check_root(&mut self, e: &BytesStart<'_>, pos: u64) -> Result<()> {
+        let qname = e.name().0;
+        let (prefix, local) = match qname.split_once(':') {
+            Some((p, l)) => (Some(p), l),
+            None => (None, qname),
+        };
+        let mut ns: Option<String> = None;
+        for attr in e.attributes().with_checks(false) {
+            let attr = attr
+                .map_err(|err| self.err_at(pos, String::new(), ErrorKind::Xml(err.to_string())))?;
+            let key = attr.key.0;
+            let v = attr
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|err| self.err_at(pos, String::new(), ErrorKind::Xml(err.to_string())))?;
+            if let Some(p) = key.strip_prefix("xmlns:") {
+                if v == XSI_NS {
+                    self.xsi_prefix = p.to_owned();
+                }
+                if Some(p) == prefix {
+                    ns = Some(v.into_owned());
+                }
+            } else if key == "xmlns" && prefix.is_none() {
+                ns = Some(v.into_owned());
+            }
+        }
+        let path = format!("/{qname}");
+        let found = ns.unwrap_or_default();
+        if found != HL7_NS {
+            return Err(self.err_at(
+                pos,
+                path,
+                ErrorKind::WrongNamespace {
+                    found,
+                    expected: HL7_NS,
+                },
+            ));
+        }
+        if local != "ClinicalDocument" {
+            return Err(self.err_at(
+                pos,
+                path,
+                ErrorKind::WrongRoot {
+                    found: local.to_owned(),
+                    expected: "ClinicalDocument",
+                },
+            ));
+        }
+        self.hl7_prefix = prefix.map(str::to_owned);
+        Ok(())
+    }
+
+    fn push_frame(&mut self, local: &str, n: N) {
+        let depth = self.path.len();
+        let index = if depth == 0 {
+            1
+        } else {
+            let parent = &mut self.frames[depth - 1];
+            let h = name_hash(local);
+            match parent.counts.iter_mut().find(|(k, _)| *k == h) {
+                Some((_, c)) => {
+                    *c += 1;
+                    *c
+                }
+                None => {
+                    parent.counts.push((h, 1));
+                    1
+                }
+            }
+        };
+        if self.frames.len() == depth {
+            self.frames.push(Frame::default());
+        }
+        let f = &mut self.frames[depth];
+        f.local.clear();
+        f.local.push_str(local);
+        f.index = index;
+        f.counts.clear();
+        self.path.push(n);
+    }
+
+    fn start(&mut self, e: &BytesStart<'_>, pos: u64) -> Result<()> {
+        if self.path.is_empty() {
+            if self.root_seen {
+                return Err(self.err_at(
+                    pos,
+                    String::new(),
+                    ErrorKind::Xml("more than one root element".into()),
+                ));
+            }
+            self.check_root(e, pos)?;
+            self.root_seen = true;
+        }
+        let qname = e.name().0;
+        let (prefix, local) = match qname.split_once(':') {
+            Some((p, l)) => (Some(p), l),
+            None => (None, qname),
+        };
+        let n = if prefix == self.hl7_prefix.as_deref() {
+            intern(local)
+        } else {
+            N::Other
+        };
+        self.push_frame(local, n);
+        if n == N::Other {
+            return Ok(());
+        }
+        self.dispatch_start(e, pos, n)
+    }
+
+    fn begin_capture(&mut self, target: Target) {
+        self.capture = Some(Capture {
+            target,
+            depth: self.path.len(),
+            buf: String::new(),
+        });
+    }
+
+    fn dispatch_start(&mut self, e: &BytesStart<'_>, pos: u64, n: N) -> Result<()> {
+        use N::*;
+        // Inside an observation?
+        if let Some(top) = self.obs.last() {
+            let rel_start = top.depth + 1;
+            if self.path.len() > rel_start {
+                return self.obs_start(e, pos, n, rel_start);
+            }
+        }
+        let path_len = self.path.len();
+        match self.path.as_slice() {
+            [ClinicalDocument, Id] => {
+                let a = self.read_attrs(e, pos)?;
+                self.doc_id = match (a.root, a.extension) {
+                    (Some(r), Some(x)) => Some(format!("{r}^{x}")),
+                    (Some(r), None) => Some(r),
+                    _ => None,
+                };
+            }
+            [ClinicalDocument, Code] => self.report_kind = Some(self.read_attrs(e, pos)?),
+            [ClinicalDocument, EffectiveTime] => self.created = self.read_attrs(e, pos)?.value,
+            [ClinicalDocument, RecordTarget, PatientRole, Id] => {
+                let a = self.read_attrs(e, pos)?;
+                let (Some(root), Some(ext)) = (a.root, a.extension) else {
+                    return Ok(());
+                };
+                match root.as_str() {
+                    "1.2.392.200119.6.101" => self.insurer = Some(ext),
+                    "1.2.392.200119.6.204" => self.symbol = Some(ext),
+                    "1.2.392.200119.6.205" => self.number = Some(ext),
+                    "1.2.392.200119.6.211" => self.branch = Some(ext),
+                    _ => self.other_ids.push(Identifier {
+                        system: format!("urn:oid:{root}"),
+                        value: ext,
+                    }),
+                }
+            }
+            [
+                ClinicalDocument,
+                RecordTarget,
+                PatientRole,
+                Addr,
+                PostalCode,
+            ] => {
+                self.begin_capture(Target::PostalCode);
+            }
+            [ClinicalDocument, RecordTarget, PatientRole, Patient, Name] => {
+                self.begin_capture(Target::PatientName);
+            }
+            [
+                ClinicalDocument,
+                RecordTarget,
+                PatientRole,
+                Patient,
+                AdministrativeGenderCode,
+            ] => {
+                let a = self.read_attrs(e, pos)?;
+                self.sex = a.code.map(|c| (c, pos, self.xpath()));
+            }
+            [
+                ClinicalDocument,
+                RecordTarget,
+                PatientRole,
+                Patient,
+                BirthTime,
+            ] => {
+                let a = self.read_attrs(e, pos)?;
+                self.birth = a.value.map(|c| (c, pos, self.xpath()));
+            }
+            [
+                ClinicalDocument,
+                Author,
+                AssignedAuthor,
+                RepresentedOrganization,
+                Id,
+            ] => {
+                let a = self.read_attrs(e, pos)?;
+                if a.root.as_deref() == Some("1.2.392.200119.6.102") {
+                    self.institution = a.extension.map(|c| (c, pos, self.xpath()));
+                }
+            }
+            [
+                ClinicalDocument,
+                Author,
+                AssignedAuthor,
+                RepresentedOrganization,
+                Name,
+            ] => {
+                self.begin_capture(Target::OrgName);
+            }
+            [ClinicalDocument, Participant] => {
+                let a = self.read_attrs(e, pos)?;
+                self.participant_hld = a.type_code.as_deref() == Some("HLD");
+            }
+            [ClinicalDocument, Participant, AssociatedEntity, Id] if self.participant_hld => {
+                let a = self.read_attrs(e, pos)?;
+                if let (Some(r), Some(x)) = (a.root, a.extension) {
+                    self.other_ids.push(Identifier {
+                        system: format!("urn:oid:{r}"),
+                        value: x,
+                    });
+                }
+            }
+            [
+                ClinicalDocument,
+                Participant,
+                AssociatedEntity,
+                ScopingOrganization,
+                Id,
+            ] if self.participant_hld => {
+                let a = self.read_attrs(e, pos)?;
+                if a.root.as_deref() == Some("1.2.392.200119.6.101") {
+                    self.hld_insurer = a.extension;
+                }
+            }
+            [ClinicalDocument, DocumentationOf, ServiceEvent, Code] => {
+                self.program = Some(self.read_attrs(e, pos)?);
+            }
+            [
+                ClinicalDocument,
+                DocumentationOf,
+                ServiceEvent,
+                EffectiveTime,
+            ]
+            | [
+                ClinicalDocument,
+                DocumentationOf,
+                ServiceEvent,
+                EffectiveTime,
+                Low,
+            ] => {
+                let a = self.read_attrs(e, pos)?;
+                if let Some(v) = a.value {
+                    self.exam_date = Some((v, pos, self.xpath()));
+                }
+            }
+            [
+                ClinicalDocument,
+                Component,
+                StructuredBody,
+                Component,
+                Section,
+                Code,
+            ] => {
+                let a = self.read_attrs(e, pos)?;
+                if let Some(c) = a.code {
+                    let mut code = crate::iphr::Code::new(systems::SECTION, c);
+                    code.display = a.display.map(Into::into);
+                    self.sections.push(code);
+                }
+            }
+            [
+                ClinicalDocument,
+                Component,
+                StructuredBody,
+                Component,
+                Section,
+                Entry,
+                Observation,
+            ] => {
+                let a = self.read_attrs(e, pos)?;
+                self.open_obs(
+                    a.negation.as_deref() == Some("true"),
+                    pos,
+                    path_len - 1,
+                    None,
+                    None,
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn open_obs(
+        &mut self,
+        negated: bool,
+        pos: u64,
+        depth: usize,
+        parent: Option<String>,
+        relation: Option<Relation>,
+    ) {
+        self.next_id += 1;
+        let id = format!("e{}", self.next_id);
+        let slot = self.entries.len();
+        self.entries.push(Entry::observation(
+            String::new(),
+            Code::new("", ""),
+            String::new(),
+        ));
+        self.obs.push(ObsBuilder {
+            depth,
+            slot,
+            id,
+            xpath: self.xpath(),
+            pos,
+            code: None,
+            negated,
+            values: Vec::new(),
+            interpretation: None,
+            method: None,
+            effective: None,
+            range: None,
+            range_unit: None,
+            author: None,
+            parent,
+            relation,
+            pending_relation: None,
+            children: 0,
+        });
+    }
+
+    fn obs_start(&mut self, e: &BytesStart<'_>, pos: u64, n: N, rel_start: usize) -> Result<()> {
+        use N::*;
+        // Copy the (short) relative path so that `self` can be borrowed mutably below.
+        let mut buf = [N::Other; 5];
+        let tail = &self.path[rel_start..];
+        let len = tail.len().min(buf.len());
+        buf[..len].copy_from_slice(&tail[..len]);
+        let rel: &[N] = if tail.len() > buf.len() {
+            &[]
+        } else {
+            &buf[..len]
+        };
+        match rel {
+            [Code] => {
+                let a = self.read_attrs(e, pos)?;
+                if let Some(top) = self.obs.last_mut() {
+                    top.code = Some(a);
+                }
+            }
+            [Value] => {
+                let a = self.read_attrs(e, pos)?;
+                let is_text = a.xsi_type.as_deref() == Some("ST");
+                let idx = if let Some(top) = self.obs.last_mut() {
+                    top.values.push(RawValue {
+                        attrs: a,
+                        text: String::new(),
+                        pos,
+                    });
+                    top.values.len() - 1
+                } else {
+                    0
+                };
+                if is_text {
+                    self.begin_capture(Target::ObsValueText(idx));
+                }
+            }
+            [InterpretationCode] => {
+                let a = self.read_attrs(e, pos)?;
+                if let Some(top) = self.obs.last_mut() {
+                    top.interpretation = a.code;
+                }
+            }
+            [MethodCode] => {
+                let a = self.read_attrs(e, pos)?;
+                if let Some(top) = self.obs.last_mut() {
+                    top.method = Some(a);
+                }
+            }
+            [EffectiveTime] | [EffectiveTime, Low] => {
+                let a = self.read_attrs(e, pos)?;
+                if let Some(top) = self.obs.last_mut()
+                    && a.value.is_some()
+                {
+                    top.effective = a.value;
+                }
+            }
+            [ReferenceRange, ObservationRange] => {
+                if let Some(top) = self.obs.last_mut() {
+                    top.range.get_or_insert(crate::iphr::ReferenceRange {
+                        low: None,
+                        high: None,
+                        unit: None,
+                        text: None,
+                    });
+                }
+            }
+            [ReferenceRange, ObservationRange, Value, Low | High] => {
+                let a = self.read_attrs(e, pos)?;
+                let xp = self.xpath();
+                let parsed = match &a.value {
+                    Some(v) => Some(v.parse::<Decimal>().map_err(|err| {
+                        self.err_at(
+                            pos,
+                            xp.clone(),
+                            ErrorKind::InvalidValue {
+                                value: v.clone(),
+                                reason: err.reason.to_owned(),
+                            },
+                        )
+                    })?),
+                    None => None,
+                };
+                if let Some(top) = self.obs.last_mut() {
+                    let r = top.range.get_or_insert(crate::iphr::ReferenceRange {
+                        low: None,
+                        high: None,
+                        unit: None,
+                        text: None,
+                    });
+                    if n == Low {
+                        r.low = parsed;
+                    } else {
+                        r.high = parsed;
+                    }
+                    if a.unit.is_some() {
+                        top.range_unit = a.unit;
+                    }
+                }
+            }
+            [ReferenceRange, ObservationRange, Text] => self.begin_capture(Target::ObsRangeText),
+            [Author, AssignedAuthor, AssignedPerson, Name] => {
+                self.begin_capture(Target::ObsAuthorName);
+            }
+            [EntryRelationship] => {
+                let a = self.read_attrs(e, pos)?;
+                let rel = match a.type_code.as_deref() {
+                    Some("COMP") => Relation::Component,
+                    Some("RSON") => Relation::Reason,
+                    other => {
+                        return Err(self.err_at(
+                            pos,
+                            self.xpath(),
+                            ErrorKind::InvalidField {
+                                field: "entryRelationship/@typeCode",
+                                reason: format!("{other:?} is neither COMP nor RSON"),
+                            },
+                        ));
+                    }
+                };
+                if let Some(top) = self.obs.last_mut() {
+                    top.pending_relation = Some(rel);
+                }
+            }
+            [EntryRelationship, Observation] => {
+                let a = self.read_attrs(e, pos)?;
+                let (parent, relation) = match self.obs.last_mut() {
+                    Some(top) => {
+                        top.children += 1;
+                        (Some(top.id.clone()), top.pending_relation)
+                    }
+                    None => (None, None),
+                };
+                let depth = self.path.len() - 1;
+                self.open_obs(
+                    a.negation.as_deref() == Some("true"),
+                    pos,
+                    depth,
+                    parent,
+                    relation,
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn end(&mut self) -> Result<()> {
+        let depth = self.path.len();
+        if let Some(c) = &self.capture
+            && c.depth == depth
+            && let Some(c) = self.capture.take()
+        {
+            self.deliver(c.target, &c.buf);
+        }
+        if let Some(top) = self.obs.last()
+            && top.depth + 1 == depth
+            && let Some(b) = self.obs.pop()
+        {
+            self.close_obs(&b)?;
+        }
+        self.path.pop();
+        Ok(())
+    }
+
+    fn deliver(&mut self, target: Target, buf: &str) {
+        let t = buf.split_whitespace().collect::<Vec<_>>().join(" ");
+        let t = if t.is_empty() { None } else { Some(t) };
+        match target {
+            Target::PatientName => self.name = t,
+            Target::PostalCode => self.postal = t,
+            Target::OrgName => self.org_name = t,
+            Target::ObsValueText(i) => {
+                if let Some(v) = self.obs.last_mut().and_then(|o| o.values.get_mut(i)) {
+                    v.text = buf.trim().to_owned();
+                }
+            }
+            Target::ObsRangeText => {
+                if let Some(r) = self.obs.last_mut().and_then(|o| o.range.as_mut()) {
+                    r.text = t;
+                }
+            }
+            Target::ObsAuthorName => {
+                if let Some(o) = self.obs.last_mut() {
+                    o.author = t;
+                }
+            }
+        }
+    }
+
+    fn close_obs(&mut self, b: &ObsBuilder) -> Result<()> {
+        let entry = self.build_entry(b)?;
+        self.entries[b.slot] = entry;
+        Ok(())
+    }
+
+    fn build_entry(&self, b: &ObsBuilder) -> Result<Entry> {
+        let loc = || {
+            Location::file(self.file)
+                .at_line(self.line(b.pos))
+                .at_path(b.xpath.clone())
+        };
+        let code_attrs = b.code.as_ref();
+        let item_code = code_attrs.and_then(|c| c.code.clone());
+        let Some(item_code) = item_code else {
+            // 一連検査グループ parent: code nullFlavor="NA" and members below.
+            if b.children == 0 {
+                return Err(Error::new(
+                    loc().at_path(format!("{}/code", b.xpath)),
+                    ErrorKind::Missing("observation/code/@code"),
+                ));
+            }
+            let members = &self.entries[b.slot + 1..];
+            let group = members
+                .iter()
+                .filter(|m| m.parent.as_deref() == Some(b.id.as_str()))
+                .find_map(|m| self.cat.group_of(&m.code.code));
+            let code = match group {
+                Some(g) => Code::with_display(systems::IPHR_GROUP, &g.id, &g.name),
+                None => Code::new(systems::IPHR_GROUP, "unidentified"),
+            };
+            let mut e = Entry::observation(b.id.clone(), code, b.xpath.clone());
+            e.kind = EntryKind::Group;
+            e.parent.clone_from(&b.parent);
+            e.relation = b.relation;
+            return Ok(e);
+        };
+        let loc_item = || loc().with_item(item_code.clone());
+        if let Some(sys) = code_attrs.and_then(|c| c.code_system.as_deref())
+            && sys != ITEM_OID
+        {
+            return Err(Error::new(
+                loc_item(),
+                ErrorKind::UnknownItemCode(format!("{item_code} in code system {sys}")),
+            ));
+        }
+        let Some(item) = self.cat.item(&item_code) else {
+            return Err(Error::new(
+                loc_item(),
+                ErrorKind::UnknownItemCode(item_code.clone()),
+            ));
+        };
+        let display = code_attrs
+            .and_then(|c| c.display.clone())
+            .unwrap_or_else(|| item.name.clone());
+        let code = Code::with_display(systems::TOKUTEI_ITEM, item.code.as_str(), display);
+        let mut e = Entry::observation(b.id.clone(), code, b.xpath.clone());
+        if item.jlac10 {
+            e.codings.push(Code::new(systems::JLAC10, &item.code));
+        }
+        e.analyte = Some(Cow::Borrowed(item.analyte.as_str()));
+        e.parent.clone_from(&b.parent);
+        e.relation = b.relation;
+        e.performer.clone_from(&b.author);
+        if let Some(m) = &b.method
+            && let Some(c) = &m.code
+        {
+            let sys = m.code_system.as_deref().unwrap_or("1.2.392.200119.6.1007");
+            e.method = Some(Code::new(format!("urn:oid:{sys}"), c.clone()));
+        }
+        if let Some(t) = &b.effective {
+            let d = t.parse::<Date>().map_err(|err| {
+                Error::new(
+                    loc_item().at_path(format!("{}/effectiveTime", b.xpath)),
+                    ErrorKind::InvalidField {
+                        field: "observation/effectiveTime",
+                        reason: err.to_string(),
+                    },
+                )
+            })?;
+            e.effective = Some(Effective::Date(d));
+        }
+        e.interpretation = match b.interpretation.as_deref() {
+            Some("H" | "HH") => Some(Interpretation::H),
+            Some("L" | "LL") => Some(Interpretation::L),
+            Some("N") => Some(Interpretation::N),
+            Some("A" | "AA") => Some(Interpretation::A),
+            _ => None,
+        };
+        if let Some(r) = &b.range {
+            let mut r = r.clone();
+            if let Some(u) = &b.range_unit {
+                if item.value_type == ValueType::Pq && !item.unit_matches(u) {
+                    return Err(Error::new(
+                        loc_item().at_path(format!("{}/referenceRange", b.xpath)),
+                        ErrorKind::UnitMismatch {
+                            expected: item.unit.clone().unwrap_or_default(),
+                            found: u.clone(),
+                        },
+                    ));
+                }
+                r.unit = item.ucum.clone().or_else(|| Some(u.clone()));
+            }
+            e.reference_range = Some(r);
+        }
+        if b.negated {
+            e.absent = Some(Absent::NotPerformed);
+            return Ok(e);
+        }
+        // Partition values: out-of-range marker, nullFlavor, the value proper.
+        let mut main: Option<(usize, &RawValue)> = None;
+        for (i, v) in b.values.iter().enumerate() {
+            let vpath = || {
+                if b.values.len() > 1 {
+                    format!("{}/value[{}]", b.xpath, i + 1)
+                } else {
+                    format!("{}/value", b.xpath)
+                }
+            };
+            if v.attrs.null_flavor.is_some() {
+                e.absent = Some(Absent::CannotMeasure);
+                continue;
+            }
+            let is_cd = matches!(v.attrs.xsi_type.as_deref(), Some("CD" | "CO" | "CE"));
+            if is_cd && v.attrs.code_system.as_deref() == Some(OUT_OF_RANGE_OID) {
+                e.out_of_range = match v.attrs.code.as_deref() {
+                    Some("H") => Some(Bound::Above),
+                    Some("L") => Some(Bound::Below),
+                    other => {
+                        return Err(Error::new(
+                            Location::file(self.file)
+                                .at_line(self.line(v.pos))
+                                .at_path(vpath())
+                                .with_item(item_code.clone()),
+                            ErrorKind::InvalidValue {
+                                value: other.unwrap_or("").to_owned(),
+                                reason: "out-of-range marker must be H or L".into(),
+                            },
+                        ));
+                    }
+                };
+                continue;
+            }
+            if main.is_some() {
+                return Err(Error::new(
+                    Location::file(self.file)
+                        .at_line(self.line(v.pos))
+                        .at_path(vpath())
+                        .with_item(item_code.clone()),
+                    ErrorKind::InvalidValue {
+                        value: String::new(),
+                        reason: "more than one value".into(),
+                    },
+                ));
+            }
+            main = Some((i, v));
+        }
+        let Some((i, v)) = main else {
+            if e.absent.is_none() && e.out_of_range.is_none() {
+                return Err(Error::new(
+                    loc_item().at_path(format!("{}/value", b.xpath)),
+                    ErrorKind::Missing("observation/value"),
+                ));
+            }
+            return Ok(e);
+        };
+        if e.absent.is_some() {
+            e.absent = None; // a value next to a nullFlavor sibling: the value wins
+        }
+        let vloc = || {
+            let p = if b.values.len() > 1 {
+                format!("{}/value[{}]", b.xpath, i + 1)
+            } else {
+                format!("{}/value", b.xpath)
+            };
+            Location::file(self.file)
+                .at_line(self.line(v.pos))
+                .at_path(p)
+                .with_item(item_code.clone())
+        };
+        e.value = Some(self.read_value(item, v, e.out_of_range, &vloc)?);
+        Ok(e)
+    }
+
+    fn read_value(
+        &self,
+        item: &'static Item,
+        v: &RawValue,
+        out_of_range: Option<Bound>,
+        vloc: &dyn Fn() -> Location,
+    ) -> Result<Value> {
+        let ty = v.attrs.xsi_type.as_deref().unwrap_or("");
+        let type_err = || {
+            Error::new(
+                vloc(),
+                ErrorKind::ValueType {
+                    expected: item.value_type.name(),
+                    found: if ty.is_empty() {
+                        "(none)".into()
+                    } else {
+                        ty.to_owned()
+                    },
+                },
+            )
+        };
+        match item.value_type {
+            ValueType::Pq => {
+                if ty != "PQ" {
+                    return Err(type_err());
+                }
+                let raw = v.attrs.value.as_deref().unwrap_or("");
+                let d: Decimal = raw.parse().map_err(|err: crate::iphr::ParseError| {
+                    Error::new(
+                        vloc(),
+                        ErrorKind::InvalidValue {
+                            value: raw.to_owned(),
+                            reason: err.reason.to_owned(),
+                        },
+                    )
+                })?;
+                let unit = v.attrs.unit.as_deref().unwrap_or("");
+                if !item.unit_matches(unit) {
+                    return Err(Error::new(
+                        vloc(),
+                        ErrorKind::UnitMismatch {
+                            expected: item.unit.clone().unwrap_or_default(),
+                            found: unit.to_owned(),
+                        },
+                    ));
+                }
+                check_range(item, &d, out_of_range).map_err(|k| Error::new(vloc(), k))?;
+                Ok(Value::Quantity {
+                    value: d,
+                    unit: Cow::Borrowed(item.ucum.as_deref().unwrap_or_default()),
+                })
+            }
+            ValueType::Cd => {
+                if !matches!(ty, "CD" | "CO" | "CE") {
+                    return Err(type_err());
+                }
+                coded_value(
+                    self.cat,
+                    item,
+                    v.attrs.code.as_deref(),
+                    v.attrs.code_system.as_deref(),
+                )
+                .map_err(|k| Error::new(vloc(), k))
+            }
+            ValueType::St => {
+                if ty != "ST" {
+                    return Err(type_err());
+                }
+                Ok(Value::Text {
+                    text: v.text.clone(),
+                })
+            }
+        }
+    }
+
+    fn finish(self, bytes: &[u8], archive: Option<&str>) -> Result<Record> {
+        let file = self.file;
+        let hdr = |p: &str| Location::file(file).at_path(p.to_owned());
+        let at = |(_, pos, xp): &(String, u64, String)| {
+            Location::file(file)
+                .at_line(self.line(*pos))
+                .at_path(xp.clone())
+        };
+        let Some(exam) = &self.exam_date else {
+            return Err(Error::new(
+                hdr("/ClinicalDocument/documentationOf/serviceEvent/effectiveTime"),
+                ErrorKind::Missing("健診実施日 (documentationOf/serviceEvent/effectiveTime)"),
+            ));
+        };
+        let exam_date: Date = exam.0.parse().map_err(|e: crate::iphr::ParseError| {
+            Error::new(
+                at(exam),
+                ErrorKind::InvalidField {
+                    field: "健診実施日",
+                    reason: e.to_string(),
+                },
+            )
+        })?;
+        let insured = match (&self.insurer, &self.number) {
+            (Some(ins), Some(num)) => {
+                let insurer: InsurerNumber =
+                    ins.parse().map_err(|e: crate::iphr::ParseError| {
+                        Error::new(
+                            hdr("/ClinicalDocument/recordTarget/patientRole/id"),
+                            ErrorKind::InvalidField {
+                                field: "保険者番号",
+                                reason: e.to_string(),
+                            },
+                        )
+                    })?;
+                Some(InsuredId {
+                    insurer,
+                    symbol: self.symbol.clone(),
+                    number: num.clone(),
+                    branch: self.branch.clone(),
+                })
+            }
+            _ => None,
+        };
+        if insured.is_none() && self.other_ids.is_empty() {
+            return Err(Error::new(
+                hdr("/ClinicalDocument/recordTarget/patientRole/id"),
+                ErrorKind::Missing("person identifier (保険者番号 and 被保険者証番号)"),
+            ));
+        }
+        let sex = match &self.sex {
+            Some(s) => Some(s.0.parse::<Sex>().map_err(|e| {
+                Error::new(
+                    at(s),
+                    ErrorKind::InvalidField {
+                        field: "性別",
+                        reason: e.to_string(),
+                    },
+                )
+            })?),
+            None => None,
+        };
+        let birth_date = match &self.birth {
+            Some(b) => Some(b.0.parse::<Date>().map_err(|e| {
+                Error::new(
+                    at(b),
+                    ErrorKind::InvalidField {
+                        field: "生年月日",
+                        reason: e.to_string(),
+                    },
+                )
+            })?),
+            None => None,
+        };
+        let performer = match &self.institution {
+            Some(i) => {
+                let n: InstitutionNumber = i.0.parse().map_err(|e: crate::iphr::ParseError| {
+                    Error::new(
+                        at(i),
+                        ErrorKind::InvalidField {
+                            field: "健診機関番号",
+                            reason: e.to_string(),
+                        },
+                    )
+                })?;
+                Some(Organization {
+                    id: Identifier {
+                        system: systems::INSTITUTION.into(),
+                        value: n.to_string(),
+                    },
+                    name: self.org_name.clone(),
+                })
+            }
+            None => None,
+        };
+        let insurer_org = insured
+            .as_ref()
+            .map(|i| i.insurer.to_string())
+            .or_else(|| self.hld_insurer.clone())
+            .map(|v| Organization {
+                id: Identifier {
+                    system: systems::INSURER.into(),
+                    value: v,
+                },
+                name: None,
+            });
+        let person = Person {
+            insured,
+            identifiers: self.other_ids.clone(),
+            name_kana: self.name.clone(),
+            name: None,
+            sex,
+            birth_date,
+            postal_code: self.postal.clone(),
+        };
+        let header = Header {
+            report_kind: self.report_kind.as_ref().and_then(|a| {
+                a.code.as_ref().map(|c| {
+                    let mut code = Code::new(systems::REPORT_KIND, c.clone());
+                    code.display = a.display.clone().map(Into::into);
+                    code
+                })
+            }),
+            program: self.program.as_ref().and_then(|a| {
+                a.code.as_ref().map(|c| {
+                    let mut code = Code::new(systems::PROGRAM, c.clone());
+                    code.display = a.display.clone().map(Into::into);
+                    code
+                })
+            }),
+            created: self.created.as_deref().and_then(|c| c.parse().ok()),
+            performer,
+            insurer: insurer_org,
+            sections: self.sections.clone(),
+        };
+        let mut record = Record {
+            schema: SCHEMA.into(),
+            unit: Unit::A,
+            person,
+            effective: Effective::Date(exam_date),
+            header,
+            entries: self.entries,
+            source: Source {
+                format: SourceFormat::TokuteiCda,
+                file: file.to_owned(),
+                locator: "/ClinicalDocument".into(),
+                content_hash: ContentHash::of(bytes),
+                document_id: self.doc_id,
+                archive: archive.map(str::to_owned),
+            },
+            provenance: Provenance {
+                converter: converter_id(),
+                mapping: None,
+                tables: Vec::new(),
+            },
+        };
+        crate::judgement::apply(&mut record);
+        Ok(record)
+    }
+}
+
+/// Checks a quantity against the item's input range; `out_of_range` is the source's 入力範囲外 marker.
+pub(crate) fn check_range(
+    item: &Item,
+    d: &Decimal,
+    out_of_range: Option<Bound>,
+) -> std::result::Result<(), ErrorKind> {
+    let Some([lo, hi]) = item.range else {
+        return Ok(());
+    };
+    let x = d.to_f64();
+    let outside = x < lo || x > hi;
+    if outside && out_of_range.is_none() {
+        return Err(ErrorKind::ValueOutOfRange {
+            value: d.to_string(),
+            low: lo.to_string(),
+            high: hi.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Builds a coded value for a CD item, checking the result table.
+pub(crate) fn coded_value(
+    cat: &'static Catalogue,
+    item: &Item,
+    code: Option<&str>,
+    system: Option<&str>,
+) -> std::result::Result<Value, ErrorKind> {
+    let Some(code) = code else {
+        return Err(ErrorKind::InvalidValue {
+            value: String::new(),
+            reason: "coded value without @code".into(),
+        });
+    };
+    let table = item.values.as_deref().unwrap_or("");
+    if let Some(sys) = system
+        && sys != table
+    {
+        return Err(ErrorKind::InvalidValue {
+            value: code.to_owned(),
+            reason: format!("code system {sys} is not the item's result table {table}"),
+        });
+    }
+    let Some(display) = cat.value_display(table, code) else {
+        return Err(ErrorKind::InvalidValue {
+            value: code.to_owned(),
+            reason: format!("not a code of result table {table}"),
+        });
+    };
+    Ok(Value::Coded {
+        code: Code::with_display(format!("urn:oid:{table}"), code.to_owned(), display),
+    })
+}

@@ -1,0 +1,469 @@
+//! `data-converter` CLI (issue 4, Deliver 6): converts 特定健診 CDA files, archives (ZIP) and
+//! health-check CSVs — given as files or directories — to iPHR JSON Lines, FHIR Bundles or FHIR
+//! NDJSON. One output file per input, written to a temporary name and renamed only when the input
+//! converted completely (all-or-nothing), unless `--keep-going`. Parallel over files (rayon); a
+//! progress bar when stderr is a terminal; a summary at the end; exit status 1 on any error.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use data_converter::archive::read_archive_with;
+use data_converter::cda::read_cda;
+use data_converter::csv_import::{Mapping, read_csv};
+use data_converter::fhir::{self, RefStyle};
+use data_converter::iphr::{EntryKind, Record};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// iPHR records, one JSON object per line (`.iphr.jsonl`).
+    Iphr,
+    /// One FHIR R4 `collection` Bundle per input (`.bundle.json`).
+    Bundle,
+    /// FHIR R4 resources, one per line (`.fhir.ndjson`).
+    Ndjson,
+}
+
+/// Convert 特定健診 CDA / archives and health-check CSVs to iPHR or FHIR R4 (JP Core).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Input files or directories (.xml CDA, .zip 特定健診 archive, .csv with --mapping).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long = "to", value_enum, default_value_t = Format::Iphr)]
+    to: Format,
+    /// Directory for the outputs (one file per input).
+    #[arg(short, long, default_value = "out")]
+    out_dir: PathBuf,
+    /// TOML mapping describing the CSV layout (required for .csv inputs).
+    #[arg(long)]
+    mapping: Option<PathBuf>,
+    /// Convert what can be converted and report the rest (default: stop at the first error and
+    /// write nothing for the failing input).
+    #[arg(long)]
+    keep_going: bool,
+    /// Worker threads (default: all cores).
+    #[arg(short, long)]
+    jobs: Option<usize>,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Default)]
+struct Stats {
+    files: AtomicU64,
+    documents: AtomicU64,
+    observations: AtomicU64,
+    warnings: AtomicU64,
+    errors: AtomicU64,
+    persons: Mutex<HashSet<String>>,
+}
+
+struct Run<'a> {
+    cli: &'a Cli,
+    mapping: Option<Mapping>,
+    stats: Stats,
+    abort: AtomicBool,
+    pb: ProgressBar,
+}
+
+/// A record serialised for the sink.
+enum Rendered {
+    /// One iPHR JSON line.
+    Bytes(Vec<u8>),
+    /// FHIR resources: (type, id, JSON or Bundle entry JSON).
+    Resources(Vec<(&'static str, String, Vec<u8>)>),
+}
+
+/// Writes one output file incrementally.
+struct Sink {
+    w: BufWriter<File>,
+    format: Format,
+    count: u64,
+    seen: HashSet<(&'static str, String)>,
+}
+
+impl Sink {
+    fn new(path: &Path, format: Format) -> anyhow::Result<Self> {
+        let f = File::create(path).with_context(|| format!("create {}", path.display()))?;
+        let mut s = Sink {
+            w: BufWriter::new(f),
+            format,
+            count: 0,
+            seen: HashSet::new(),
+        };
+        if format == Format::Bundle {
+            s.w.write_all(b"{\"resourceType\":\"Bundle\",\"type\":\"collection\",\"entry\":[")?;
+        }
+        Ok(s)
+    }
+
+    fn record(&mut self, rec: &Record) -> anyhow::Result<()> {
+        let r = Sink::render(self.format, rec);
+        self.write_rendered(r)
+    }
+
+    /// Serialises a record for `format` without shared state (Patients and Organizations are
+    /// deduplicated when written): iPHR JSON line, or the FHIR resources.
+    fn render(format: Format, rec: &Record) -> Rendered {
+        match format {
+            Format::Iphr => {
+                let mut v = serde_json::to_vec(rec).unwrap_or_default();
+                v.push(b'\n');
+                Rendered::Bytes(v)
+            }
+            Format::Ndjson | Format::Bundle => {
+                let style = if format == Format::Bundle {
+                    RefStyle::Uuid
+                } else {
+                    RefStyle::Relative
+                };
+                Rendered::Resources(
+                    fhir::record_resources(rec, style)
+                        .into_iter()
+                        .map(|r| {
+                            let bytes = if format == Format::Bundle {
+                                serde_json::to_vec(&serde_json::json!({ "fullUrl": format!("urn:uuid:{}", r.id), "resource": r.json }))
+                            } else {
+                                serde_json::to_vec(&r.json)
+                            };
+                            (r.resource_type, r.id, bytes.unwrap_or_default())
+                        })
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    fn write_rendered(&mut self, r: Rendered) -> anyhow::Result<()> {
+        match r {
+            Rendered::Bytes(b) => self.w.write_all(&b)?,
+            Rendered::Resources(list) => {
+                for (ty, id, bytes) in list {
+                    let shared = matches!(ty, "Patient" | "Organization");
+                    if shared && !self.seen.insert((ty, id)) {
+                        continue;
+                    }
+                    if self.format == Format::Bundle {
+                        if self.count > 0 {
+                            self.w.write_all(b",")?;
+                        }
+                        self.count += 1;
+                        self.w.write_all(&bytes)?;
+                    } else {
+                        self.w.write_all(&bytes)?;
+                        self.w.write_all(b"\n")?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<()> {
+        if self.format == Format::Bundle {
+            self.w.write_all(b"]}\n")?;
+        }
+        self.w.flush()?;
+        Ok(())
+    }
+}
+
+impl Run<'_> {
+    fn error(&self, e: &dyn std::fmt::Display) {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        self.pb.suspend(|| eprintln!("error: {e}"));
+    }
+
+    fn warn(&self, file: &Path, w: &str) {
+        self.stats.warnings.fetch_add(1, Ordering::Relaxed);
+        self.pb
+            .suspend(|| eprintln!("warning: {}: {w}", file.display()));
+    }
+
+    fn count(&self, rec: &Record) {
+        self.stats.documents.fetch_add(1, Ordering::Relaxed);
+        let n = rec
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Observation)
+            .count();
+        self.stats
+            .observations
+            .fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(k) = rec.person.key()
+            && let Ok(mut p) = self.stats.persons.lock()
+        {
+            p.insert(k);
+        }
+        self.pb.inc(1);
+    }
+
+    fn out_path(&self, input: &Path) -> PathBuf {
+        let stem = input
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ext = match self.cli.to {
+            Format::Iphr => "iphr.jsonl",
+            Format::Bundle => "bundle.json",
+            Format::Ndjson => "fhir.ndjson",
+        };
+        self.cli.out_dir.join(format!("{stem}.{ext}"))
+    }
+
+    /// Converts one input; returns whether it converted without error.
+    fn convert(&self, input: &Path) -> anyhow::Result<bool> {
+        let out = self.out_path(input);
+        let tmp = out.with_extension("partial");
+        let mut sink = Sink::new(&tmp, self.cli.to)?;
+        let name = input.display().to_string();
+        let ext = input
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let mut ok = true;
+        match ext.as_str() {
+            "zip" => {
+                let f = File::open(input).with_context(|| format!("open {name}"))?;
+                let mut write_err = None;
+                let format = self.cli.to;
+                // Serialise inside the parallel workers; the sink only writes bytes.
+                let render = |rec: &Record| Sink::render(format, rec);
+                let res = read_archive_with(std::io::BufReader::new(f), &name, render, |r| {
+                    if self.abort.load(Ordering::Relaxed) {
+                        ok = false;
+                        return ControlFlow::Break(());
+                    }
+                    match r {
+                        Ok((rec, bytes)) => {
+                            self.count(&rec);
+                            if let Err(e) = sink.write_rendered(bytes) {
+                                write_err = Some(e);
+                                return ControlFlow::Break(());
+                            }
+                        }
+                        Err(e) => {
+                            ok = false;
+                            self.error(&e);
+                            if !self.cli.keep_going {
+                                return ControlFlow::Break(());
+                            }
+                        }
+                    }
+                    ControlFlow::Continue(())
+                });
+                if let Some(e) = write_err {
+                    return Err(e);
+                }
+                match res {
+                    Ok(info) => {
+                        for w in &info.warnings {
+                            self.warn(input, w);
+                        }
+                    }
+                    Err(e) => {
+                        ok = false;
+                        self.error(&e);
+                    }
+                }
+            }
+            "csv" | "tsv" | "txt" => {
+                let Some(m) = &self.mapping else {
+                    bail!("{name}: a CSV needs --mapping")
+                };
+                let bytes = std::fs::read(input).with_context(|| format!("read {name}"))?;
+                match read_csv(&bytes, &name, m) {
+                    Ok(o) => {
+                        for e in &o.errors {
+                            self.error(e);
+                        }
+                        ok = o.errors.is_empty();
+                        if ok || self.cli.keep_going {
+                            for rec in &o.records {
+                                self.count(rec);
+                                sink.record(rec)?;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        ok = false;
+                        self.error(&e);
+                    }
+                }
+            }
+            _ => {
+                let bytes = std::fs::read(input).with_context(|| format!("read {name}"))?;
+                match read_cda(&bytes, &name) {
+                    Ok(rec) => {
+                        self.count(&rec);
+                        sink.record(&rec)?;
+                    }
+                    Err(e) => {
+                        ok = false;
+                        self.error(&e);
+                    }
+                }
+            }
+        }
+        sink.finish()?;
+        if ok || self.cli.keep_going {
+            std::fs::rename(&tmp, &out).with_context(|| format!("rename to {}", out.display()))?;
+        } else {
+            std::fs::remove_file(&tmp).ok();
+        }
+        self.stats.files.fetch_add(1, Ordering::Relaxed);
+        Ok(ok)
+    }
+}
+
+fn collect_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut stack = vec![p.clone()];
+            while let Some(d) = stack.pop() {
+                let mut entries: Vec<_> = std::fs::read_dir(&d)
+                    .with_context(|| format!("read directory {}", d.display()))?
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .collect();
+                entries.sort();
+                for e in entries {
+                    if e.is_dir() {
+                        stack.push(e);
+                    } else if let Some(x) = e
+                        .extension()
+                        .map(|x| x.to_string_lossy().to_ascii_lowercase())
+                        && matches!(x.as_str(), "xml" | "zip" | "csv")
+                    {
+                        out.push(e);
+                    }
+                }
+            }
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            bail!("{}: no such file or directory", p.display());
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<bool> {
+    if let Some(j) = cli.jobs {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(j)
+            .build_global()
+            .ok();
+    }
+    let inputs = collect_inputs(&cli.inputs)?;
+    let mapping = match &cli.mapping {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+            Some(Mapping::from_toml(&text, &p.display().to_string())?)
+        }
+        None => None,
+    };
+    std::fs::create_dir_all(&cli.out_dir)
+        .with_context(|| format!("create {}", cli.out_dir.display()))?;
+    let pb = if !cli.quiet && std::io::stderr().is_terminal() {
+        let pb = ProgressBar::new_spinner();
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {elapsed_precise} {pos} documents ({per_sec}) {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        pb.enable_steady_tick(std::time::Duration::from_millis(200));
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+    let run = Run {
+        cli,
+        mapping,
+        stats: Stats::default(),
+        abort: AtomicBool::new(false),
+        pb,
+    };
+    let total = inputs.len();
+    let started = std::time::Instant::now();
+    let results: Vec<anyhow::Result<bool>> = inputs
+        .par_iter()
+        .map(|p| {
+            if run.abort.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            let r = run.convert(p);
+            if !matches!(r, Ok(true)) && !cli.keep_going {
+                run.abort.store(true, Ordering::Relaxed);
+            }
+            run.pb.set_message(format!(
+                "{}/{total} files",
+                run.stats.files.load(Ordering::Relaxed)
+            ));
+            r
+        })
+        .collect();
+    run.pb.finish_and_clear();
+    let mut ok = true;
+    for r in results {
+        match r {
+            Ok(true) => {}
+            Ok(false) => ok = false,
+            Err(e) => {
+                ok = false;
+                run.error(&format!("{e:#}"));
+            }
+        }
+    }
+    let s = &run.stats;
+    let persons = s.persons.lock().map(|p| p.len()).unwrap_or(0);
+    eprintln!(
+        "summary: {} of {} files, {} documents, {} persons, {} observations, {} warnings, {} errors in {:.2} s{}",
+        s.files.load(Ordering::Relaxed),
+        total,
+        s.documents.load(Ordering::Relaxed),
+        persons,
+        s.observations.load(Ordering::Relaxed),
+        s.warnings.load(Ordering::Relaxed),
+        s.errors.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64(),
+        if ok {
+            ""
+        } else if cli.keep_going {
+            " (kept going)"
+        } else {
+            " (stopped; failing inputs wrote nothing)"
+        },
+    );
+    Ok(ok)
+}
