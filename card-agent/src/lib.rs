@@ -12,7 +12,9 @@
 
 pub mod apdu;
 pub mod jpki;
+pub mod phr;
 pub mod pin;
+pub mod piv;
 pub mod testca;
 pub mod transport;
 pub mod virtual_card;

@@ -3,6 +3,7 @@
 //! ([`vpcd`]).
 
 pub mod jpki;
+pub mod piv;
 pub mod vpcd;
 
 use crate::transport::{CardTransport, TransportError};
