@@ -66,6 +66,11 @@ impl<'a> TlvReader<'a> {
         TlvReader { input, pos: 0 }
     }
 
+    /// Bytes consumed so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     /// Whether everything was read.
     pub fn is_empty(&self) -> bool {
         self.pos >= self.input.len()
