@@ -148,6 +148,12 @@ pub type PivPin = Pin<PivPinFormat>;
 /// The PHR card PUK.
 pub type PivPuk = Pin<PivPukFormat>;
 
+/// Whether two PINs (or PUKs) are the same, without exposing them (constant time).
+pub fn same_secret<F: PinFormat>(a: &Pin<F>, b: &Pin<F>) -> bool {
+    let (a, b) = (a.expose(), b.expose());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// The 8-byte `FF`-padded reference data of a PIN or PUK (SP 800-73-4 Part 2 §2.4.3).
 fn padded<F: PinFormat>(pin: &Pin<F>) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(vec![0xFF; 8]);
