@@ -127,11 +127,25 @@ fn issue_link_three_grant_revoke_and_read_back_through_pcscd() {
     assert_eq!(view.free_slots, 17);
 
     let g1 = on_card(reader, |tx| {
-        card::grant(tx, &pin(), LastTry::Refuse, &request("clinic-a"), Some(0), now())
+        card::grant(
+            tx,
+            &pin(),
+            LastTry::Refuse,
+            &request("clinic-a"),
+            Some(0),
+            now(),
+        )
     })
     .unwrap();
     let g2 = on_card(reader, |tx| {
-        card::grant(tx, &pin(), LastTry::Refuse, &request("insurer-b"), Some(1), now())
+        card::grant(
+            tx,
+            &pin(),
+            LastTry::Refuse,
+            &request("insurer-b"),
+            Some(1),
+            now(),
+        )
     })
     .unwrap();
     let r1 = on_card(reader, |tx| {
@@ -139,27 +153,51 @@ fn issue_link_three_grant_revoke_and_read_back_through_pcscd() {
     })
     .unwrap();
     assert_eq!(
-        (g1.record.terms.version, g2.record.terms.version, r1.record.terms.version),
+        (
+            g1.record.terms.version,
+            g2.record.terms.version,
+            r1.record.terms.version
+        ),
         (1, 2, 3)
     );
     // Revoking twice is refused, nothing written.
     let again = on_card(reader, |tx| {
         card::revoke(tx, &pin(), LastTry::Refuse, "clinic-a", None, now())
     });
-    assert!(matches!(again, Err(PhrError::NothingToRevoke { .. })), "{again:?}");
+    assert!(
+        matches!(again, Err(PhrError::NothingToRevoke { .. })),
+        "{again:?}"
+    );
     // A service that is not linked cannot be granted.
     let unlinked = on_card(reader, |tx| {
-        card::grant(tx, &pin(), LastTry::Refuse, &request("stranger"), None, now())
+        card::grant(
+            tx,
+            &pin(),
+            LastTry::Refuse,
+            &request("stranger"),
+            None,
+            now(),
+        )
     });
-    assert!(matches!(unlinked, Err(PhrError::NotLinked { .. })), "{unlinked:?}");
+    assert!(
+        matches!(unlinked, Err(PhrError::NotLinked { .. })),
+        "{unlinked:?}"
+    );
 
     // Read everything back and verify it as the gateway would.
     let view = on_card(reader, |tx| card::read_card(tx)).unwrap();
     assert_eq!(view.consents.generation, 3);
-    assert_eq!(view.pin, PinState::TriesLeft(3), "no session left a PIN verified");
-    let holder =
-        verify::verify_holder_cert(view.holder_cert_der.as_ref().unwrap(), &ca.cert_der, unix_now())
-            .unwrap();
+    assert_eq!(
+        view.pin,
+        PinState::TriesLeft(3),
+        "no session left a PIN verified"
+    );
+    let holder = verify::verify_holder_cert(
+        view.holder_cert_der.as_ref().unwrap(),
+        &ca.cert_der,
+        unix_now(),
+    )
+    .unwrap();
     for s in &view.services {
         let b = verify::verify_binding(&s.cert_der, &holder, unix_now()).unwrap();
         assert_eq!(b.pseudonym, format!("{}-pseudonym", s.service));
@@ -212,9 +250,12 @@ fn verifier_rejects_cross_service_grants_flipped_bits_and_rollback() {
     })
     .unwrap();
     let view = on_card(reader, |tx| card::read_card(tx)).unwrap();
-    let holder =
-        verify::verify_holder_cert(view.holder_cert_der.as_ref().unwrap(), &ca.cert_der, unix_now())
-            .unwrap();
+    let holder = verify::verify_holder_cert(
+        view.holder_cert_der.as_ref().unwrap(),
+        &ca.cert_der,
+        unix_now(),
+    )
+    .unwrap();
     let binding = |svc: &str| {
         let s = view.services.iter().find(|s| s.service == svc).unwrap();
         verify::verify_binding(&s.cert_der, &holder, unix_now()).unwrap()
@@ -224,18 +265,34 @@ fn verifier_rejects_cross_service_grants_flipped_bits_and_rollback() {
         nonce: &nonce,
         now: unix_now(),
     };
-    let ok = verify::verify_grant(&signed.grant_bytes, &signed.signature, &binding("svc-a"), &expect)
-        .unwrap();
+    let ok = verify::verify_grant(
+        &signed.grant_bytes,
+        &signed.signature,
+        &binding("svc-a"),
+        &expect,
+    )
+    .unwrap();
     assert_eq!(ok.pseudonym, "svc-a-pseudonym");
     // Service A's grant presented as service B's: B's key does not verify it.
-    let cross = verify::verify_grant(&signed.grant_bytes, &signed.signature, &binding("svc-b"), &expect);
-    assert!(matches!(cross, Err(VerifyError::BadSignature { .. })), "{cross:?}");
+    let cross = verify::verify_grant(
+        &signed.grant_bytes,
+        &signed.signature,
+        &binding("svc-b"),
+        &expect,
+    );
+    assert!(
+        matches!(cross, Err(VerifyError::BadSignature { .. })),
+        "{cross:?}"
+    );
     // Another nonce is refused too.
     let other_nonce = verify::verify_grant(
         &signed.grant_bytes,
         &signed.signature,
         &binding("svc-a"),
-        &GrantExpectation { nonce: &[1; 32], ..expect.clone() },
+        &GrantExpectation {
+            nonce: &[1; 32],
+            ..expect.clone()
+        },
     );
     assert!(matches!(other_nonce, Err(VerifyError::WrongChallenge)));
 
@@ -263,7 +320,14 @@ fn verifier_rejects_cross_service_grants_flipped_bits_and_rollback() {
     ledger.accept(&v2.record_bytes, &holder).unwrap();
     let rollback = ledger.accept(&v1.record_bytes, &holder);
     assert!(
-        matches!(rollback, Err(VerifyError::Rollback { known: 2, got: 1, .. })),
+        matches!(
+            rollback,
+            Err(VerifyError::Rollback {
+                known: 2,
+                got: 1,
+                ..
+            })
+        ),
         "{rollback:?}"
     );
     assert_eq!(
@@ -285,7 +349,10 @@ fn corrupt_consent_object_is_refused_and_nothing_is_overwritten() {
     .unwrap();
     // Someone (another tool, a fault) leaves garbage in the other consent object.
     let garbage = b"\xE0\x05not a consent set".to_vec();
-    inserted.card().set_object(CONSENT_OBJECTS[1], &garbage).unwrap();
+    inserted
+        .card()
+        .set_object(CONSENT_OBJECTS[1], &garbage)
+        .unwrap();
     let before = inserted.card().counters();
     let err = on_card(reader, |tx| {
         card::grant(tx, &pin(), LastTry::Refuse, &request("svc-a"), None, now())
@@ -298,19 +365,30 @@ fn corrupt_consent_object_is_refused_and_nothing_is_overwritten() {
     assert!(err.to_string().contains("5FC122") && err.to_string().contains("nothing was written"));
     let after = inserted.card().counters();
     assert_eq!(after.objects_written, before.objects_written);
-    assert_eq!(after.verify_with_pin, before.verify_with_pin, "refused before the PIN");
+    assert_eq!(
+        after.verify_with_pin, before.verify_with_pin,
+        "refused before the PIN"
+    );
     assert_eq!(inserted.card().object(CONSENT_OBJECTS[1]).unwrap(), garbage);
     // The valid set is still read.
     let view = on_card(reader, |tx| card::read_card(tx)).unwrap();
     assert_eq!(view.consents.generation, 1);
-    assert!(matches!(view.consent_objects[1].1, ObjectState::Corrupt { .. }));
+    assert!(matches!(
+        view.consent_objects[1].1,
+        ObjectState::Corrupt { .. }
+    ));
 
     // A corrupt service-binding certificate: shown as corrupt, its slot never reused.
-    inserted.card().set_object(0x5FC10D, b"\x70\x03abc\x71\x01\x00").unwrap();
+    inserted
+        .card()
+        .set_object(0x5FC10D, b"\x70\x03abc\x71\x01\x00")
+        .unwrap();
     let view = on_card(reader, |tx| card::read_card(tx)).unwrap();
     assert_eq!(view.corrupt_slots.len(), 1);
-    let linked = on_card(reader, |tx| card::link(tx, &pin(), LastTry::Refuse, "svc-c", "c"))
-        .unwrap();
+    let linked = on_card(reader, |tx| {
+        card::link(tx, &pin(), LastTry::Refuse, "svc-c", "c")
+    })
+    .unwrap();
     assert_eq!(linked.slot, 0x83);
     assert_eq!(
         inserted.card().object(0x5FC10D).unwrap(),
@@ -326,7 +404,9 @@ fn two_agents_writing_at_once_one_wins_the_other_reports_it() {
     let inserted = issued_with(&tmp.path().join("card"), &ca, &["svc-a", "svc-b"]);
     let reader = inserted.reader();
     // Both agents show the person the same state (generation 0), then both write.
-    let shown = on_card(reader, |tx| card::read_card(tx)).unwrap().consent_generation();
+    let shown = on_card(reader, |tx| card::read_card(tx))
+        .unwrap()
+        .consent_generation();
     let barrier = std::sync::Barrier::new(2);
     let results: Vec<Result<_, PhrError>> = std::thread::scope(|s| {
         let handles: Vec<_> = ["svc-a", "svc-b"]
@@ -362,13 +442,16 @@ fn two_agents_writing_at_once_one_wins_the_other_reports_it() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let wins = results.iter().filter(|r| r.is_ok()).count();
-    let conflicts: Vec<_> = results
-        .iter()
-        .filter_map(|r| r.as_ref().err())
-        .collect();
+    let conflicts: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert_eq!(wins, 1, "{results:?}");
     assert!(
-        matches!(conflicts[..], [PhrError::ConcurrentUpdate { expected: 0, found: 1 }]),
+        matches!(
+            conflicts[..],
+            [PhrError::ConcurrentUpdate {
+                expected: 0,
+                found: 1
+            }]
+        ),
         "{conflicts:?}"
     );
     let winner = results.iter().find_map(|r| r.as_ref().ok()).unwrap();
@@ -398,7 +481,10 @@ fn card_pulled_mid_write_keeps_the_previous_consent_set() {
         card::grant(tx, &pin(), LastTry::Refuse, &request("svc-b"), None, now())
     })
     .unwrap_err();
-    assert!(started.elapsed() < std::time::Duration::from_secs(2), "error within 2 s");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "error within 2 s"
+    );
     assert!(matches!(err, PhrError::Piv(_)), "{err}");
     drop(inserted);
 
@@ -411,7 +497,14 @@ fn card_pulled_mid_write_keeps_the_previous_consent_set() {
     assert_eq!(view.pin, PinState::TriesLeft(3));
     // And the next write goes through.
     let next = on_card(inserted.reader(), |tx| {
-        card::grant(tx, &pin(), LastTry::Refuse, &request("svc-b"), Some(1), now())
+        card::grant(
+            tx,
+            &pin(),
+            LastTry::Refuse,
+            &request("svc-b"),
+            Some(1),
+            now(),
+        )
     })
     .unwrap();
     assert_eq!(next.generation, 2);

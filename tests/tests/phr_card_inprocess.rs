@@ -71,7 +71,11 @@ fn issue_link_grant_revoke_read_back_in_process() {
         Err(PivError::ManagementKeyRefused { .. })
     ));
     assert_eq!(piv.pin_state().unwrap(), PinState::TriesLeft(3));
-    for (svc, pseud) in [("clinic-a", "A-77"), ("insurer-b", "B-1"), ("op-cloud", "C-x")] {
+    for (svc, pseud) in [
+        ("clinic-a", "A-77"),
+        ("insurer-b", "B-1"),
+        ("op-cloud", "C-x"),
+    ] {
         let linked = card::link(&mut t, &pin(PIN), LastTry::Refuse, svc, pseud).unwrap();
         assert_eq!(linked.service, svc);
     }
@@ -81,9 +85,25 @@ fn issue_link_grant_revoke_read_back_in_process() {
         [0x82, 0x83, 0x84]
     );
     assert!(view.services.iter().all(|s| s.verified));
-    let g = card::grant(&mut t, &pin(PIN), LastTry::Refuse, &request("insurer-b"), Some(0), now()).unwrap();
+    let g = card::grant(
+        &mut t,
+        &pin(PIN),
+        LastTry::Refuse,
+        &request("insurer-b"),
+        Some(0),
+        now(),
+    )
+    .unwrap();
     assert_eq!(g.generation, 1);
-    let r = card::revoke(&mut t, &pin(PIN), LastTry::Refuse, "insurer-b", Some(1), now()).unwrap();
+    let r = card::revoke(
+        &mut t,
+        &pin(PIN),
+        LastTry::Refuse,
+        "insurer-b",
+        Some(1),
+        now(),
+    )
+    .unwrap();
     assert_eq!(r.record.terms.version, 2);
     let view = card::read_card(&mut t).unwrap();
     assert_eq!(view.consents.generation, 2);
@@ -109,16 +129,35 @@ fn issue_link_grant_revoke_read_back_in_process() {
 fn full_card_refuses_the_21st_service_and_generates_no_key() {
     let (_dir, _ca, mut t) = issued_card();
     for i in 0..20 {
-        card::link(&mut t, &pin(PIN), LastTry::Refuse, &format!("svc-{i:02}"), "p").unwrap();
+        card::link(
+            &mut t,
+            &pin(PIN),
+            LastTry::Refuse,
+            &format!("svc-{i:02}"),
+            "p",
+        )
+        .unwrap();
     }
     // 20 services each with a consent record: the set still fits one object.
     for i in 0..20 {
-        card::grant(&mut t, &pin(PIN), LastTry::Refuse, &request(&format!("svc-{i:02}")), None, now()).unwrap();
+        card::grant(
+            &mut t,
+            &pin(PIN),
+            LastTry::Refuse,
+            &request(&format!("svc-{i:02}")),
+            None,
+            now(),
+        )
+        .unwrap();
     }
     let before = t.card().counters();
     let err = card::link(&mut t, &pin(PIN), LastTry::Refuse, "svc-20", "p").unwrap_err();
     assert!(matches!(err, PhrError::CardFull(20)), "{err}");
-    assert_eq!(t.card().counters().verify_with_pin, before.verify_with_pin, "no PIN sent");
+    assert_eq!(
+        t.card().counters().verify_with_pin,
+        before.verify_with_pin,
+        "no PIN sent"
+    );
     let view = card::read_card(&mut t).unwrap();
     assert_eq!(view.services.len(), 20);
     assert_eq!(view.consents.records.len(), 20);

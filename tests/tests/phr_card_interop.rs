@@ -80,7 +80,9 @@ fn run(program: &str, args: &[&str]) -> (bool, String) {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("{program}: {e} (installed by scripts/test-setup.d/40-phr-piv.sh)"));
+        .unwrap_or_else(|e| {
+            panic!("{program}: {e} (installed by scripts/test-setup.d/40-phr-piv.sh)")
+        });
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -98,7 +100,10 @@ fn yubico_piv_tool_and_opensc_accept_the_virtual_phr_card() {
     let reader = inserted.reader();
     issue(reader, &ca, mgmt::ALG_AES256);
     for svc in ["clinic-a", "insurer-b"] {
-        on_card(reader, |tx| card::link(tx, &pin(), LastTry::Refuse, svc, "p-1")).unwrap();
+        on_card(reader, |tx| {
+            card::link(tx, &pin(), LastTry::Refuse, svc, "p-1")
+        })
+        .unwrap();
     }
 
     // yubico-piv-tool: status and reading the holder certificate.
@@ -121,8 +126,14 @@ fn yubico_piv_tool_and_opensc_accept_the_virtual_phr_card() {
     // OpenSC: the PKCS#15 emulation lists the holder certificate and the retired ones from 82.
     let (ok, listing) = run("pkcs15-tool", &["--reader", reader, "--list-certificates"]);
     assert!(ok, "{listing}");
-    assert!(listing.contains("Certificate for PIV Authentication"), "{listing}");
-    assert!(listing.contains("Retired Certificate for Key Management 2"), "{listing}");
+    assert!(
+        listing.contains("Certificate for PIV Authentication"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("Retired Certificate for Key Management 2"),
+        "{listing}"
+    );
 
     // OpenSC PKCS#11: ECDSA with the 9A key (id 01); openssl verifies it with the certificate.
     let digest: [u8; 32] = {
@@ -133,10 +144,7 @@ fn yubico_piv_tool_and_opensc_accept_the_virtual_phr_card() {
     let sig_path = tmp.path().join("sig.der");
     std::fs::write(&hash_path, digest).unwrap();
     let slot_index = {
-        let (ok, slots) = run(
-            "pkcs11-tool",
-            &["--module", OPENSC_PKCS11, "--list-slots"],
-        );
+        let (ok, slots) = run("pkcs11-tool", &["--module", OPENSC_PKCS11, "--list-slots"]);
         assert!(ok, "{slots}");
         // "Slot N (0x..): Virtual PCD 00 00" — take the slot of our reader.
         slots
@@ -200,7 +208,10 @@ fn yubico_piv_tool_and_opensc_accept_the_virtual_phr_card() {
         )
     };
     let (ok, out) = verify_with(&hash_path);
-    assert!(ok && out.contains("Signature Verified Successfully"), "{out}");
+    assert!(
+        ok && out.contains("Signature Verified Successfully"),
+        "{out}"
+    );
     // Negative control: the signature does not verify another digest.
     let other = tmp.path().join("other.bin");
     std::fs::write(&other, [0u8; 32]).unwrap();
@@ -208,9 +219,13 @@ fn yubico_piv_tool_and_opensc_accept_the_virtual_phr_card() {
     assert!(!ok, "openssl accepted a signature over another digest");
     // And our own verifier agrees with openssl on the same signature.
     let sig = std::fs::read(&sig_path).unwrap();
-    let key = verify::verify_holder_cert(&holder_der, &ca.cert_der, time::OffsetDateTime::now_utc().unix_timestamp())
-        .unwrap()
-        .key;
+    let key = verify::verify_holder_cert(
+        &holder_der,
+        &ca.cert_der,
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    )
+    .unwrap()
+    .key;
     use p256::ecdsa::signature::hazmat::PrehashVerifier;
     key.verify_prehash(&digest, &p256::ecdsa::Signature::from_der(&sig).unwrap())
         .unwrap();
@@ -286,8 +301,10 @@ fn agent_works_against_nitrokey_piv_authenticator() {
 
     issue(reader, &ca, mgmt::ALG_AES256);
     for svc in ["clinic-a", "insurer-b", "op-cloud"] {
-        on_card(reader, |tx| card::link(tx, &pin(), LastTry::Refuse, svc, &format!("{svc}-p")))
-            .unwrap();
+        on_card(reader, |tx| {
+            card::link(tx, &pin(), LastTry::Refuse, svc, &format!("{svc}-p"))
+        })
+        .unwrap();
     }
     let request = ConsentRequest {
         service: "insurer-b".into(),
@@ -296,10 +313,14 @@ fn agent_works_against_nitrokey_piv_authenticator() {
         not_before: now(),
         not_after: now() + 86_400,
     };
-    on_card(reader, |tx| card::grant(tx, &pin(), LastTry::Refuse, &request, Some(0), now()))
-        .unwrap();
-    on_card(reader, |tx| card::revoke(tx, &pin(), LastTry::Refuse, "insurer-b", Some(1), now()))
-        .unwrap();
+    on_card(reader, |tx| {
+        card::grant(tx, &pin(), LastTry::Refuse, &request, Some(0), now())
+    })
+    .unwrap();
+    on_card(reader, |tx| {
+        card::revoke(tx, &pin(), LastTry::Refuse, "insurer-b", Some(1), now())
+    })
+    .unwrap();
     let nonce = [9u8; 16];
     let signed = on_card(reader, |tx| {
         card::sign_grant(
@@ -328,8 +349,9 @@ fn agent_works_against_nitrokey_piv_authenticator() {
         ConsentStatus::Revoked
     );
     let t = time::OffsetDateTime::now_utc().unix_timestamp();
-    let holder = verify::verify_holder_cert(view.holder_cert_der.as_ref().unwrap(), &ca.cert_der, t)
-        .unwrap();
+    let holder =
+        verify::verify_holder_cert(view.holder_cert_der.as_ref().unwrap(), &ca.cert_der, t)
+            .unwrap();
     let binding = verify::verify_binding(&view.services[2].cert_der, &holder, t).unwrap();
     verify::verify_grant(
         &signed.grant_bytes,
@@ -344,10 +366,21 @@ fn agent_works_against_nitrokey_piv_authenticator() {
     .unwrap();
     // A wrong PIN costs exactly one try on this card too, and is reported.
     let wrong = on_card(reader, |tx| {
-        card::link(tx, &PivPin::parse("999999").unwrap(), LastTry::Refuse, "x-svc", "x")
+        card::link(
+            tx,
+            &PivPin::parse("999999").unwrap(),
+            LastTry::Refuse,
+            "x-svc",
+            "x",
+        )
     });
     assert!(
-        matches!(wrong, Err(PhrError::Piv(card_agent::piv::PivError::WrongPin { tries_left: 2 }))),
+        matches!(
+            wrong,
+            Err(PhrError::Piv(card_agent::piv::PivError::WrongPin {
+                tries_left: 2
+            }))
+        ),
         "{wrong:?}"
     );
     drop(runner);

@@ -32,12 +32,13 @@ impl PhrIssuerCa {
         let cert_path = dir.join("phr-issuer-ca.der");
         if key_path.exists() && cert_path.exists() {
             let pem = Zeroizing::new(testca::read_to_string(&key_path)?);
-            let key = KeyPair::from_pem_and_sign_algo(&pem, &PKCS_ECDSA_P256_SHA256).map_err(
-                |e| MaterialError::Corrupt {
-                    path: key_path.clone(),
-                    reason: e.to_string(),
-                },
-            )?;
+            let key =
+                KeyPair::from_pem_and_sign_algo(&pem, &PKCS_ECDSA_P256_SHA256).map_err(|e| {
+                    MaterialError::Corrupt {
+                        path: key_path.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
             let cert_der = std::fs::read(&cert_path).map_err(|source| MaterialError::Io {
                 path: cert_path.clone(),
                 source,

@@ -64,7 +64,9 @@ pub enum PhrError {
     #[error("the card is full: all {0} service key slots (82–95) are in use; no key was generated")]
     CardFull(usize),
     /// The consent set would not fit one data object.
-    #[error("the consent set would be {bytes} bytes, more than the {max} one object holds; nothing was written")]
+    #[error(
+        "the consent set would be {bytes} bytes, more than the {max} one object holds; nothing was written"
+    )]
     ConsentStoreFull {
         /// Size needed.
         bytes: usize,
@@ -80,7 +82,9 @@ pub enum PhrError {
         reason: String,
     },
     /// The consent set changed since the caller read it (another agent wrote).
-    #[error("the consents on the card changed meanwhile (generation {found}, expected {expected}): another agent wrote first; nothing was written, read the card again")]
+    #[error(
+        "the consents on the card changed meanwhile (generation {found}, expected {expected}): another agent wrote first; nothing was written, read the card again"
+    )]
     ConcurrentUpdate {
         /// Generation the caller read.
         expected: u32,
@@ -244,11 +248,12 @@ fn holder_key_of(cert_der: &[u8]) -> Result<super::verify::HolderCert, PhrError>
         object: object::AUTH_CERT,
         reason: e.to_string(),
     })?;
-    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&cert.public_key().subject_public_key.data)
-        .map_err(|_| PhrError::CorruptObject {
-            object: object::AUTH_CERT,
-            reason: "not a P-256 key".into(),
-        })?;
+    let key =
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(&cert.public_key().subject_public_key.data)
+            .map_err(|_| PhrError::CorruptObject {
+                object: object::AUTH_CERT,
+                reason: "not a P-256 key".into(),
+            })?;
     let holder_id = cert
         .subject()
         .iter_common_name()
@@ -506,7 +511,9 @@ fn chuid() -> Vec<u8> {
     out
 }
 
-fn read_mgmt_key<T: CardTransport>(piv: &mut Piv<T, PinVerified>) -> Result<ManagementKey, PhrError> {
+fn read_mgmt_key<T: CardTransport>(
+    piv: &mut Piv<T, PinVerified>,
+) -> Result<ManagementKey, PhrError> {
     let content = Zeroizing::new(
         piv.get_data(MGMT_KEY_OBJECT)?
             .ok_or_else(|| PhrError::ManagementKeyMissing("absent".into()))?,
@@ -579,7 +586,9 @@ pub fn link<T: CardTransport + ?Sized>(
                 slot: s.slot,
             });
         }
-        let key_slot = snap.free_slot.ok_or(PhrError::CardFull(slot::RETIRED_COUNT))?;
+        let key_slot = snap
+            .free_slot
+            .ok_or(PhrError::CardFull(slot::RETIRED_COUNT))?;
         let mut piv = piv.verify_pin(pin, last_try)?;
         let key = read_mgmt_key(&mut piv)?;
         piv.authenticate_admin(&key)?;
@@ -588,8 +597,7 @@ pub fn link<T: CardTransport + ?Sized>(
         let verified =
             verify::verify_binding(&cert, &holder, OffsetDateTime::now_utc().unix_timestamp())
                 .map_err(|_| PhrError::CardSignatureMismatch)?;
-        let tag = object::cert_for_slot(key_slot)
-            .ok_or(PhrError::CardFull(slot::RETIRED_COUNT))?;
+        let tag = object::cert_for_slot(key_slot).ok_or(PhrError::CardFull(slot::RETIRED_COUNT))?;
         piv.put_data(tag, &cert_object(&cert))?;
         Ok(LinkedService {
             slot: key_slot,
@@ -614,8 +622,8 @@ fn binding_certificate<T: CardTransport>(
     let spki = public
         .to_public_key_der()
         .map_err(|e| cert_err(e.to_string()))?;
-    let subject_key =
-        rcgen::SubjectPublicKeyInfo::from_der(spki.as_bytes()).map_err(|e| cert_err(e.to_string()))?;
+    let subject_key = rcgen::SubjectPublicKeyInfo::from_der(spki.as_bytes())
+        .map_err(|e| cert_err(e.to_string()))?;
     let signer = CardSigner {
         public: holder.key.to_encoded_point(false).as_bytes().to_vec(),
         piv: RefCell::new(piv),
@@ -688,18 +696,26 @@ pub fn grant<T: CardTransport + ?Sized>(
     expected_generation: Option<u32>,
     now: u32,
 ) -> Result<ConsentWritten, PhrError> {
-    write_consent(t, pin, last_try, expected_generation, now, |slot_of, set| {
-        let slot = slot_of(&request.service)?;
-        let _ = set;
-        Ok((
-            slot,
-            ConsentStatus::Granted,
-            request.categories.clone(),
-            request.purpose.clone(),
-            request.not_before,
-            request.not_after,
-        ))
-    }, &request.service)
+    write_consent(
+        t,
+        pin,
+        last_try,
+        expected_generation,
+        now,
+        |slot_of, set| {
+            let slot = slot_of(&request.service)?;
+            let _ = set;
+            Ok((
+                slot,
+                ConsentStatus::Granted,
+                request.categories.clone(),
+                request.purpose.clone(),
+                request.not_before,
+                request.not_after,
+            ))
+        },
+        &request.service,
+    )
 }
 
 /// Revokes the granted consent of `service`: a new record with status revoked (same categories
@@ -712,23 +728,31 @@ pub fn revoke<T: CardTransport + ?Sized>(
     expected_generation: Option<u32>,
     now: u32,
 ) -> Result<ConsentWritten, PhrError> {
-    write_consent(t, pin, last_try, expected_generation, now, |slot_of, set| {
-        let slot = slot_of(service)?;
-        let current = set
-            .for_service(service)
-            .filter(|r| r.terms.status == ConsentStatus::Granted)
-            .ok_or_else(|| PhrError::NothingToRevoke {
-                service: service.to_owned(),
-            })?;
-        Ok((
-            slot,
-            ConsentStatus::Revoked,
-            current.terms.categories.clone(),
-            current.terms.purpose.clone(),
-            now,
-            current.terms.not_after.max(now + 1),
-        ))
-    }, service)
+    write_consent(
+        t,
+        pin,
+        last_try,
+        expected_generation,
+        now,
+        |slot_of, set| {
+            let slot = slot_of(service)?;
+            let current = set
+                .for_service(service)
+                .filter(|r| r.terms.status == ConsentStatus::Granted)
+                .ok_or_else(|| PhrError::NothingToRevoke {
+                    service: service.to_owned(),
+                })?;
+            Ok((
+                slot,
+                ConsentStatus::Revoked,
+                current.terms.categories.clone(),
+                current.terms.purpose.clone(),
+                now,
+                current.terms.not_after.max(now + 1),
+            ))
+        },
+        service,
+    )
 }
 
 type Terms = (u8, ConsentStatus, Vec<Category>, String, u32, u32);

@@ -56,7 +56,9 @@ fn field(field: &'static str, reason: impl Into<String>) -> ConsentFormatError {
 }
 
 /// The iPHR record units (DESIGN.md §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Unit {
     /// A: health-check data.
     A,
@@ -393,9 +395,16 @@ impl ConsentSet {
 
     fn check(&self) -> Result<(), ConsentFormatError> {
         if self.records.len() > MAX_RECORDS {
-            return Err(field("consent set", format!("more than {MAX_RECORDS} records")));
+            return Err(field(
+                "consent set",
+                format!("more than {MAX_RECORDS} records"),
+            ));
         }
-        let mut services: Vec<&str> = self.records.iter().map(|r| r.terms.service.as_str()).collect();
+        let mut services: Vec<&str> = self
+            .records
+            .iter()
+            .map(|r| r.terms.service.as_str())
+            .collect();
         services.sort_unstable();
         services.dedup();
         if services.len() != self.records.len() {
@@ -427,7 +436,10 @@ impl ConsentSet {
                 return Err(field("consent set", "unknown record tag"));
             }
             if records.len() == MAX_RECORDS {
-                return Err(field("consent set", format!("more than {MAX_RECORDS} records")));
+                return Err(field(
+                    "consent set",
+                    format!("more than {MAX_RECORDS} records"),
+                ));
             }
             records.push(parse_record_fields(t.value)?);
         }
@@ -505,7 +517,11 @@ pub(crate) mod tests {
         for i in 0..enc.len() {
             let mut bad = enc.clone();
             bad[i] ^= 0x01;
-            assert_ne!(ConsentSet::parse(&bad).ok().as_ref(), Some(&set), "byte {i}");
+            assert_ne!(
+                ConsentSet::parse(&bad).ok().as_ref(),
+                Some(&set),
+                "byte {i}"
+            );
         }
     }
 

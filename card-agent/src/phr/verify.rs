@@ -161,7 +161,11 @@ fn check_signed_by(
         .map_err(|_| VerifyError::BadSignature { what })
 }
 
-fn check_validity(cert: &X509Certificate<'_>, now: i64, what: &'static str) -> Result<(), VerifyError> {
+fn check_validity(
+    cert: &X509Certificate<'_>,
+    now: i64,
+    what: &'static str,
+) -> Result<(), VerifyError> {
     let v = cert.validity();
     if now < v.not_before.timestamp() || now > v.not_after.timestamp() {
         return Err(VerifyError::NotValidNow { what, now });
@@ -170,7 +174,11 @@ fn check_validity(cert: &X509Certificate<'_>, now: i64, what: &'static str) -> R
 }
 
 /// Verifies a holder certificate against the issuer CA certificate at time `now` (Unix seconds).
-pub fn verify_holder_cert(holder_der: &[u8], issuer_ca_der: &[u8], now: i64) -> Result<HolderCert, VerifyError> {
+pub fn verify_holder_cert(
+    holder_der: &[u8],
+    issuer_ca_der: &[u8],
+    now: i64,
+) -> Result<HolderCert, VerifyError> {
     const WHAT: &str = "holder certificate";
     let ca = parse_cert(issuer_ca_der, "issuer CA certificate")?;
     let ca_key = p256_key(&ca, "issuer CA certificate")?;
@@ -215,7 +223,10 @@ fn binding_names(cert: &X509Certificate<'_>) -> Result<(String, String), VerifyE
         .filter_map(|a| a.as_str().ok())
         .collect();
     if org != [BINDING_ORG] {
-        return Err(cert_err(WHAT, "subject O is not the service-binding profile's"));
+        return Err(cert_err(
+            WHAT,
+            "subject O is not the service-binding profile's",
+        ));
     }
     let ou: Vec<&str> = subject
         .iter_organizational_unit()
@@ -227,12 +238,19 @@ fn binding_names(cert: &X509Certificate<'_>) -> Result<(String, String), VerifyE
         .collect();
     match (ou.as_slice(), cn.as_slice()) {
         ([service], [pseudonym]) => Ok(((*service).to_owned(), (*pseudonym).to_owned())),
-        _ => Err(cert_err(WHAT, "subject needs exactly one OU (service) and one CN (pseudonym)")),
+        _ => Err(cert_err(
+            WHAT,
+            "subject needs exactly one OU (service) and one CN (pseudonym)",
+        )),
     }
 }
 
 /// Verifies a service-binding certificate as issued by `holder`'s key.
-pub fn verify_binding(binding_der: &[u8], holder: &HolderCert, now: i64) -> Result<ServiceBinding, VerifyError> {
+pub fn verify_binding(
+    binding_der: &[u8],
+    holder: &HolderCert,
+    now: i64,
+) -> Result<ServiceBinding, VerifyError> {
     const WHAT: &str = "service-binding certificate";
     let cert = parse_cert(binding_der, WHAT)?;
     if cert.issuer().as_raw() != holder.subject_raw.as_slice() {
@@ -252,16 +270,23 @@ pub fn verify_binding(binding_der: &[u8], holder: &HolderCert, now: i64) -> Resu
 }
 
 /// Parses a consent record and checks the holder's signature over it.
-pub fn verify_consent(record_bytes: &[u8], holder: &HolderCert) -> Result<ConsentRecord, VerifyError> {
+pub fn verify_consent(
+    record_bytes: &[u8],
+    holder: &HolderCert,
+) -> Result<ConsentRecord, VerifyError> {
     let record = ConsentRecord::parse(record_bytes)?;
     verify_consent_record(&record, holder)?;
     Ok(record)
 }
 
 /// Checks the holder's signature over an already parsed record.
-pub fn verify_consent_record(record: &ConsentRecord, holder: &HolderCert) -> Result<(), VerifyError> {
+pub fn verify_consent_record(
+    record: &ConsentRecord,
+    holder: &HolderCert,
+) -> Result<(), VerifyError> {
     const WHAT: &str = "consent record";
-    let sig = Signature::from_der(&record.signature).map_err(|_| VerifyError::BadSignature { what: WHAT })?;
+    let sig = Signature::from_der(&record.signature)
+        .map_err(|_| VerifyError::BadSignature { what: WHAT })?;
     holder
         .key
         .verify_prehash(&record.digest()?, &sig)
@@ -291,7 +316,11 @@ impl ConsentLedger {
     }
 
     /// Verifies `record_bytes` against `holder` and accepts it if newer than the known version.
-    pub fn accept(&mut self, record_bytes: &[u8], holder: &HolderCert) -> Result<(LedgerOutcome, ConsentRecord), VerifyError> {
+    pub fn accept(
+        &mut self,
+        record_bytes: &[u8],
+        holder: &HolderCert,
+    ) -> Result<(LedgerOutcome, ConsentRecord), VerifyError> {
         let record = verify_consent(record_bytes, holder)?;
         let key = (holder.holder_id.clone(), record.terms.service.clone());
         let fingerprint: [u8; 32] = Sha256::digest(record_bytes).into();
@@ -392,7 +421,10 @@ impl ServiceGrant {
         let mut r = TlvReader::new(inner);
         let text = |v: &[u8]| String::from_utf8(v.to_vec()).map_err(|_| grant_field("not UTF-8"));
         let u32v = |v: &[u8]| -> Result<u32, ConsentFormatError> {
-            Ok(u32::from_be_bytes(v.try_into().map_err(|_| grant_field("time must be 4 bytes"))?))
+            Ok(u32::from_be_bytes(
+                v.try_into()
+                    .map_err(|_| grant_field("time must be 4 bytes"))?,
+            ))
         };
         let service = text(r.expect(0x80)?)?;
         let pseudonym = text(r.expect(0x81)?)?;
@@ -409,7 +441,9 @@ impl ServiceGrant {
                 return Err(grant_field("bad scope"));
             }
             let text = std::str::from_utf8(t.value).map_err(|_| grant_field("not UTF-8"))?;
-            let (u, k) = text.split_at_checked(1).ok_or_else(|| grant_field("empty category"))?;
+            let (u, k) = text
+                .split_at_checked(1)
+                .ok_or_else(|| grant_field("empty category"))?;
             scope.push(Category::parse(&format!("{u}:{k}"))?);
         }
         let grant = ServiceGrant {
@@ -456,7 +490,8 @@ pub fn verify_grant(
 ) -> Result<ServiceGrant, VerifyError> {
     const WHAT: &str = "service grant";
     let grant = ServiceGrant::parse(grant_bytes)?;
-    let sig = Signature::from_der(signature_der).map_err(|_| VerifyError::BadSignature { what: WHAT })?;
+    let sig =
+        Signature::from_der(signature_der).map_err(|_| VerifyError::BadSignature { what: WHAT })?;
     binding
         .key
         .verify_prehash(&ServiceGrant::digest_of(grant_bytes), &sig)
@@ -474,7 +509,10 @@ pub fn verify_grant(
         return Err(VerifyError::WrongChallenge);
     }
     if expect.now < i64::from(grant.issued_at) - 300 || expect.now > i64::from(grant.expires_at) {
-        return Err(VerifyError::NotValidNow { what: WHAT, now: expect.now });
+        return Err(VerifyError::NotValidNow {
+            what: WHAT,
+            now: expect.now,
+        });
     }
     Ok(grant)
 }

@@ -36,7 +36,9 @@ impl std::fmt::Debug for ManagementKey {
 
 /// A management key of the wrong length or algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("management key: algorithm {alg:#04x} with {len} bytes is not supported (3DES 24, AES-256 32)")]
+#[error(
+    "management key: algorithm {alg:#04x} with {len} bytes is not supported (3DES 24, AES-256 32)"
+)]
 pub struct BadManagementKey {
     /// Algorithm.
     pub alg: u8,

@@ -524,8 +524,8 @@ impl<T: CardTransport> Piv<T, PinVerified> {
         if !r.is_ok() {
             return Err(status_error("GENERAL AUTHENTICATE (sign)", r.sw));
         }
-        let dyn_auth = tlv::parse_single(&r.data, 0x7C)
-            .map_err(|e| malformed("signature", e.to_string()))?;
+        let dyn_auth =
+            tlv::parse_single(&r.data, 0x7C).map_err(|e| malformed("signature", e.to_string()))?;
         let sig = tlv::find(dyn_auth, 0x82)
             .map_err(|e| malformed("signature", e.to_string()))?
             .ok_or_else(|| malformed("signature", "no response (82)"))?;
@@ -575,7 +575,14 @@ mod tests {
         for good in ["123456", "1234567", "12345678"] {
             assert!(PivPin::parse(good).is_ok(), "{good}");
         }
-        for bad in ["", "12345", "123456789", "12345a", "１２３４５６", "123 456"] {
+        for bad in [
+            "",
+            "12345",
+            "123456789",
+            "12345a",
+            "１２３４５６",
+            "123 456",
+        ] {
             assert!(PivPin::parse(bad).is_err(), "{bad:?} must be refused");
         }
         let pin = PivPin::parse("123456").unwrap();

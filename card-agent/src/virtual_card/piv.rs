@@ -494,7 +494,8 @@ impl VirtualPivCard {
         if !self.admin {
             return Err(StatusWord::SECURITY_NOT_SATISFIED);
         }
-        let template = tlv::parse_single(command.data(), 0xAC).map_err(|_| StatusWord::WRONG_DATA)?;
+        let template =
+            tlv::parse_single(command.data(), 0xAC).map_err(|_| StatusWord::WRONG_DATA)?;
         match tlv::find(template, 0x80) {
             Ok(Some([ALG_ECC_P256])) => {}
             Ok(Some(_)) => return Err(StatusWord::FUNCTION_NOT_SUPPORTED),
@@ -547,7 +548,10 @@ impl VirtualPivCard {
             .sign_prehash(&digest)
             .map_err(|_| StatusWord::UNKNOWN_ERROR)?;
         self.counters.signatures += 1;
-        Ok(tlv::encode(0x7C, &tlv::encode(0x82, sig.to_der().as_bytes())))
+        Ok(tlv::encode(
+            0x7C,
+            &tlv::encode(0x82, sig.to_der().as_bytes()),
+        ))
     }
 
     fn management_auth(
@@ -575,7 +579,10 @@ impl VirtualPivCard {
             }
             // Step 2: the host decrypted the witness and sends its own challenge.
             (Some(decrypted), Some(host_challenge), _) => {
-                let expected = self.witness.take().ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
+                let expected = self
+                    .witness
+                    .take()
+                    .ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
                 if !constant_time_eq(&expected, decrypted) || host_challenge.len() != bs {
                     self.admin = false;
                     return Err(StatusWord::SECURITY_NOT_SATISFIED);
@@ -676,8 +683,8 @@ impl VirtualPivCard {
                 }
                 let mut data = chain.data.to_vec();
                 data.extend_from_slice(command.data());
-                let mut joined = Command::new(command.cla, command.ins, command.p1, command.p2)
-                    .with_data(data);
+                let mut joined =
+                    Command::new(command.cla, command.ins, command.p1, command.p2).with_data(data);
                 if let Some(le) = command.le() {
                     joined = joined.with_le(le);
                 }
@@ -740,7 +747,10 @@ impl VirtualCard for VirtualPivCard {
         // GET RESPONSE hands out what is left of the last answer.
         if command.ins == ins::GET_RESPONSE && command.cla == 0x00 {
             if self.pending.is_empty() {
-                return StatusWord::CONDITIONS_NOT_SATISFIED.0.to_be_bytes().to_vec();
+                return StatusWord::CONDITIONS_NOT_SATISFIED
+                    .0
+                    .to_be_bytes()
+                    .to_vec();
             }
             let le = command.le().unwrap_or(256);
             return self.give(le);
@@ -786,8 +796,8 @@ impl VirtualPivCard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::piv::{Piv, PivPin, PinState};
     use crate::pin::LastTry;
+    use crate::piv::{PinState, Piv, PivPin};
     use crate::virtual_card::InProcess;
 
     #[test]

@@ -180,7 +180,11 @@ fn categories(list: &[String]) -> anyhow::Result<Vec<Category>> {
         .collect()
 }
 
-fn print<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+fn print<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(value)?);
     } else {
@@ -291,7 +295,9 @@ pub fn run(cmd: PhrCommand, json: bool) -> anyhow::Result<()> {
                 },
             };
             let issued = with_card(opts.reader.as_deref(), |tx| Ok(card::issue(tx, &ca, &req)?))?;
-            print(json, &issued, || format!("issued PHR card for {}", issued.holder_id))
+            print(json, &issued, || {
+                format!("issued PHR card for {}", issued.holder_id)
+            })
         }
         PhrCommand::Link {
             service,
@@ -324,7 +330,14 @@ pub fn run(cmd: PhrCommand, json: bool) -> anyhow::Result<()> {
             };
             let pin: PivPin = read_secret(opts.pin_stdin, "PHR card PIN: ")?;
             let written = with_card(opts.reader.as_deref(), |tx| {
-                Ok(card::grant(tx, &pin, last_try(&opts), &request, expect_generation, now)?)
+                Ok(card::grant(
+                    tx,
+                    &pin,
+                    last_try(&opts),
+                    &request,
+                    expect_generation,
+                    now,
+                )?)
             })?;
             print(json, &written, || {
                 format!(
@@ -340,7 +353,14 @@ pub fn run(cmd: PhrCommand, json: bool) -> anyhow::Result<()> {
         } => {
             let pin: PivPin = read_secret(opts.pin_stdin, "PHR card PIN: ")?;
             let written = with_card(opts.reader.as_deref(), |tx| {
-                Ok(card::revoke(tx, &pin, last_try(&opts), &service, expect_generation, now())?)
+                Ok(card::revoke(
+                    tx,
+                    &pin,
+                    last_try(&opts),
+                    &service,
+                    expect_generation,
+                    now(),
+                )?)
             })?;
             print(json, &written, || {
                 format!(
