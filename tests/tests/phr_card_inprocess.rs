@@ -163,3 +163,49 @@ fn full_card_refuses_the_21st_service_and_generates_no_key() {
     assert_eq!(view.consents.records.len(), 20);
     assert_eq!(view.free_slots, 0);
 }
+
+#[test]
+fn pin_safety_as_for_the_my_number_card() {
+    let (_dir, _ca, mut t) = issued_card();
+    let base = t.card().counters().verify_with_pin;
+    // A1: reading the counter 1,000 times spends nothing and sends no PIN.
+    let mut piv = Piv::select(t.clone()).unwrap();
+    for _ in 0..1_000 {
+        assert_eq!(piv.pin_state().unwrap(), PinState::TriesLeft(3));
+    }
+    assert_eq!(t.card().counters().verify_with_pin, base);
+    // A3: one wrong PIN costs exactly one try, no retry.
+    let err = card::link(&mut t, &pin("999999"), LastTry::Refuse, "svc", "p").unwrap_err();
+    assert!(
+        matches!(err, PhrError::Piv(PivError::WrongPin { tries_left: 2 })),
+        "{err}"
+    );
+    assert_eq!(t.card().counters().verify_with_pin, base + 1);
+    assert_eq!(t.card().pin_tries_left(), 2);
+    // A4: at one try left nothing is sent without confirmation.
+    t.card().set_pin_tries_left(1).unwrap();
+    let err = card::link(&mut t, &pin(PIN), LastTry::Refuse, "svc", "p").unwrap_err();
+    assert!(
+        matches!(err, PhrError::Piv(PivError::LastTryNeedsConfirmation)),
+        "{err}"
+    );
+    assert_eq!(t.card().counters().verify_with_pin, base + 1);
+    card::link(&mut t, &pin(PIN), LastTry::Confirmed, "svc", "p").unwrap();
+    assert_eq!(t.card().pin_tries_left(), 3);
+    // A5: blocked means no VERIFY at all.
+    t.card().set_pin_tries_left(0).unwrap();
+    let sent = t.card().counters().verify_with_pin;
+    let err = card::grant(
+        &mut t,
+        &pin(PIN),
+        LastTry::Confirmed,
+        &request("svc"),
+        None,
+        now(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, PhrError::Piv(PivError::PinBlocked)), "{err}");
+    assert_eq!(t.card().counters().verify_with_pin, sent);
+    let view = card::read_card(&mut t).unwrap();
+    assert_eq!(view.pin, PinState::Blocked);
+}
