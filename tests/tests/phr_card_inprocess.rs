@@ -159,6 +159,19 @@ fn full_card_refuses_the_21st_service_and_generates_no_key() {
         "no PIN sent"
     );
     let view = card::read_card(&mut t).unwrap();
+    let set_len = view.consents.encode().unwrap().len();
+    let record_lens: Vec<usize> = view
+        .consents
+        .records
+        .iter()
+        .map(|r| r.encode().unwrap().len())
+        .collect();
+    eprintln!(
+        "20 services: consent set {set_len} bytes, records {}–{} bytes",
+        record_lens.iter().min().unwrap(),
+        record_lens.iter().max().unwrap()
+    );
+    assert!(set_len <= card_agent::piv::MAX_OBJECT_LEN);
     assert_eq!(view.services.len(), 20);
     assert_eq!(view.consents.records.len(), 20);
     assert_eq!(view.free_slots, 0);

@@ -526,6 +526,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn twenty_worst_case_records_fit_one_object() {
+        let mut set = ConsentSet {
+            generation: u32::MAX,
+            records: vec![],
+        };
+        for i in 0..MAX_RECORDS {
+            let mut t = terms(u32::MAX - i as u32, &format!("{i:02}{}", "s".repeat(30)));
+            t.slot = 0x82 + i as u8;
+            t.purpose = "p".repeat(MAX_PURPOSE_LEN);
+            t.categories = (0..MAX_CATEGORIES)
+                .map(|k| Category {
+                    unit: Unit::C,
+                    kind: format!("{k}{}", "k".repeat(MAX_KIND_LEN - 1)),
+                })
+                .collect();
+            set.put(ConsentRecord {
+                terms: t,
+                signature: vec![0x30; MAX_SIGNATURE_LEN],
+            });
+        }
+        let len = set.encode().unwrap().len();
+        assert!(len <= crate::piv::MAX_OBJECT_LEN, "{len} bytes");
+        assert_eq!(ConsentSet::parse(&set.encode().unwrap()).unwrap(), set);
+    }
+
+    #[test]
     fn rules_are_enforced() {
         let mut t = terms(1, "Clinic A");
         assert!(t.encode_tbs().is_err());
