@@ -20,6 +20,22 @@ use std::path::Path;
 
 const PIN: &str = "246810";
 
+/// A test that hangs while holding the machine-wide reader lock would stall every other
+/// engineer's PC/SC tests: abort the binary (which releases the lock) if one test runs for
+/// minutes. Dropping the guard at the end of the test disarms it.
+fn watchdog() -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            rx.recv_timeout(std::time::Duration::from_secs(300))
+        {
+            eprintln!("a PHR card test ran for 300 s holding the reader lock: aborting");
+            std::process::abort();
+        }
+    });
+    tx
+}
+
 fn pin() -> PivPin {
     PivPin::parse(PIN).unwrap()
 }
@@ -103,6 +119,7 @@ fn unix_now() -> i64 {
 #[test]
 fn issue_link_three_grant_revoke_and_read_back_through_pcscd() {
     let _lock = pcsc_lock();
+    let _watchdog = watchdog();
     let tmp = tempfile::tempdir().unwrap();
     let ca = PhrIssuerCa::load_or_create(&tmp.path().join("ca")).unwrap();
     let inserted = issued_with(
@@ -230,6 +247,7 @@ fn issue_link_three_grant_revoke_and_read_back_through_pcscd() {
 #[test]
 fn verifier_rejects_cross_service_grants_flipped_bits_and_rollback() {
     let _lock = pcsc_lock();
+    let _watchdog = watchdog();
     let tmp = tempfile::tempdir().unwrap();
     let ca = PhrIssuerCa::load_or_create(&tmp.path().join("ca")).unwrap();
     let inserted = issued_with(&tmp.path().join("card"), &ca, &["svc-a", "svc-b"]);
@@ -339,6 +357,7 @@ fn verifier_rejects_cross_service_grants_flipped_bits_and_rollback() {
 #[test]
 fn corrupt_consent_object_is_refused_and_nothing_is_overwritten() {
     let _lock = pcsc_lock();
+    let _watchdog = watchdog();
     let tmp = tempfile::tempdir().unwrap();
     let ca = PhrIssuerCa::load_or_create(&tmp.path().join("ca")).unwrap();
     let inserted = issued_with(&tmp.path().join("card"), &ca, &["svc-a"]);
@@ -399,6 +418,7 @@ fn corrupt_consent_object_is_refused_and_nothing_is_overwritten() {
 #[test]
 fn two_agents_writing_at_once_one_wins_the_other_reports_it() {
     let _lock = pcsc_lock();
+    let _watchdog = watchdog();
     let tmp = tempfile::tempdir().unwrap();
     let ca = PhrIssuerCa::load_or_create(&tmp.path().join("ca")).unwrap();
     let inserted = issued_with(&tmp.path().join("card"), &ca, &["svc-a", "svc-b"]);
@@ -464,6 +484,7 @@ fn two_agents_writing_at_once_one_wins_the_other_reports_it() {
 #[test]
 fn card_pulled_mid_write_keeps_the_previous_consent_set() {
     let _lock = pcsc_lock();
+    let _watchdog = watchdog();
     let tmp = tempfile::tempdir().unwrap();
     let ca = PhrIssuerCa::load_or_create(&tmp.path().join("ca")).unwrap();
     let card_dir = tmp.path().join("card");

@@ -25,6 +25,22 @@ use std::time::Duration;
 
 const PIN: &str = "246810";
 
+/// A test that hangs while holding the machine-wide reader lock would stall every other
+/// engineer's PC/SC tests: abort the binary (which releases the lock) if one test runs for
+/// minutes. Dropping the guard at the end of the test disarms it.
+fn watchdog() -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            rx.recv_timeout(std::time::Duration::from_secs(300))
+        {
+            eprintln!("a PHR card test ran for 300 s holding the reader lock: aborting");
+            std::process::abort();
+        }
+    });
+    tx
+}
+
 fn pin() -> PivPin {
     PivPin::parse(PIN).unwrap()
 }
@@ -94,6 +110,7 @@ fn run(program: &str, args: &[&str]) -> (bool, String) {
 #[test]
 fn yubico_piv_tool_and_opensc_accept_the_virtual_phr_card() {
     let _lock = pcsc_lock();
+    let _watchdog = watchdog();
     let tmp = tempfile::tempdir().unwrap();
     let ca = PhrIssuerCa::load_or_create(&tmp.path().join("ca")).unwrap();
     let inserted = InsertedCard::insert(VirtualPivCard::open(&tmp.path().join("card")).unwrap(), 0);
@@ -285,6 +302,7 @@ impl Drop for Runner {
 fn agent_works_against_nitrokey_piv_authenticator() {
     let binary = piv_authenticator_binary();
     let _lock = pcsc_lock();
+    let _watchdog = watchdog();
     let runner = Runner(
         Command::new(&binary)
             .arg("35964")
