@@ -508,6 +508,19 @@ fn card_pulled_mid_write_keeps_the_previous_consent_set() {
     );
     assert!(matches!(err, PhrError::Piv(_)), "{err}");
     drop(inserted);
+    // vpcd notices a card that vanished mid-command only after several seconds (measured here:
+    // about 10 s); wait for that so the reader is empty before the card goes back in.
+    let ctx = pcsc();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ctx
+        .readers()
+        .unwrap()
+        .iter()
+        .any(|r| r.name == iphr_tests::VPCD_READER_0 && r.card_present)
+    {
+        assert!(std::time::Instant::now() < deadline, "reader never emptied");
+        let _ = ctx.wait_for_change(iphr_tests::VPCD_READER_0, std::time::Duration::from_secs(1));
+    }
 
     // Re-inserted, the card shows the previous consent set, intact and verifiable.
     let inserted = InsertedCard::insert(VirtualPivCard::open(&card_dir).unwrap(), 0);

@@ -78,6 +78,12 @@ pub fn serve<C: VirtualCard>(card: &Mutex<C>, mut stream: TcpStream) -> io::Resu
             }
             apdu => lock(card).process(apdu),
         };
+        if reply.is_empty() {
+            // A card that answers nothing has left the reader (fault injection: a card pulled
+            // mid-command). vpcd waits for ever on a 0-length answer, so close the connection.
+            let _ = stream.shutdown(Shutdown::Both);
+            return Ok(());
+        }
         zeroize::Zeroize::zeroize(&mut payload);
         let mut message = Vec::with_capacity(2 + reply.len());
         let reply_len = u16::try_from(reply.len())
