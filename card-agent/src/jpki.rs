@@ -153,6 +153,12 @@ pub enum JpkiError {
     Exchange(#[from] ExchangeError),
 }
 
+impl From<crate::transport::TransportError> for JpkiError {
+    fn from(e: crate::transport::TransportError) -> Self {
+        JpkiError::Exchange(ExchangeError::Transport(e))
+    }
+}
+
 fn status_error(during: &'static str, sw: StatusWord) -> JpkiError {
     match sw.meaning() {
         Status::SecurityNotSatisfied => JpkiError::SecurityNotSatisfied { during },

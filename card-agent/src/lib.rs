@@ -7,10 +7,15 @@
 //! - [`transport`]: the [`transport::CardTransport`] trait; PC/SC behind the `pcsc` feature.
 //! - [`jpki`]: the JPKI application of the My Number card, typestated on PIN verification.
 //! - [`pin`]: PIN formats, zeroization, the last-try rule.
+//! - [`agent`]: identify a card, show it, sign a challenge (what the CLI and the localhost API call).
 //! - [`virtual_card`] and [`testca`]: software cards and test CAs, so everything runs without
 //!   hardware, in-process or through pcscd + vpcd.
 
+pub mod agent;
 pub mod apdu;
+pub mod certinfo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jpki;
 pub mod phr;
 pub mod pin;

@@ -15,7 +15,7 @@ use card_agent::piv::{PinState, PivPin, PivPuk, mgmt};
 use card_agent::transport::TransportError;
 use card_agent::transport::pcsc::PcscTransaction;
 use card_agent::virtual_card::piv::VirtualPivCard;
-use iphr_tests::{InsertedCard, pcsc, pcsc_lock};
+use iphr_tests::{InsertedCard, insert, pcsc, pcsc_lock};
 use std::path::Path;
 
 const PIN: &str = "246810";
@@ -101,7 +101,7 @@ fn request(service: &str) -> ConsentRequest {
 
 /// A fresh issued card with `services` linked, stored in `dir`, inserted into reader 0.
 fn issued_with(dir: &Path, ca: &PhrIssuerCa, services: &[&str]) -> InsertedCard<VirtualPivCard> {
-    let inserted = InsertedCard::insert(VirtualPivCard::open(dir).unwrap(), 0);
+    let inserted = insert(VirtualPivCard::open(dir).unwrap(), 0);
     issue(inserted.reader(), ca, "HOLDER-E2E");
     for s in services {
         on_card(inserted.reader(), |tx| {
@@ -523,7 +523,7 @@ fn card_pulled_mid_write_keeps_the_previous_consent_set() {
     }
 
     // Re-inserted, the card shows the previous consent set, intact and verifiable.
-    let inserted = InsertedCard::insert(VirtualPivCard::open(&card_dir).unwrap(), 0);
+    let inserted = insert(VirtualPivCard::open(&card_dir).unwrap(), 0);
     let view = on_card(inserted.reader(), |tx| card::read_card(tx)).unwrap();
     assert_eq!(view.consents, previous);
     assert_eq!(view.consents.records[0], first.record);

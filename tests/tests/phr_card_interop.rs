@@ -18,7 +18,7 @@ use card_agent::piv::{PinState, PivPin, PivPuk, mgmt};
 use card_agent::transport::TransportError;
 use card_agent::transport::pcsc::PcscTransaction;
 use card_agent::virtual_card::piv::VirtualPivCard;
-use iphr_tests::{InsertedCard, VPCD_READER_1, pcsc, pcsc_lock};
+use iphr_tests::{VPCD_READER_1, insert, pcsc, pcsc_lock};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -113,7 +113,7 @@ fn yubico_piv_tool_and_opensc_accept_the_virtual_phr_card() {
     let _watchdog = watchdog();
     let tmp = tempfile::tempdir().unwrap();
     let ca = PhrIssuerCa::load_or_create(&tmp.path().join("ca")).unwrap();
-    let inserted = InsertedCard::insert(VirtualPivCard::open(&tmp.path().join("card")).unwrap(), 0);
+    let inserted = insert(VirtualPivCard::open(&tmp.path().join("card")).unwrap(), 0);
     let reader = inserted.reader();
     issue(reader, &ca, mgmt::ALG_AES256);
     for svc in ["clinic-a", "insurer-b"] {

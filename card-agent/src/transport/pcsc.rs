@@ -5,7 +5,7 @@
 //! `SCardBeginTransaction` so that no other application interleaves APDUs with ours.
 
 use super::{CardTransport, TransportError};
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::time::Duration;
 
 /// Largest response we accept: an extended-length response plus SW.
@@ -184,8 +184,8 @@ impl PcscCard {
     /// The card's answer-to-reset.
     pub fn atr(&mut self) -> Result<Vec<u8>, TransportError> {
         let card = self.card()?;
-        card.get_attribute_owned(pcsc::Attribute::AtrString)
-            .map_err(map_error)
+        // SCardStatus, not SCardGetAttrib: some reader drivers (vpcd) lack the ATR attribute.
+        Ok(card.status2_owned().map_err(map_error)?.atr().to_vec())
     }
 
     /// Runs `f` inside an exclusive PC/SC transaction: no other application's APDU comes between
@@ -276,9 +276,4 @@ fn map_error(e: pcsc::Error) -> TransportError {
         pcsc::Error::Timeout => TransportError::Timeout(Duration::ZERO),
         other => TransportError::Pcsc(other.to_string()),
     }
-}
-
-/// Reader names as `&str` for display.
-pub fn reader_name(name: &CStr) -> String {
-    name.to_string_lossy().into_owned()
 }

@@ -2,6 +2,8 @@
 //! [`CardTransport`] ([`InProcess`]), or through the real PC/SC stack as a vsmartcard vpcd card
 //! ([`vpcd`]).
 
+#[cfg(feature = "pcsc")]
+pub mod inserted;
 pub mod jpki;
 pub mod piv;
 pub mod vpcd;
@@ -13,7 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub trait VirtualCard: Send {
     /// Answer-to-reset.
     fn atr(&self) -> Vec<u8>;
-    /// Processes one command APDU; the answer always ends with a status word.
+    /// Processes one command APDU; the answer ends with a status word. An empty answer means the
+    /// chip died: served over vpcd, the card then leaves the reader.
     fn process(&mut self, apdu: &[u8]) -> Vec<u8>;
     /// Power off or reset: the security state (verified PINs, selections) is forgotten.
     fn reset(&mut self);

@@ -79,8 +79,8 @@ pub fn serve<C: VirtualCard>(card: &Mutex<C>, mut stream: TcpStream) -> io::Resu
             apdu => lock(card).process(apdu),
         };
         if reply.is_empty() {
-            // A card that answers nothing has left the reader (fault injection: a card pulled
-            // mid-command). vpcd waits for ever on a 0-length answer, so close the connection.
+            // The chip died mid-command: the card leaves the reader (vpcd would wait forever
+            // for a zero-length answer; a closed socket is what a dead card process gives).
             let _ = stream.shutdown(Shutdown::Both);
             return Ok(());
         }
