@@ -508,22 +508,11 @@ fn card_pulled_mid_write_keeps_the_previous_consent_set() {
     );
     assert!(matches!(err, PhrError::Piv(_)), "{err}");
     drop(inserted);
-    // vpcd notices a card that vanished mid-command only after several seconds (measured here:
-    // about 10 s); wait for that so the reader is empty before the card goes back in.
-    let ctx = pcsc();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while ctx
-        .readers()
-        .unwrap()
-        .iter()
-        .any(|r| r.name == iphr_tests::VPCD_READER_0 && r.card_present)
-    {
-        assert!(std::time::Instant::now() < deadline, "reader never emptied");
-        let _ = ctx.wait_for_change(iphr_tests::VPCD_READER_0, std::time::Duration::from_secs(1));
-    }
 
+    // The card goes back in (into the other reader: vpcd takes seconds to notice a card that
+    // vanished mid-command in the first one).
     // Re-inserted, the card shows the previous consent set, intact and verifiable.
-    let inserted = insert(VirtualPivCard::open(&card_dir).unwrap(), 0);
+    let inserted = insert(VirtualPivCard::open(&card_dir).unwrap(), 1);
     let view = on_card(inserted.reader(), |tx| card::read_card(tx)).unwrap();
     assert_eq!(view.consents, previous);
     assert_eq!(view.consents.records[0], first.record);
@@ -542,4 +531,22 @@ fn card_pulled_mid_write_keeps_the_previous_consent_set() {
     })
     .unwrap();
     assert_eq!(next.generation, 2);
+    drop(inserted);
+    // Leave reader 0 empty for whoever takes the reader lock next.
+    let ctx = pcsc();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let started = std::time::Instant::now();
+    while ctx
+        .readers()
+        .unwrap()
+        .iter()
+        .any(|r| r.name == iphr_tests::VPCD_READER_0 && r.card_present)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reader 0 never emptied"
+        );
+        let _ = ctx.wait_for_change(iphr_tests::VPCD_READER_0, std::time::Duration::from_secs(1));
+    }
+    eprintln!("reader 0 empty again after {:?}", started.elapsed());
 }
