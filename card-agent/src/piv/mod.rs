@@ -376,7 +376,6 @@ impl<T: CardTransport, S> Piv<T, S> {
         let mut inner = Zeroizing::new(Vec::new());
         tlv::push(&mut inner, 0x80, &decrypted);
         tlv::push(&mut inner, 0x81, &challenge);
-        tlv::push(&mut inner, 0x82, &[]);
         let step2 = Command::new(0x00, ins::GENERAL_AUTHENTICATE, alg, slot::MANAGEMENT)
             .with_data(tlv::encode(0x7C, &inner))
             .with_le(256)

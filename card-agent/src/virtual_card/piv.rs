@@ -577,8 +577,9 @@ impl VirtualPivCard {
                 self.admin = false;
                 Ok(tlv::encode(0x7C, &tlv::encode(0x80, &enc)))
             }
-            // Step 2: the host decrypted the witness and sends its own challenge.
-            (Some(decrypted), Some(host_challenge), _) => {
+            // Step 2: the host decrypted the witness and sends its own challenge (and nothing
+            // else: Nitrokey's piv-authenticator answers 6A80 to an extra response tag).
+            (Some(decrypted), Some(host_challenge), None) => {
                 let expected = self
                     .witness
                     .take()
