@@ -122,6 +122,22 @@ fn yubico_piv_tool_and_opensc_accept_the_virtual_phr_card() {
         })
         .unwrap();
     }
+    // With consent sets in both consent objects (5FC106, 5FC122), as on a card in use.
+    for _ in 0..2 {
+        let request = ConsentRequest {
+            service: "clinic-a".into(),
+            categories: vec![Category::parse("A:health-check").unwrap()],
+            purpose: "treatment".into(),
+            not_before: now(),
+            not_after: now() + 86_400,
+        };
+        on_card(reader, |tx| {
+            card::grant(tx, &pin(), LastTry::Refuse, &request, None, now())
+        })
+        .unwrap();
+    }
+    assert!(inserted.card().object(0x5FC106).is_some());
+    assert!(inserted.card().object(0x5FC122).is_some());
 
     // yubico-piv-tool: status and reading the holder certificate.
     let (ok, status) = run("yubico-piv-tool", &["-r", reader, "-a", "status"]);
