@@ -76,6 +76,8 @@ pub mod object {
     pub const KEY_HISTORY: u32 = 0x5FC10C;
     /// Retired X.509 Certificate for Key Management 1 (slot 82); 2–20 follow.
     pub const RETIRED_CERT_FIRST: u32 = 0x5FC10D;
+    /// Objects that SP 800-73-4 lets only a PIN holder read.
+    pub const PIN_TO_READ: [u32; 5] = [0x5FC103, 0x5FC108, 0x5FC109, 0x5FC121, 0x5FC123];
     /// Secure Messaging Certificate Signer. Readable by anyone.
     pub const SM_CERT_SIGNER: u32 = 0x5FC122;
 
@@ -407,7 +409,12 @@ impl<T: CardTransport, S> Piv<T, S> {
         tlv::push_tag(&mut tag_bytes, tag);
         let mut data = tlv::encode(0x5C, &tag_bytes);
         tlv::push(&mut data, 0x53, content);
-        let put = Command::new(0x00, ins::PUT_DATA, 0x3F, 0xFF).with_data(data);
+        let mut put = Command::new(0x00, ins::PUT_DATA, 0x3F, 0xFF).with_data(data);
+        if object::PIN_TO_READ.contains(&tag) {
+            // Objects only readable after VERIFY PIN may hold secrets (the PHR profile keeps the
+            // management key in 5FC109): never log them, wipe them after sending.
+            put = put.sensitive();
+        }
         let r = exchange(&mut self.transport, &put)?;
         if r.is_ok() {
             Ok(())

@@ -51,7 +51,6 @@ pub const STORAGE: usize = 64 * 1024;
 const FULL_AID: [u8; 11] = [
     0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00,
 ];
-const PIN_TO_READ: [u32; 5] = [0x5FC103, 0x5FC108, 0x5FC109, 0x5FC121, 0x5FC123];
 const STATE_FILE: &str = "piv-card.json";
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -340,7 +339,7 @@ impl VirtualPivCard {
             0x5FC101..=0x5FC123 | 0x7F61 => {}
             _ => return Err(StatusWord::WRONG_DATA),
         }
-        if PIN_TO_READ.contains(&tag) && !self.pin_verified {
+        if object::PIN_TO_READ.contains(&tag) && !self.pin_verified {
             return Err(StatusWord::SECURITY_NOT_SATISFIED);
         }
         let content = self.object(tag).ok_or(StatusWord::FILE_NOT_FOUND)?;
