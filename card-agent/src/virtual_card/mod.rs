@@ -5,6 +5,7 @@
 #[cfg(feature = "pcsc")]
 pub mod inserted;
 pub mod jpki;
+pub mod piv;
 pub mod vpcd;
 
 use crate::transport::{CardTransport, TransportError};

@@ -3,6 +3,7 @@
 //! PINs come from the terminal (no echo) or, for automation, one line of standard input
 //! (`--pin-stdin`); never from an argument or an environment variable.
 
+mod phr;
 mod virtual_cmd;
 
 use anyhow::{Context, Result, bail};
@@ -83,6 +84,11 @@ enum Command {
     /// Run a virtual card (for tests and the demo without hardware).
     #[command(subcommand)]
     VirtualCard(virtual_cmd::VirtualCardCommand),
+    /// PHR card (PIV with the iPHR profile): show, issue, link, grant, revoke, consents, sign-grant.
+    Phr {
+        #[command(subcommand)]
+        cmd: phr::PhrCommand,
+    },
 }
 
 fn main() {
@@ -120,6 +126,7 @@ fn run(cli: Cli) -> Result<()> {
             confirm_last_try,
         } => serve(port, origins, reader, pin_stdin, confirm_last_try),
         Command::VirtualCard(cmd) => virtual_cmd::run(cmd),
+        Command::Phr { cmd } => phr::run(cmd, json),
     }
 }
 
