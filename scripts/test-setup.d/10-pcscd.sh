@@ -5,7 +5,8 @@ if pcscd_running; then
   echo "pcscd already running; using it" >&2
 else
   mkdir -p "${CARGO_TARGET_DIR}/logs"
-  pcscd --foreground --debug --apdu >"${CARGO_TARGET_DIR}/logs/pcscd.log" 2>&1 &
+  # APDUs (test PINs included) are logged only on request: IPHR_PCSCD_APDU_LOG=1.
+  pcscd --foreground --debug ${IPHR_PCSCD_APDU_LOG:+--apdu} >"${CARGO_TARGET_DIR}/logs/pcscd.log" 2>&1 &
   PCSCD_PID=$!
   IPHR_CLEANUP+=("kill -TERM $PCSCD_PID 2>/dev/null; wait_for 10 bash -c '! kill -0 $PCSCD_PID'")
 fi
