@@ -1,0 +1,385 @@
+//! Certificate validation against the trust anchors configured for one card type and key
+//! (DESIGN §4 step 3; domain.md §5.3–5.4; security-scenarios C1–C3, C6–C8).
+//!
+//! Order: chain to an anchor of this set (path building and signatures by `rustls-webpki`, which
+//! picks among anchors with the same DN by signature, as JPKI CA generations need) and validity of
+//! every certificate on the path including the anchor → key usage → revocation (fail closed).
+//! A certificate from another CA, or from the JPKI 署名用 hierarchy, chains to no anchor of the
+//! 利用者証明用 set and is refused.
+
+use super::revocation::{RevocationError, RevocationStore};
+use super::signature::PublicKey;
+use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// Card types the gateway knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CardType {
+    /// My Number card, JPKI AP.
+    Jpki,
+    /// PHR card (PIV profile, DESIGN §3.2).
+    Phr,
+}
+
+impl CardType {
+    /// `jpki` / `phr`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CardType::Jpki => "jpki",
+            CardType::Phr => "phr",
+        }
+    }
+
+    /// Parses [`CardType::as_str`].
+    pub fn parse(s: &str) -> Option<CardType> {
+        match s {
+            "jpki" => Some(CardType::Jpki),
+            "phr" => Some(CardType::Phr),
+            _ => None,
+        }
+    }
+}
+
+/// Which key of the card a certificate belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CardKey {
+    /// Authentication: JPKI 利用者証明用, PHR card slot 9A.
+    Auth,
+}
+
+/// Extended key usage rule (webpki semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EkuPolicy {
+    /// If the certificate has an EKU extension it must list clientAuth (JPKI certificates have none).
+    #[default]
+    ClientAuthIfPresent,
+    /// The certificate must list clientAuth.
+    ClientAuthRequired,
+    /// If present, serverAuth must be listed (only for running x509-limbo's SERVER cases).
+    ServerAuthIfPresent,
+}
+
+impl EkuPolicy {
+    fn usage(self) -> webpki::KeyUsage {
+        match self {
+            EkuPolicy::ClientAuthIfPresent => webpki::KeyUsage::client_auth(),
+            EkuPolicy::ClientAuthRequired => {
+                webpki::KeyUsage::required(&[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02])
+            }
+            EkuPolicy::ServerAuthIfPresent => webpki::KeyUsage::server_auth(),
+        }
+    }
+}
+
+/// Whether revocation is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationMode {
+    /// A fresh, valid CRL from the certificate's issuer is required (fail closed).
+    #[default]
+    Required,
+    /// Not checked (logged at start; for test set-ups without CRLs).
+    Disabled,
+}
+
+/// What a certificate must satisfy besides chaining.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertPolicy {
+    /// EKU rule.
+    pub eku: EkuPolicy,
+    /// keyUsage must be present with digitalSignature.
+    pub require_digital_signature: bool,
+    /// Revocation.
+    pub revocation: RevocationMode,
+}
+
+impl Default for CertPolicy {
+    fn default() -> Self {
+        CertPolicy {
+            eku: EkuPolicy::ClientAuthIfPresent,
+            require_digital_signature: true,
+            revocation: RevocationMode::Required,
+        }
+    }
+}
+
+/// Why a certificate was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertError {
+    /// Not a DER X.509 certificate.
+    #[error("certificate is malformed: {0}")]
+    Malformed(String),
+    /// No configured anchor of this card type and key issued it (another CA or another purpose).
+    #[error("certificate is not issued by a trusted CA for this card type and key")]
+    UntrustedIssuer,
+    /// The certificate (or an intermediate) has expired.
+    #[error("certificate has expired")]
+    Expired,
+    /// The certificate (or an intermediate) is not yet valid.
+    #[error("certificate is not yet valid")]
+    NotYetValid,
+    /// The anchor that issued it is outside its own validity period.
+    #[error("the issuing CA certificate is outside its validity period")]
+    AnchorOutsideValidity,
+    /// The EKU extension does not allow client authentication.
+    #[error("extended key usage does not allow client authentication")]
+    WrongExtendedKeyUsage,
+    /// keyUsage is absent or lacks digitalSignature.
+    #[error("key usage does not allow digital signatures")]
+    KeyUsageNotDigitalSignature,
+    /// A CA certificate was presented as the card's certificate.
+    #[error("a CA certificate cannot be a card certificate")]
+    CaCertificate,
+    /// Any other path failure (bad signature on the chain, name constraints, path length, …).
+    #[error("certificate chain is invalid: {0}")]
+    Chain(String),
+    /// Revocation check failed (revoked, or no fresh trustworthy CRL).
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
+    /// An anchor given in the configuration is not usable.
+    #[error("trust anchor {index}: {reason}")]
+    BadAnchor {
+        /// Position in the configured list.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A certificate that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatedCert {
+    /// SHA-256 of the DER.
+    pub fingerprint: [u8; 32],
+    /// Subject DN (RFC 4514 text).
+    pub subject: String,
+    /// Issuer DN.
+    pub issuer: String,
+    /// Serial, lower-case hex.
+    pub serial_hex: String,
+    /// Validity start (ms since epoch).
+    pub not_before_ms: i64,
+    /// Validity end (ms since epoch).
+    pub not_after_ms: i64,
+    /// Its public key.
+    pub public_key: PublicKey,
+    /// Index of the anchor it chains to, in configuration order.
+    pub anchor_index: usize,
+}
+
+/// Signature algorithms accepted on certificates and CRLs.
+pub static CHAIN_ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] = &[
+    webpki::ring::RSA_PKCS1_2048_8192_SHA256,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA384,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA512,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS,
+    webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+    webpki::ring::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+    webpki::ring::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+    webpki::ring::ECDSA_P256_SHA256,
+    webpki::ring::ECDSA_P256_SHA384,
+    webpki::ring::ECDSA_P384_SHA256,
+    webpki::ring::ECDSA_P384_SHA384,
+    webpki::ring::ED25519,
+];
+
+/// The trust anchors, policy and revocation data of one card type and key.
+pub struct AnchorSet {
+    /// Card type.
+    pub card_type: CardType,
+    /// Card key.
+    pub key: CardKey,
+    anchors_der: Vec<CertificateDer<'static>>,
+    anchors: Vec<TrustAnchor<'static>>,
+    anchor_validity_ms: Vec<(i64, i64)>,
+    policy: CertPolicy,
+    revocation: Arc<RevocationStore>,
+}
+
+impl std::fmt::Debug for AnchorSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnchorSet")
+            .field("card_type", &self.card_type)
+            .field("key", &self.key)
+            .field("anchors", &self.anchors.len())
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl AnchorSet {
+    /// Builds a set from anchor certificates (DER).
+    pub fn new(
+        card_type: CardType,
+        key: CardKey,
+        anchors: Vec<Vec<u8>>,
+        policy: CertPolicy,
+        revocation: Arc<RevocationStore>,
+    ) -> Result<AnchorSet, CertError> {
+        let anchors_der: Vec<CertificateDer<'static>> =
+            anchors.into_iter().map(CertificateDer::from).collect();
+        let mut parsed = Vec::with_capacity(anchors_der.len());
+        let mut validity = Vec::with_capacity(anchors_der.len());
+        for (index, der) in anchors_der.iter().enumerate() {
+            let anchor =
+                webpki::anchor_from_trusted_cert(der).map_err(|e| CertError::BadAnchor {
+                    index,
+                    reason: e.to_string(),
+                })?;
+            parsed.push(anchor.to_owned());
+            let (_, cert) = X509Certificate::from_der(der).map_err(|e| CertError::BadAnchor {
+                index,
+                reason: e.to_string(),
+            })?;
+            validity.push((
+                cert.validity().not_before.timestamp().saturating_mul(1000),
+                cert.validity().not_after.timestamp().saturating_mul(1000),
+            ));
+        }
+        Ok(AnchorSet {
+            card_type,
+            key,
+            anchors_der,
+            anchors: parsed,
+            anchor_validity_ms: validity,
+            policy,
+            revocation,
+        })
+    }
+
+    /// The revocation data of this set.
+    pub fn revocation(&self) -> &Arc<RevocationStore> {
+        &self.revocation
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> CertPolicy {
+        self.policy
+    }
+
+    /// Validates `leaf_der` (with optional intermediates) at `now_ms`.
+    pub fn validate(
+        &self,
+        leaf_der: &[u8],
+        intermediates: &[CertificateDer<'_>],
+        now_ms: i64,
+    ) -> Result<ValidatedCert, CertError> {
+        let (rest, leaf) =
+            X509Certificate::from_der(leaf_der).map_err(|e| CertError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(CertError::Malformed(
+                "trailing bytes after the certificate".into(),
+            ));
+        }
+        let leaf_cert_der = CertificateDer::from(leaf_der);
+        let ee = webpki::EndEntityCert::try_from(&leaf_cert_der)
+            .map_err(|e| CertError::Malformed(e.to_string()))?;
+        // 1–2. Chain and validity (of the leaf and intermediates; anchors below).
+        let path = ee
+            .verify_for_usage(
+                CHAIN_ALGORITHMS,
+                &self.anchors,
+                intermediates,
+                crate::clock::unix_time(now_ms),
+                self.policy.eku.usage(),
+                None,
+                None,
+            )
+            .map_err(map_webpki_error)?;
+        let anchor_index = self
+            .anchors
+            .iter()
+            .position(|a| std::ptr::eq(a, path.anchor()))
+            .ok_or_else(|| CertError::Chain("path ends at an unknown anchor".into()))?;
+        let (anchor_from, anchor_to) = self.anchor_validity_ms[anchor_index];
+        if now_ms < anchor_from || now_ms > anchor_to {
+            return Err(CertError::AnchorOutsideValidity);
+        }
+        // 3. Key usage.
+        if self.policy.require_digital_signature {
+            match leaf.key_usage() {
+                Ok(Some(ku)) if ku.value.digital_signature() => {}
+                Ok(_) => return Err(CertError::KeyUsageNotDigitalSignature),
+                Err(e) => return Err(CertError::Malformed(e.to_string())),
+            }
+        }
+        // 4. Revocation, against the CRL of the leaf's issuer.
+        if self.policy.revocation == RevocationMode::Required {
+            let issuer_raw = leaf.issuer().as_raw();
+            let issuer_der = path
+                .intermediate_certificates()
+                .map(|c| c.der())
+                .find(|der| {
+                    X509Certificate::from_der(der)
+                        .map(|(_, c)| c.subject().as_raw() == issuer_raw)
+                        .unwrap_or(false)
+                })
+                .unwrap_or_else(|| self.anchors_der[anchor_index].clone());
+            self.revocation
+                .check(leaf.raw_serial(), issuer_raw, &issuer_der, now_ms)?;
+        }
+        Ok(ValidatedCert {
+            fingerprint: super::sha256(leaf_der),
+            subject: leaf.subject().to_string(),
+            issuer: leaf.issuer().to_string(),
+            serial_hex: hex_lower(leaf.raw_serial()),
+            not_before_ms: leaf.validity().not_before.timestamp().saturating_mul(1000),
+            not_after_ms: leaf.validity().not_after.timestamp().saturating_mul(1000),
+            public_key: public_key(&leaf),
+            anchor_index,
+        })
+    }
+}
+
+fn public_key(cert: &X509Certificate<'_>) -> PublicKey {
+    let spki = cert.public_key();
+    let alg = &spki.algorithm.algorithm;
+    if *alg == OID_PKCS1_RSAENCRYPTION {
+        PublicKey::Rsa(spki.subject_public_key.data.to_vec())
+    } else if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok());
+        match curve {
+            Some(c) if c == OID_EC_P256 => PublicKey::EcP256(spki.subject_public_key.data.to_vec()),
+            Some(c) => PublicKey::Other(format!("EC {}", c.to_id_string())),
+            None => PublicKey::Other("EC without named curve".into()),
+        }
+    } else {
+        PublicKey::Other(alg.to_id_string())
+    }
+}
+
+fn map_webpki_error(e: webpki::Error) -> CertError {
+    use webpki::Error as E;
+    match e {
+        E::CertExpired { .. } => CertError::Expired,
+        E::CertNotValidYet { .. } => CertError::NotYetValid,
+        // A same-named anchor whose key did not sign it is just as untrusted as no anchor.
+        E::UnknownIssuer | E::InvalidSignatureForPublicKey => CertError::UntrustedIssuer,
+        E::RequiredEkuNotFoundContext(_) => CertError::WrongExtendedKeyUsage,
+        E::CaUsedAsEndEntity => CertError::CaCertificate,
+        E::BadDer | E::BadDerTime | E::TrailingData(_) => CertError::Malformed(e.to_string()),
+        other => CertError::Chain(format!("{other:?}")),
+    }
+}
+
+/// Lower-case hex.
+pub fn hex_lower(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
