@@ -171,6 +171,9 @@ pub struct TrustConfig {
     /// Require keyUsage with digitalSignature on the card certificate.
     #[serde(default = "default_true")]
     pub require_digital_signature: bool,
+    /// Intermediates allowed between card certificate and anchor (JPKI: 0, single level).
+    #[serde(default)]
+    pub max_intermediates: usize,
 }
 
 fn default_listen() -> SocketAddr {

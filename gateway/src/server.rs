@@ -131,6 +131,7 @@ pub fn verifier_from_config(config: &Config) -> Result<TokenVerifier, GatewayErr
                 eku: trust.eku,
                 require_digital_signature: trust.require_digital_signature,
                 revocation: trust.revocation,
+                max_intermediates: Some(trust.max_intermediates),
             },
             Arc::new(store),
         )?);

@@ -4,7 +4,8 @@
 //! divergence from the expected result must be listed in `tests/data/limbo-exceptions.json` with
 //! its reason; a listed case that no longer diverges fails too (the list stays exact). Accepting a
 //! certificate that limbo expects to be refused is allowed only for cases marked
-//! `not_applicable` (server-name checks, which a client-certificate verifier does not make).
+//! `not_applicable` (server-name checks, which a client-certificate verifier does not make) or
+//! `lenient` (structural rules, mostly on trust anchors, with the reason in the file).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -27,6 +28,7 @@ struct Limbo {
 struct Case {
     id: String,
     features: Vec<String>,
+    validation_kind: String,
     trusted_certs: Vec<String>,
     untrusted_intermediates: Vec<String>,
     peer_certificate: String,
@@ -35,12 +37,14 @@ struct Case {
     extended_key_usage: Vec<String>,
     expected_result: String,
     crls: Vec<String>,
+    max_chain_depth: Option<usize>,
 }
 
 #[derive(Deserialize)]
 struct Exception {
-    /// `we_refuse` (stricter than limbo) or `not_applicable` (a rule a client verifier does not
-    /// apply; we accept where limbo expects a refusal).
+    /// `we_refuse` (stricter than limbo), `not_applicable` (a server-name rule a client verifier
+    /// does not apply) or `lenient` (a structural rule we do not enforce, with the reason it does
+    /// not weaken card sign-in).
     kind: String,
     reason: String,
 }
@@ -99,7 +103,11 @@ fn run(case: &Case) -> Result<(), String> {
     let store =
         RevocationStore::from_crls(&crls, Duration::from_secs(900)).map_err(|e| e.to_string())?;
     let policy = CertPolicy {
-        eku: if case.extended_key_usage.iter().any(|e| e == "serverAuth") {
+        // The EKU the case validates for: serverAuth for SERVER cases (as webpki's limbo harness
+        // does), clientAuth for CLIENT cases, in both "required if present" form.
+        eku: if case.validation_kind == "SERVER"
+            || case.extended_key_usage.iter().any(|e| e == "serverAuth")
+        {
             EkuPolicy::ServerAuthIfPresent
         } else {
             EkuPolicy::ClientAuthIfPresent
@@ -110,6 +118,7 @@ fn run(case: &Case) -> Result<(), String> {
         } else {
             RevocationMode::Required
         },
+        max_intermediates: case.max_chain_depth,
     };
     let anchors = case.trusted_certs.iter().map(|p| der(p)).collect();
     let set = AnchorSet::new(
@@ -164,7 +173,7 @@ fn c7_x509_limbo_subset_matches_except_listed_divergences() {
             (true, Some(_)) => stale.push(case.id.clone()),
             (false, Some(e)) => {
                 listed += 1;
-                if accepted && e.kind != "not_applicable" {
+                if accepted && !matches!(e.kind.as_str(), "not_applicable" | "lenient") {
                     unlisted_acceptances.push(case.id.clone());
                 }
                 assert!(!e.reason.is_empty());

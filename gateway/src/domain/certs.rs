@@ -97,6 +97,9 @@ pub struct CertPolicy {
     pub require_digital_signature: bool,
     /// Revocation.
     pub revocation: RevocationMode,
+    /// Most intermediates allowed between the card certificate and the anchor (`None`: webpki's
+    /// own limit). Tokens carry no intermediates, so JPKI (single-level) paths have none anyway.
+    pub max_intermediates: Option<usize>,
 }
 
 impl Default for CertPolicy {
@@ -105,6 +108,7 @@ impl Default for CertPolicy {
             eku: EkuPolicy::ClientAuthIfPresent,
             require_digital_signature: true,
             revocation: RevocationMode::Required,
+            max_intermediates: None,
         }
     }
 }
@@ -136,6 +140,15 @@ pub enum CertError {
     /// A CA certificate was presented as the card's certificate.
     #[error("a CA certificate cannot be a card certificate")]
     CaCertificate,
+    /// The card certificate breaks the end-entity profile: serial zero or longer than 20 octets,
+    /// empty subject, keyCertSign/cRLSign, name constraints, an extension that does not parse, or
+    /// a key other than RSA ≥ 2048 bits or EC P-256.
+    #[error("card certificate profile: {0}")]
+    Profile(String),
+    /// An intermediate breaks the CA profile (empty subject, empty name constraints, an extension
+    /// that does not parse) or there are more intermediates than allowed.
+    #[error("intermediate CA certificate: {0}")]
+    Intermediate(String),
     /// Any other path failure (bad signature on the chain, name constraints, path length, …).
     #[error("certificate chain is invalid: {0}")]
     Chain(String),
@@ -199,7 +212,7 @@ pub struct AnchorSet {
     pub key: CardKey,
     anchors_der: Vec<CertificateDer<'static>>,
     anchors: Vec<TrustAnchor<'static>>,
-    anchor_validity_ms: Vec<(i64, i64)>,
+    anchor_validity_secs: Vec<(i64, i64)>,
     policy: CertPolicy,
     revocation: Arc<RevocationStore>,
 }
@@ -239,9 +252,24 @@ impl AnchorSet {
                 index,
                 reason: e.to_string(),
             })?;
+            if cert.subject().iter().next().is_none() {
+                return Err(CertError::BadAnchor {
+                    index,
+                    reason: "empty subject".into(),
+                });
+            }
+            match cert.basic_constraints() {
+                Ok(Some(bc)) if bc.value.ca => {}
+                _ => {
+                    return Err(CertError::BadAnchor {
+                        index,
+                        reason: "not a CA certificate (basicConstraints cA=TRUE missing)".into(),
+                    });
+                }
+            }
             validity.push((
-                cert.validity().not_before.timestamp().saturating_mul(1000),
-                cert.validity().not_after.timestamp().saturating_mul(1000),
+                cert.validity().not_before.timestamp(),
+                cert.validity().not_after.timestamp(),
             ));
         }
         Ok(AnchorSet {
@@ -249,7 +277,7 @@ impl AnchorSet {
             key,
             anchors_der,
             anchors: parsed,
-            anchor_validity_ms: validity,
+            anchor_validity_secs: validity,
             policy,
             revocation,
         })
@@ -299,10 +327,30 @@ impl AnchorSet {
             .iter()
             .position(|a| std::ptr::eq(a, path.anchor()))
             .ok_or_else(|| CertError::Chain("path ends at an unknown anchor".into()))?;
-        let (anchor_from, anchor_to) = self.anchor_validity_ms[anchor_index];
-        if now_ms < anchor_from || now_ms > anchor_to {
+        // Second granularity, as webpki compares the other certificates.
+        let (anchor_from, anchor_to) = self.anchor_validity_secs[anchor_index];
+        let now_secs = now_ms.div_euclid(1000);
+        if now_secs < anchor_from || now_secs > anchor_to {
             return Err(CertError::AnchorOutsideValidity);
         }
+        let mut intermediates_used = 0;
+        for der in path.intermediate_certificates().map(|c| c.der()) {
+            intermediates_used += 1;
+            let (_, ica) = X509Certificate::from_der(&der)
+                .map_err(|e| CertError::Intermediate(e.to_string()))?;
+            check_intermediate_profile(&ica).map_err(CertError::Intermediate)?;
+        }
+        if self
+            .policy
+            .max_intermediates
+            .is_some_and(|max| intermediates_used > max)
+        {
+            return Err(CertError::Intermediate(format!(
+                "{intermediates_used} intermediates, at most {:?} allowed",
+                self.policy.max_intermediates
+            )));
+        }
+        check_leaf_profile(&leaf).map_err(CertError::Profile)?;
         // 3. Key usage.
         if self.policy.require_digital_signature {
             match leaf.key_usage() {
@@ -337,6 +385,113 @@ impl AnchorSet {
             anchor_index,
         })
     }
+}
+
+/// End-entity rules webpki leaves out (RFC 5280 §4.1.2.2, §4.1.2.6, §4.2.1.3, §4.2.1.10) and the
+/// keys a token can use.
+fn check_leaf_profile(leaf: &X509Certificate<'_>) -> Result<(), String> {
+    use x509_parser::extensions::ParsedExtension;
+    let serial = leaf.raw_serial();
+    if serial.len() > 20 {
+        return Err("serial number longer than 20 octets".into());
+    }
+    if serial.iter().all(|b| *b == 0) {
+        return Err("serial number is zero".into());
+    }
+    if leaf.subject().iter().next().is_none() {
+        return Err("empty subject".into());
+    }
+    if let Ok(Some(ku)) = leaf.key_usage() {
+        if ku.value.key_cert_sign() || ku.value.crl_sign() {
+            return Err("keyCertSign or cRLSign in an end-entity certificate".into());
+        }
+    }
+    for ext in leaf.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::NameConstraints(_) => {
+                return Err("name constraints in an end-entity certificate".into());
+            }
+            ParsedExtension::AuthorityKeyIdentifier(_)
+            | ParsedExtension::SubjectKeyIdentifier(_)
+                if ext.critical =>
+            {
+                return Err("key identifier extension marked critical".into());
+            }
+            ParsedExtension::ParseError { error } => {
+                return Err(format!(
+                    "extension {} does not parse: {error}",
+                    ext.oid.to_id_string()
+                ));
+            }
+            _ => {}
+        }
+    }
+    match leaf.public_key().parsed() {
+        Ok(x509_parser::public_key::PublicKey::RSA(rsa))
+            if rsa.key_size() >= 2048 && modulus_bits(rsa.modulus) % 8 == 0 =>
+        {
+            Ok(())
+        }
+        Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => {
+            Err(format!("RSA key of {} bits", modulus_bits(rsa.modulus)))
+        }
+        _ => match public_key(leaf) {
+            PublicKey::EcP256(_) => Ok(()),
+            PublicKey::Rsa(_) => Err("RSA key does not parse".into()),
+            PublicKey::Other(what) => Err(format!("unsupported key type {what}")),
+        },
+    }
+}
+
+/// CA rules for intermediates webpki leaves out (RFC 5280 §4.1.2.6, §4.2.1.10).
+fn check_intermediate_profile(ica: &X509Certificate<'_>) -> Result<(), String> {
+    use x509_parser::extensions::ParsedExtension;
+    if ica.subject().iter().next().is_none() {
+        return Err("empty subject".into());
+    }
+    let mut has_ski = false;
+    for ext in ica.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(_)
+            | ParsedExtension::SubjectKeyIdentifier(_)
+                if ext.critical =>
+            {
+                return Err("key identifier extension marked critical".into());
+            }
+            ParsedExtension::SubjectKeyIdentifier(_) => has_ski = true,
+            ParsedExtension::NameConstraints(_) | ParsedExtension::PolicyConstraints(_)
+                if !ext.critical =>
+            {
+                return Err("name or policy constraints not marked critical".into());
+            }
+            ParsedExtension::NameConstraints(nc)
+                if nc.permitted_subtrees.as_ref().is_none_or(Vec::is_empty)
+                    && nc.excluded_subtrees.as_ref().is_none_or(Vec::is_empty) =>
+            {
+                return Err("name constraints without permitted or excluded subtrees".into());
+            }
+            ParsedExtension::ParseError { error } => {
+                return Err(format!(
+                    "extension {} does not parse: {error}",
+                    ext.oid.to_id_string()
+                ));
+            }
+            _ => {}
+        }
+    }
+    if !has_ski {
+        return Err("no subjectKeyIdentifier".into());
+    }
+    Ok(())
+}
+
+/// Bit length of a big-endian modulus.
+fn modulus_bits(modulus: &[u8]) -> usize {
+    let trimmed: &[u8] = match modulus.iter().position(|b| *b != 0) {
+        Some(i) => &modulus[i..],
+        None => return 0,
+    };
+    trimmed.len() * 8 - trimmed[0].leading_zeros() as usize
 }
 
 fn public_key(cert: &X509Certificate<'_>) -> PublicKey {

@@ -144,6 +144,9 @@ impl LoadedCrl {
         for ext in crl.extensions() {
             let oid = ext.oid.to_id_string();
             match oid.as_str() {
+                OID_CRL_NUMBER if ext.critical => {
+                    unsupported = Some("cRLNumber marked critical (RFC 5280 §5.2.3)".to_owned());
+                }
                 OID_CRL_NUMBER => has_number = true,
                 OID_AUTHORITY_KEY_ID => {}
                 OID_DELTA_CRL => unsupported = Some("delta CRL".to_owned()),
