@@ -7,7 +7,7 @@
 //! A certificate from another CA, or from the JPKI 署名用 hierarchy, chains to no anchor of the
 //! 利用者証明用 set and is refused.
 
-use super::revocation::{RevocationError, RevocationStore};
+use super::revocation::{IssuerKey, RevocationError, RevocationStore};
 use super::signature::PublicKey;
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor};
 use serde::{Deserialize, Serialize};
@@ -210,9 +210,10 @@ pub struct AnchorSet {
     pub card_type: CardType,
     /// Card key.
     pub key: CardKey,
-    anchors_der: Vec<CertificateDer<'static>>,
     anchors: Vec<TrustAnchor<'static>>,
     anchor_validity_secs: Vec<(i64, i64)>,
+    anchor_key_ids: Vec<Option<Vec<u8>>>,
+    anchor_issuer_keys: Vec<IssuerKey>,
     policy: CertPolicy,
     revocation: Arc<RevocationStore>,
 }
@@ -241,6 +242,8 @@ impl AnchorSet {
             anchors.into_iter().map(CertificateDer::from).collect();
         let mut parsed = Vec::with_capacity(anchors_der.len());
         let mut validity = Vec::with_capacity(anchors_der.len());
+        let mut key_ids = Vec::with_capacity(anchors_der.len());
+        let mut issuer_keys = Vec::with_capacity(anchors_der.len());
         for (index, der) in anchors_der.iter().enumerate() {
             let anchor =
                 webpki::anchor_from_trusted_cert(der).map_err(|e| CertError::BadAnchor {
@@ -271,13 +274,28 @@ impl AnchorSet {
                 cert.validity().not_before.timestamp(),
                 cert.validity().not_after.timestamp(),
             ));
+            key_ids.push(
+                cert.extensions()
+                    .iter()
+                    .find_map(|e| match e.parsed_extension() {
+                        x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => {
+                            Some(k.0.to_vec())
+                        }
+                        _ => None,
+                    }),
+            );
+            issuer_keys.push(IssuerKey::from_der(der).map_err(|e| CertError::BadAnchor {
+                index,
+                reason: e.to_string(),
+            })?);
         }
         Ok(AnchorSet {
             card_type,
             key,
-            anchors_der,
             anchors: parsed,
             anchor_validity_secs: validity,
+            anchor_key_ids: key_ids,
+            anchor_issuer_keys: issuer_keys,
             policy,
             revocation,
         })
@@ -310,18 +328,43 @@ impl AnchorSet {
         let leaf_cert_der = CertificateDer::from(leaf_der);
         let ee = webpki::EndEntityCert::try_from(&leaf_cert_der)
             .map_err(|e| CertError::Malformed(e.to_string()))?;
-        // 1–2. Chain and validity (of the leaf and intermediates; anchors below).
-        let path = ee
-            .verify_for_usage(
+        // 1–2. Chain and validity (of the leaf and intermediates; anchors below). The anchor whose
+        // subjectKeyIdentifier equals the leaf's authorityKeyIdentifier is tried alone first (one
+        // signature verification instead of one per same-named generation); the signature decides
+        // either way, and on failure all anchors are tried.
+        let time = crate::clock::unix_time(now_ms);
+        let usage = self.policy.eku.usage();
+        let hinted = authority_key_id(&leaf).and_then(|aki| {
+            self.anchor_key_ids
+                .iter()
+                .position(|ski| ski.as_deref() == Some(aki))
+        });
+        let first = hinted.and_then(|i| {
+            ee.verify_for_usage(
                 CHAIN_ALGORITHMS,
-                &self.anchors,
+                &self.anchors[i..=i],
                 intermediates,
-                crate::clock::unix_time(now_ms),
-                self.policy.eku.usage(),
+                time,
+                usage,
                 None,
                 None,
             )
-            .map_err(map_webpki_error)?;
+            .ok()
+        });
+        let path = match first {
+            Some(path) => path,
+            None => ee
+                .verify_for_usage(
+                    CHAIN_ALGORITHMS,
+                    &self.anchors,
+                    intermediates,
+                    time,
+                    usage,
+                    None,
+                    None,
+                )
+                .map_err(map_webpki_error)?,
+        };
         let anchor_index = self
             .anchors
             .iter()
@@ -362,7 +405,7 @@ impl AnchorSet {
         // 4. Revocation, against the CRL of the leaf's issuer.
         if self.policy.revocation == RevocationMode::Required {
             let issuer_raw = leaf.issuer().as_raw();
-            let issuer_der = path
+            let intermediate_issuer = path
                 .intermediate_certificates()
                 .map(|c| c.der())
                 .find(|der| {
@@ -370,9 +413,13 @@ impl AnchorSet {
                         .map(|(_, c)| c.subject().as_raw() == issuer_raw)
                         .unwrap_or(false)
                 })
-                .unwrap_or_else(|| self.anchors_der[anchor_index].clone());
+                .map(|der| IssuerKey::from_der(&der))
+                .transpose()?;
+            let issuer = intermediate_issuer
+                .as_ref()
+                .unwrap_or(&self.anchor_issuer_keys[anchor_index]);
             self.revocation
-                .check(leaf.raw_serial(), issuer_raw, &issuer_der, now_ms)?;
+                .check(leaf.raw_serial(), issuer_raw, issuer, now_ms)?;
         }
         Ok(ValidatedCert {
             fingerprint: super::sha256(leaf_der),
@@ -385,6 +432,18 @@ impl AnchorSet {
             anchor_index,
         })
     }
+}
+
+/// The keyIdentifier of a certificate's authorityKeyIdentifier.
+fn authority_key_id<'a>(cert: &'a X509Certificate<'_>) -> Option<&'a [u8]> {
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|k| k.0)
+            }
+            _ => None,
+        })
 }
 
 /// End-entity rules webpki leaves out (RFC 5280 §4.1.2.2, §4.1.2.6, §4.2.1.3, §4.2.1.10) and the

@@ -292,12 +292,12 @@ impl RevocationStore {
     }
 
     /// Checks the certificate with serial `serial` issued by `issuer_raw` (DN, DER) whose issuer
-    /// certificate is `issuer_der`, at `now_ms`.
+    /// certificate is `issuer`, at `now_ms`.
     pub fn check(
         &self,
         serial: &[u8],
         issuer_raw: &[u8],
-        issuer_der: &[u8],
+        issuer: &IssuerKey,
         now_ms: i64,
     ) -> Result<(), RevocationError> {
         let candidates: Vec<Arc<LoadedCrl>> = read(&self.loaded)
@@ -309,27 +309,12 @@ impl RevocationStore {
         if candidates.is_empty() {
             return Err(RevocationError::NoCrl);
         }
-        let (_, issuer) =
-            X509Certificate::from_der(issuer_der).map_err(|e| RevocationError::Malformed {
-                source_name: "issuer certificate".into(),
-                reason: e.to_string(),
-            })?;
-        match issuer.key_usage() {
-            Ok(Some(ku)) if !ku.value.crl_sign() => {
-                return Err(RevocationError::IssuerNotCrlSigner);
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return Err(RevocationError::Malformed {
-                    source_name: "issuer certificate".into(),
-                    reason: e.to_string(),
-                });
-            }
+        if !issuer.crl_sign_allowed {
+            return Err(RevocationError::IssuerNotCrlSigner);
         }
-        let spki_hash = sha256(issuer.public_key().raw);
         let best = candidates
             .iter()
-            .filter(|crl| self.signed_by(crl, &issuer, spki_hash))
+            .filter(|crl| self.signed_by(crl, issuer))
             .max_by_key(|crl| crl.this_update_ms)
             .ok_or(RevocationError::CrlSignatureInvalid)?;
         if let Some(reason) = &best.unsupported {
@@ -348,21 +333,52 @@ impl RevocationStore {
         Ok(())
     }
 
-    fn signed_by(
-        &self,
-        crl: &LoadedCrl,
-        issuer: &X509Certificate<'_>,
-        spki_hash: [u8; 32],
-    ) -> bool {
-        let key = (crl.der_hash, spki_hash);
+    fn signed_by(&self, crl: &LoadedCrl, issuer: &IssuerKey) -> bool {
+        let key = (crl.der_hash, issuer.spki_hash);
         if let Some(ok) = lock(&self.signature_ok).get(&key) {
             return *ok;
         }
-        let ok = CertificateRevocationList::from_der(&crl.der)
-            .map(|(_, parsed)| parsed.verify_signature(issuer.public_key()).is_ok())
-            .unwrap_or(false);
+        let ok = X509Certificate::from_der(&issuer.cert_der)
+            .ok()
+            .zip(CertificateRevocationList::from_der(&crl.der).ok())
+            .is_some_and(|((_, cert), (_, parsed))| {
+                parsed.verify_signature(cert.public_key()).is_ok()
+            });
         lock(&self.signature_ok).insert(key, ok);
         ok
+    }
+}
+
+/// What revocation checking needs of an issuer certificate, computed once per anchor.
+#[derive(Debug, Clone)]
+pub struct IssuerKey {
+    /// The issuer certificate (DER), parsed only to verify a CRL signature not yet seen.
+    pub cert_der: Vec<u8>,
+    /// SHA-256 of its SubjectPublicKeyInfo.
+    pub spki_hash: [u8; 32],
+    /// False when its keyUsage is present without cRLSign.
+    pub crl_sign_allowed: bool,
+}
+
+impl IssuerKey {
+    /// Reads an issuer certificate.
+    pub fn from_der(cert_der: &[u8]) -> Result<IssuerKey, RevocationError> {
+        let malformed = |reason: String| RevocationError::Malformed {
+            source_name: "issuer certificate".into(),
+            reason,
+        };
+        let (_, cert) =
+            X509Certificate::from_der(cert_der).map_err(|e| malformed(e.to_string()))?;
+        let crl_sign_allowed = match cert.key_usage() {
+            Ok(Some(ku)) => ku.value.crl_sign(),
+            Ok(None) => true,
+            Err(e) => return Err(malformed(e.to_string())),
+        };
+        Ok(IssuerKey {
+            cert_der: cert_der.to_vec(),
+            spki_hash: sha256(cert.public_key().raw),
+            crl_sign_allowed,
+        })
     }
 }
 

@@ -291,6 +291,7 @@ pub enum Backend {
 /// A database for one test; PostgreSQL ones are dropped by [`TestDb::cleanup`].
 pub struct TestDb {
     pub db: Db,
+    pub url: String,
     _dir: Option<tempfile::TempDir>,
     pg: Option<(String, String)>,
 }
@@ -313,6 +314,7 @@ impl TestDb {
                 let url = format!("sqlite://{}", dir.path().join("gateway.db").display());
                 TestDb {
                     db: Db::connect(&url, 8).await.unwrap(),
+                    url,
                     _dir: Some(dir),
                     pg: None,
                 }
@@ -330,6 +332,7 @@ impl TestDb {
                 let url = format!("{base}/{name}");
                 TestDb {
                     db: Db::connect(&url, 10).await.unwrap(),
+                    url,
                     _dir: None,
                     pg: Some((admin_url, name)),
                 }
