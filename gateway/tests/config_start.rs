@@ -3,6 +3,8 @@
 //! gateway instances sharing one PostgreSQL database consume a nonce exactly once between them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// figment::Jail takes a closure returning figment's own (large) error type.
+#![allow(clippy::result_large_err)]
 
 mod common;
 
