@@ -8,8 +8,9 @@
 
 use rand::Rng;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_RSA_SHA256, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    PKCS_RSA_SHA256, RevokedCertParams, SerialNumber,
 };
 use rsa::RsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
@@ -152,6 +153,123 @@ impl JpkiTestCa {
         .rcgen_key()?;
         Ok(params.signed_by(&subject_key, &issuer)?.der().to_vec())
     }
+}
+
+/// What an end-entity certificate made by [`JpkiTestCa::issue_with`] contains; for negative tests
+/// (expired, not yet valid, wrong key usage, an EKU, a CA flag).
+#[derive(Debug, Clone)]
+pub struct CertOptions {
+    /// Subject `CN`.
+    pub subject_cn: String,
+    /// Start of validity.
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    pub not_after: OffsetDateTime,
+    /// keyUsage bits (the extension is left out when empty).
+    pub key_usages: Vec<KeyUsagePurpose>,
+    /// extendedKeyUsage purposes (the extension is left out when empty).
+    pub extended_key_usages: Vec<ExtendedKeyUsagePurpose>,
+    /// Marks the certificate as a CA (basicConstraints cA=TRUE).
+    pub is_ca: bool,
+}
+
+impl CertOptions {
+    /// What [`JpkiTestCa::issue`] makes for `purpose`: valid from yesterday to `not_after`,
+    /// digitalSignature (plus nonRepudiation for 署名用), no EKU.
+    pub fn like_card(purpose: Purpose, subject_cn: &str, not_after: OffsetDateTime) -> Self {
+        CertOptions {
+            subject_cn: subject_cn.to_owned(),
+            not_before: OffsetDateTime::now_utc() - TimeDuration::days(1),
+            not_after,
+            key_usages: match purpose {
+                Purpose::Auth => vec![KeyUsagePurpose::DigitalSignature],
+                Purpose::Sign => vec![
+                    KeyUsagePurpose::DigitalSignature,
+                    KeyUsagePurpose::ContentCommitment,
+                ],
+            },
+            extended_key_usages: Vec::new(),
+            is_ca: false,
+        }
+    }
+}
+
+impl JpkiTestCa {
+    /// Issues an end-entity certificate with chosen validity, key usage, EKU and CA flag.
+    pub fn issue_with(
+        &self,
+        purpose: Purpose,
+        key: &RsaPrivateKey,
+        options: &CertOptions,
+    ) -> Result<Vec<u8>, MaterialError> {
+        let root = self.root(purpose);
+        let root_key = root.rcgen_key()?;
+        let issuer = Issuer::from_ca_cert_der(&root.cert_der.as_slice().into(), &root_key)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CountryName, "JP");
+        dn.push(DnType::CommonName, options.subject_cn.as_str());
+        params.distinguished_name = dn;
+        params.serial_number = Some(random_serial());
+        params.not_before = options.not_before;
+        params.not_after = options.not_after;
+        params.is_ca = if options.is_ca {
+            IsCa::Ca(BasicConstraints::Unconstrained)
+        } else {
+            IsCa::ExplicitNoCa
+        };
+        params.key_usages = options.key_usages.clone();
+        params.extended_key_usages = options.extended_key_usages.clone();
+        params.use_authority_key_identifier_extension = true;
+        let subject_key = KeyAndCert {
+            key: key.clone(),
+            cert_der: Vec::new(),
+        }
+        .rcgen_key()?;
+        Ok(params.signed_by(&subject_key, &issuer)?.der().to_vec())
+    }
+
+    /// Issues a CRL (DER) from the root of `purpose` listing `revoked_serials` (big-endian serial
+    /// bytes as in the certificates), valid from `this_update` to `next_update`.
+    pub fn issue_crl(
+        &self,
+        purpose: Purpose,
+        revoked_serials: &[Vec<u8>],
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+        crl_number: u64,
+    ) -> Result<Vec<u8>, MaterialError> {
+        let root = self.root(purpose);
+        let root_key = root.rcgen_key()?;
+        let issuer = Issuer::from_ca_cert_der(&root.cert_der.as_slice().into(), &root_key)?;
+        let params = CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: SerialNumber::from(crl_number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked_serials
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
+                    revocation_time: this_update,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&issuer)?.der().to_vec())
+    }
+}
+
+/// The serial number (big-endian bytes, as encoded) of a DER certificate.
+pub fn certificate_serial(cert_der: &[u8]) -> Result<Vec<u8>, MaterialError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(cert_der).map_err(|e| MaterialError::Corrupt {
+            path: PathBuf::new(),
+            reason: format!("not a DER certificate: {e}"),
+        })?;
+    Ok(cert.tbs_certificate.raw_serial().to_vec())
 }
 
 fn ca_certificate(key: &KeyAndCert, purpose: Purpose) -> Result<Vec<u8>, MaterialError> {

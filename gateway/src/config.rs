@@ -1,0 +1,241 @@
+//! Gateway configuration: a TOML file, then `IPHR_GATEWAY_*` environment variables over it
+//! (nested keys with `__`, e.g. `IPHR_GATEWAY_DATABASE__URL`). Trust anchors are configured per
+//! card type and card key (DESIGN §4 step 3; domain.md §5.4: JPKI 利用者証明用 CA generations).
+
+use crate::domain::certs::{CardKey, CardType, EkuPolicy, RevocationMode};
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable is missing a key or has a wrong value.
+    #[error("configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    /// A value is syntactically fine but not usable.
+    #[error("configuration: {key}: {reason}")]
+    Value {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Everything the gateway reads at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (HTTPS).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The origin browsers use for this gateway, e.g. `https://kiosk.example.jp` (scheme, host,
+    /// port when not default; no path). The signed origin is rebuilt from this, never from a request.
+    pub public_origin: String,
+    /// TLS certificate chain and key (PEM).
+    pub tls: TlsConfig,
+    /// Database.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// Browser sessions.
+    #[serde(default)]
+    pub session: SessionConfig,
+    /// Challenge nonces.
+    #[serde(default)]
+    pub nonce: NonceConfig,
+    /// Revocation data refresh.
+    #[serde(default)]
+    pub revocation: RevocationConfig,
+    /// Trust anchors per card type and key.
+    #[serde(default)]
+    pub trust: Vec<TrustConfig>,
+}
+
+/// TLS files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Database location.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` (the default, created when missing) or `postgres://…`.
+    #[serde(default = "default_db_url")]
+    pub url: String,
+    /// Pool size.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: default_db_url(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+/// Session timeouts (security-scenarios D3: kiosk idle 120 s, absolute 12 h).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Idle timeout in seconds.
+    #[serde(default = "default_idle")]
+    pub idle_timeout_secs: u64,
+    /// Absolute timeout in seconds.
+    #[serde(default = "default_absolute")]
+    pub absolute_timeout_secs: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_timeout_secs: default_idle(),
+            absolute_timeout_secs: default_absolute(),
+        }
+    }
+}
+
+/// Nonce lifetime (DESIGN §4: 5 minutes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NonceConfig {
+    /// Lifetime in seconds.
+    #[serde(default = "default_nonce_ttl")]
+    pub ttl_secs: u64,
+}
+
+impl Default for NonceConfig {
+    fn default() -> Self {
+        NonceConfig {
+            ttl_secs: default_nonce_ttl(),
+        }
+    }
+}
+
+/// CRL refresh.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationConfig {
+    /// Seconds between reloads of every CRL source.
+    #[serde(default = "default_refresh")]
+    pub refresh_secs: u64,
+    /// Timeout of one HTTP fetch.
+    #[serde(default = "default_fetch_timeout")]
+    pub fetch_timeout_secs: u64,
+    /// How far in the future a CRL's thisUpdate may lie (clock skew) before it is refused.
+    #[serde(default = "default_skew")]
+    pub max_clock_skew_secs: u64,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        RevocationConfig {
+            refresh_secs: default_refresh(),
+            fetch_timeout_secs: default_fetch_timeout(),
+            max_clock_skew_secs: default_skew(),
+        }
+    }
+}
+
+/// The anchors accepted for one card type and key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// `jpki` or `phr`.
+    pub card_type: CardType,
+    /// Which key of the card (`auth`: JPKI 利用者証明用, PHR slot 9A).
+    pub key: CardKey,
+    /// CA certificates (DER or PEM files). Several JPKI generations share one DN: the issuer is
+    /// picked by signature.
+    pub anchors: Vec<PathBuf>,
+    /// CRL sources: file paths or `http://` URLs.
+    #[serde(default)]
+    pub crls: Vec<String>,
+    /// Revocation checking: `required` (default; no fresh CRL → refuse) or `disabled`.
+    #[serde(default)]
+    pub revocation: RevocationMode,
+    /// Extended key usage rule.
+    #[serde(default)]
+    pub eku: EkuPolicy,
+    /// Require keyUsage with digitalSignature on the card certificate.
+    #[serde(default = "default_true")]
+    pub require_digital_signature: bool,
+    /// Intermediates allowed between card certificate and anchor (JPKI: 0, single level).
+    #[serde(default)]
+    pub max_intermediates: usize,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+fn default_db_url() -> String {
+    "sqlite://gateway.db".into()
+}
+fn default_max_connections() -> u32 {
+    8
+}
+fn default_idle() -> u64 {
+    120
+}
+fn default_absolute() -> u64 {
+    12 * 3600
+}
+fn default_nonce_ttl() -> u64 {
+    300
+}
+fn default_refresh() -> u64 {
+    300
+}
+fn default_fetch_timeout() -> u64 {
+    5
+}
+fn default_skew() -> u64 {
+    900
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Config {
+    /// Reads `file` (when given) and the `IPHR_GATEWAY_*` environment variables over it.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("IPHR_GATEWAY_").split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        crate::domain::origin::check_origin(&self.public_origin).map_err(|reason| {
+            ConfigError::Value {
+                key: "public_origin",
+                reason,
+            }
+        })?;
+        if self.nonce.ttl_secs == 0 || self.session.idle_timeout_secs == 0 {
+            return Err(ConfigError::Value {
+                key: "nonce.ttl_secs / session.idle_timeout_secs",
+                reason: "must be positive".into(),
+            });
+        }
+        Ok(())
+    }
+}

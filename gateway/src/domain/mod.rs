@@ -1,0 +1,33 @@
+//! The rules of card sign-in (DESIGN §4), independent of HTTP:
+//! - [`token`]: the token's wire format and the bytes the card signs;
+//! - [`signature`]: RS256 (JPKI) and ES256 (PHR card) verification with `ring`;
+//! - [`certs`]: trust anchors per card type and key, chain, validity, key usage;
+//! - [`revocation`]: CRLs from files or URLs, fail closed;
+//! - [`verifier`]: the whole pure validation, in DESIGN order;
+//! - [`nonce`], [`session`]: challenge nonces and browser sessions;
+//! - [`auth`]: sign-in, person binding, linking a renewed card, sign-out.
+
+pub mod auth;
+pub mod certs;
+pub mod nonce;
+pub mod origin;
+pub mod revocation;
+pub mod session;
+pub mod signature;
+pub mod token;
+pub mod verifier;
+
+/// SHA-256.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// Fills `N` bytes from the operating system's CSPRNG.
+pub fn random_bytes<const N: usize>(
+    rng: &ring::rand::SystemRandom,
+) -> Result<[u8; N], ring::error::Unspecified> {
+    ring::rand::generate::<[u8; N]>(rng).map(|r| r.expose())
+}

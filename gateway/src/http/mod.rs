@@ -1,0 +1,91 @@
+//! HTTP layer: routes, extraction (cookie, Origin, JSON), and mapping domain errors to statuses.
+//! No authentication rule is decided here; handlers call [`crate::domain::auth::Authenticator`].
+//!
+//! API (all JSON; POSTs must carry `Origin` equal to the configured origin):
+//! - `GET  /healthz` → 200 `ok` (database reachable) / 503
+//! - `POST /api/auth/nonce` `{"purpose":"login"|"link"}` (body optional, default login) →
+//!   200 `{"nonce","origin","expires_at_ms","ttl_secs"}`, sets the session cookie when new
+//! - `POST /api/auth/token` (the token object) → 200 `{"person_id","new_person","card_type",
+//!   "certificate":{…}}` with a new session cookie / 401 `{"error":"authentication_failed"}`
+//! - `POST /api/auth/link` (a token signed over a `link` nonce by the new card) → 200 as above /
+//!   401 / 409 `{"error":"already_bound"}`
+//! - `GET  /api/session` → 200 `{"person_id","card_type","certificate",…}` / 401 `not_signed_in`
+//! - `POST /api/auth/signout` → 204, cookie cleared
+
+mod auth;
+mod error;
+
+pub use error::ApiError;
+
+use crate::domain::auth::Authenticator;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::routing::{get, post};
+use std::sync::Arc;
+
+/// Name of the session cookie (`__Host-`: Secure, Path=/, no Domain).
+pub const SESSION_COOKIE: &str = "__Host-iphr-session";
+/// Largest request body.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// Sign-in service.
+    pub auth: Arc<Authenticator>,
+}
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(auth::healthz))
+        .route("/api/auth/nonce", post(auth::issue_nonce))
+        .route("/api/auth/token", post(auth::submit_token))
+        .route("/api/auth/link", post(auth::link_card))
+        .route("/api/auth/signout", post(auth::sign_out))
+        .route("/api/session", get(auth::whoami))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    response
+}
+
+/// The value of the session cookie, if the request carries one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// `Set-Cookie` for a session id.
+pub fn set_session_cookie(id: &str) -> String {
+    format!("{SESSION_COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict")
+}
+
+/// `Set-Cookie` that removes the session cookie.
+pub fn clear_session_cookie() -> String {
+    format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
+}

@@ -1,0 +1,244 @@
+//! Building the gateway from its configuration, and [`serve`]: the TLS accept loop with graceful
+//! shutdown. Background maintenance (CRL reload, purge of expired nonces and sessions) runs in
+//! [`run_maintenance`].
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::domain::auth::{AuthConfig, Authenticator};
+use crate::domain::certs::{AnchorSet, CertError, CertPolicy, RevocationMode};
+use crate::domain::revocation::{CrlSource, RevocationError, RevocationStore};
+use crate::domain::session::SessionPolicy;
+use crate::domain::verifier::TokenVerifier;
+use crate::http::{AppState, router};
+use crate::store::{Db, StoreError};
+use crate::tls::TlsError;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use rustls::ServerConfig;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// Longest TLS handshake before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for open connections at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How recent the old card's sign-in must be to link a new card (D6: fresh card signature).
+pub const LINK_FRESHNESS: Duration = Duration::from_secs(300);
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// TLS.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A trust anchor file could not be read.
+    #[error("trust anchor {path}: {reason}")]
+    AnchorFile {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A trust anchor is not a usable CA certificate.
+    #[error(transparent)]
+    Anchor(#[from] CertError),
+    /// A CRL source is not usable.
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
+    /// Listening failed.
+    #[error("listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything [`serve`] needs.
+#[derive(Clone)]
+pub struct Gateway {
+    /// Handler state.
+    pub app: AppState,
+    /// TLS.
+    pub tls: Arc<ServerConfig>,
+}
+
+impl Gateway {
+    /// Builds the gateway: connects the database (migrations run), reads anchors and loads CRLs
+    /// once (a CRL that fails to load is logged; its certificates are refused until it loads).
+    pub async fn from_config(config: &Config, clock: SharedClock) -> Result<Gateway, GatewayError> {
+        config.check()?;
+        let tls = crate::tls::load(&config.tls.cert, &config.tls.key)?;
+        let db = Db::connect(&config.database.url, config.database.max_connections).await?;
+        let verifier = Arc::new(verifier_from_config(config)?);
+        verifier.refresh_revocation().await;
+        Ok(Gateway {
+            app: AppState {
+                auth: Arc::new(Authenticator::new(db, clock, verifier, auth_config(config))),
+            },
+            tls,
+        })
+    }
+}
+
+/// The authenticator settings of a configuration.
+pub fn auth_config(config: &Config) -> AuthConfig {
+    let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    AuthConfig {
+        origin: config.public_origin.clone(),
+        nonce_ttl_ms: ms(config.nonce.ttl_secs),
+        session: SessionPolicy {
+            idle_ms: ms(config.session.idle_timeout_secs),
+            absolute_ms: ms(config.session.absolute_timeout_secs),
+        },
+        link_freshness_ms: ms(LINK_FRESHNESS.as_secs()),
+    }
+}
+
+/// Reads the anchor files and CRL sources of a configuration (CRLs are not loaded yet).
+pub fn verifier_from_config(config: &Config) -> Result<TokenVerifier, GatewayError> {
+    let mut sets = Vec::new();
+    for trust in &config.trust {
+        let mut anchors = Vec::new();
+        for path in &trust.anchors {
+            anchors.push(read_cert_file(path)?);
+        }
+        let sources = trust
+            .crls
+            .iter()
+            .map(|s| CrlSource::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        if trust.revocation == RevocationMode::Disabled {
+            tracing::warn!(card_type = ?trust.card_type, "revocation checking is DISABLED for this card type");
+        }
+        let store = RevocationStore::new(
+            sources,
+            Duration::from_secs(config.revocation.max_clock_skew_secs),
+            Duration::from_secs(config.revocation.fetch_timeout_secs),
+        );
+        sets.push(AnchorSet::new(
+            trust.card_type,
+            trust.key,
+            anchors,
+            CertPolicy {
+                eku: trust.eku,
+                require_digital_signature: trust.require_digital_signature,
+                revocation: trust.revocation,
+                max_intermediates: Some(trust.max_intermediates),
+            },
+            Arc::new(store),
+        )?);
+    }
+    Ok(TokenVerifier::new(sets))
+}
+
+/// Reads a DER or PEM certificate file.
+fn read_cert_file(path: &PathBuf) -> Result<Vec<u8>, GatewayError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let bytes = std::fs::read(path).map_err(|e| GatewayError::AnchorFile {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if bytes.starts_with(b"-----BEGIN") {
+        CertificateDer::from_pem_slice(&bytes)
+            .map(|c| c.as_ref().to_vec())
+            .map_err(|e| GatewayError::AnchorFile {
+                path: path.clone(),
+                reason: e.to_string(),
+            })
+    } else {
+        Ok(bytes)
+    }
+}
+
+/// Serves HTTPS on `listener` until `shutdown` completes, then lets open requests finish (up to
+/// [`SHUTDOWN_GRACE`]).
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::from(gateway.tls.clone());
+    let app = router(gateway.app.clone());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(app.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the shutdown grace period");
+    }
+    Ok(())
+}
+
+/// Reloads CRLs every `crl_every` and purges expired nonces and sessions every `purge_every`,
+/// until `shutdown`.
+pub async fn run_maintenance(
+    app: AppState,
+    crl_every: Duration,
+    purge_every: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut crl_tick = tokio::time::interval(crl_every);
+    let mut purge_tick = tokio::time::interval(purge_every);
+    crl_tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = crl_tick.tick() => {
+                app.auth.verifier().refresh_revocation().await;
+            }
+            _ = purge_tick.tick() => {
+                match app.auth.purge_expired().await {
+                    Ok((n, s)) if n + s > 0 => tracing::debug!(nonces = n, sessions = s, "purged expired"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "purge failed"),
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+}
