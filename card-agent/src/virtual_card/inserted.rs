@@ -9,12 +9,20 @@ use crate::transport::TransportError;
 use crate::transport::pcsc::PcscContext;
 use std::fs::File;
 use std::io;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The first vpcd reader (TCP port 35963).
 pub const VPCD_READER_0: &str = "Virtual PCD 00 00";
 /// The second vpcd reader (TCP port 35964).
 pub const VPCD_READER_1: &str = "Virtual PCD 00 01";
+
+/// Connections tried before a card is declared unseen.
+const INSERT_ATTEMPTS: u32 = 5;
+/// How long pcscd gets to see a card on one connection.
+const SEEN_WITHIN: Duration = Duration::from_secs(3);
+/// How long vpcd may take to accept the connection.
+const CONNECT: Duration = Duration::from_secs(10);
 
 /// Exclusive use of the machine's PC/SC readers until dropped.
 pub struct ReaderLock {
@@ -75,14 +83,39 @@ impl<C: VirtualCard + 'static> InsertedCard<C> {
         };
         let not_seen = |source| InsertError::NotSeen { reader, source };
         let ctx = PcscContext::establish().map_err(not_seen)?;
-        let running = Running::insert(card, ("127.0.0.1", port), Duration::from_secs(10))
-            .map_err(|source| InsertError::Vpcd { port, source })?;
-        ctx.wait_for_card(reader, Duration::from_secs(10))
-            .map_err(not_seen)?;
-        Ok(InsertedCard {
-            running: Some(running),
-            reader,
-        })
+        let atr_in_reader = || -> Result<Option<String>, TransportError> {
+            let readers = ctx.readers()?;
+            let info = readers.into_iter().find(|r| r.name == reader);
+            Ok(info
+                .ok_or_else(|| TransportError::ReaderNotFound(reader.into()))?
+                .atr)
+        };
+        if let Some(atr) = atr_in_reader().map_err(not_seen)? {
+            return Err(InsertError::Occupied { reader, atr });
+        }
+        let our_atr = hex::encode_upper(card.atr());
+        let card = Arc::new(Mutex::new(card));
+        // After a card died mid-command, vpcd may leave the next connection unanswered while a
+        // fresh one is taken at once: so a few short waits, reconnecting between them.
+        let mut attempt = 1;
+        let inserted = loop {
+            let running = Running::insert_shared(Arc::clone(&card), ("127.0.0.1", port), CONNECT)
+                .map_err(|source| InsertError::Vpcd { port, source })?;
+            let inserted = InsertedCard {
+                running: Some(running),
+                reader,
+            };
+            match ctx.wait_for_card(reader, SEEN_WITHIN) {
+                Ok(()) => break inserted,
+                Err(TransportError::Timeout(_)) if attempt < INSERT_ATTEMPTS => attempt += 1,
+                Err(e) => return Err(not_seen(e)),
+            }
+        };
+        match atr_in_reader().map_err(not_seen)? {
+            Some(atr) if atr == our_atr => Ok(inserted),
+            Some(atr) => Err(InsertError::Occupied { reader, atr }),
+            None => Err(not_seen(TransportError::NoCard)),
+        }
     }
 
     /// The reader's PC/SC name.
