@@ -17,7 +17,7 @@
 //! ```
 
 use crate::apdu::{Command, ExchangeError, Status, StatusWord, exchange, ins};
-use crate::pin::{JpkiAuthPin, LastTry};
+use crate::pin::{self, JpkiAuthPin, LastTry, VerifyOutcome};
 use crate::transport::CardTransport;
 use std::marker::PhantomData;
 
@@ -65,17 +65,7 @@ pub enum Selected {}
 #[derive(Debug)]
 pub enum AuthPinVerified {}
 
-/// The PIN counter as the card reports it, read without spending a try.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case", tag = "state", content = "tries_left")]
-pub enum PinState {
-    /// `63Cx` with x > 0.
-    TriesLeft(u8),
-    /// `63C0`, `6983` or `6984`: blocked; only the municipal office can reset it.
-    Blocked,
-    /// `9000`: already verified in this card session (the counter is then at its maximum).
-    Verified,
-}
+pub use crate::pin::PinState;
 
 /// Every way a JPKI operation ends without its result. Status words map as in `docs/card-status-words.md`.
 #[derive(Debug, thiserror::Error)]
@@ -196,31 +186,28 @@ impl<T: CardTransport> Jpki<T, Selected> {
         pin: &JpkiAuthPin,
         last_try: LastTry,
     ) -> Result<Jpki<T, AuthPinVerified>, JpkiError> {
-        match self.auth_pin_state()? {
-            PinState::Blocked | PinState::TriesLeft(0) => return Err(JpkiError::PinBlocked),
-            PinState::TriesLeft(1) if last_try == LastTry::Refuse => {
-                return Err(JpkiError::LastTryNeedsConfirmation);
-            }
-            PinState::TriesLeft(_) | PinState::Verified => {}
-        }
+        let before = self.auth_pin_state()?;
         let verify = Command::new(0x00, ins::VERIFY, 0x00, 0x80)
             .with_data(pin.expose())
             .sensitive();
-        let response = match exchange(&mut self.transport, &verify) {
-            Ok(response) => response,
-            Err(source) => {
-                let tries_left = reread_pin_state(&mut self.transport);
-                return Err(JpkiError::VerifyInterrupted { tries_left, source });
-            }
-        };
-        match response.sw.meaning() {
-            Status::Ok => Ok(Jpki {
+        match pin::verify_once(
+            &mut self.transport,
+            before,
+            last_try,
+            &verify,
+            reread_pin_state,
+        ) {
+            VerifyOutcome::Verified => Ok(Jpki {
                 transport: self.transport,
                 state: PhantomData,
             }),
-            Status::RetriesLeft(0) | Status::Blocked => Err(JpkiError::PinBlocked),
-            Status::RetriesLeft(tries_left) => Err(JpkiError::WrongPin { tries_left }),
-            _ => Err(status_error("VERIFY", response.sw)),
+            VerifyOutcome::WrongPin { tries_left } => Err(JpkiError::WrongPin { tries_left }),
+            VerifyOutcome::Blocked => Err(JpkiError::PinBlocked),
+            VerifyOutcome::LastTryNeedsConfirmation => Err(JpkiError::LastTryNeedsConfirmation),
+            VerifyOutcome::Interrupted { tries_left, source } => {
+                Err(JpkiError::VerifyInterrupted { tries_left, source })
+            }
+            VerifyOutcome::Status(sw) => Err(status_error("VERIFY", sw)),
         }
     }
 }
@@ -317,12 +304,7 @@ fn select_ef<T: CardTransport + ?Sized>(
 fn query_pin_state<T: CardTransport + ?Sized>(transport: &mut T) -> Result<PinState, JpkiError> {
     let query = Command::new(0x00, ins::VERIFY, 0x00, 0x80);
     let response = exchange(transport, &query)?;
-    match response.sw.meaning() {
-        Status::RetriesLeft(0) | Status::Blocked => Ok(PinState::Blocked),
-        Status::RetriesLeft(n) => Ok(PinState::TriesLeft(n)),
-        Status::Ok => Ok(PinState::Verified),
-        _ => Err(status_error("PIN retry counter", response.sw)),
-    }
+    PinState::from_status(response.sw).ok_or_else(|| status_error("PIN retry counter", response.sw))
 }
 
 /// After a failed VERIFY exchange: select again from scratch (the card may have been reset) and

@@ -4,6 +4,8 @@
 //! digits, JPKI 利用者証明用 PIN), so a malformed PIN never reaches a card and cannot cost a try.
 //! There is no `Display`, `Debug` shows nothing of the value, and the bytes are wiped on drop.
 
+use crate::apdu::{Command, ExchangeError, Status, StatusWord, exchange};
+use crate::transport::CardTransport;
 use std::fmt;
 use std::io::BufRead;
 use std::marker::PhantomData;
@@ -108,6 +110,91 @@ pub enum LastTry {
     Refuse,
     /// The person confirmed, knowing a wrong PIN blocks the card.
     Confirmed,
+}
+
+/// A PIN retry counter as the card reports it to a VERIFY without data (ISO 7816-4 §11.5.6):
+/// read without spending a try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "tries_left")]
+pub enum PinState {
+    /// `63Cx` with x > 0.
+    TriesLeft(u8),
+    /// `63C0`, `6983` or `6984`: blocked (JPKI: only the municipal office; PIV: the PUK unblocks).
+    Blocked,
+    /// `9000`: already verified in this card session.
+    Verified,
+}
+
+impl PinState {
+    /// The state a counter query's status word reports; `None` when it is not a counter answer.
+    pub fn from_status(sw: StatusWord) -> Option<Self> {
+        match sw.meaning() {
+            Status::RetriesLeft(0) | Status::Blocked => Some(PinState::Blocked),
+            Status::RetriesLeft(n) => Some(PinState::TriesLeft(n)),
+            Status::Ok => Some(PinState::Verified),
+            _ => None,
+        }
+    }
+}
+
+/// How one PIN presentation through [`verify_once`] ended.
+#[derive(Debug)]
+pub enum VerifyOutcome {
+    /// `9000`.
+    Verified,
+    /// `63Cx`, x > 0: wrong PIN.
+    WrongPin {
+        /// Tries left.
+        tries_left: u8,
+    },
+    /// Blocked before (no VERIFY sent) or by this try (`63C0`, `6983`, `6984`).
+    Blocked,
+    /// One try left and not confirmed: no VERIFY sent.
+    LastTryNeedsConfirmation,
+    /// The transport failed during the VERIFY; it was not re-sent, the counter was re-read.
+    Interrupted {
+        /// The counter after the failure (`None`: it could not be read either).
+        tries_left: Option<PinState>,
+        /// The failure.
+        source: ExchangeError,
+    },
+    /// Any other status word.
+    Status(StatusWord),
+}
+
+/// The PIN safety rules, in one place for every card application: given the counter read just
+/// before (`before`), sends `verify` at most once — never to a blocked PIN, never at one try left
+/// unless `last_try` is [`LastTry::Confirmed`], never again after a failure. After a transport
+/// failure it calls `reread` (which must send no PIN) to report the counter.
+pub fn verify_once<T: CardTransport + ?Sized>(
+    transport: &mut T,
+    before: PinState,
+    last_try: LastTry,
+    verify: &Command,
+    reread: impl FnOnce(&mut T) -> Option<PinState>,
+) -> VerifyOutcome {
+    match before {
+        PinState::Blocked | PinState::TriesLeft(0) => return VerifyOutcome::Blocked,
+        PinState::TriesLeft(1) if last_try == LastTry::Refuse => {
+            return VerifyOutcome::LastTryNeedsConfirmation;
+        }
+        PinState::TriesLeft(_) | PinState::Verified => {}
+    }
+    let response = match exchange(transport, verify) {
+        Ok(response) => response,
+        Err(source) => {
+            return VerifyOutcome::Interrupted {
+                tries_left: reread(transport),
+                source,
+            };
+        }
+    };
+    match response.sw.meaning() {
+        Status::Ok => VerifyOutcome::Verified,
+        Status::RetriesLeft(0) | Status::Blocked => VerifyOutcome::Blocked,
+        Status::RetriesLeft(tries_left) => VerifyOutcome::WrongPin { tries_left },
+        _ => VerifyOutcome::Status(response.sw),
+    }
 }
 
 /// Reads one line from `input` as a PIN (for automation: a PIN on standard input).

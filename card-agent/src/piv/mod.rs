@@ -24,7 +24,7 @@ pub mod mgmt;
 pub mod tlv;
 
 use crate::apdu::{Command, ExchangeError, Status, StatusWord, exchange, ins};
-use crate::pin::{LastTry, Pin, PinFormat, PinFormatError};
+use crate::pin::{self, LastTry, Pin, PinFormat, PinFormatError, VerifyOutcome};
 use crate::transport::CardTransport;
 pub use mgmt::ManagementKey;
 use std::marker::PhantomData;
@@ -171,17 +171,7 @@ pub enum Selected {}
 #[derive(Debug)]
 pub enum PinVerified {}
 
-/// The PIN counter, read without spending a try.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case", tag = "state", content = "tries_left")]
-pub enum PinState {
-    /// `63Cx` with x > 0.
-    TriesLeft(u8),
-    /// `63C0` or `6983`: blocked; the PUK can unblock it.
-    Blocked,
-    /// `9000`: already verified in this card session.
-    Verified,
-}
+pub use crate::pin::PinState;
 
 /// Every way a PIV operation ends without its result.
 #[derive(Debug, thiserror::Error)]
@@ -297,32 +287,29 @@ impl<T: CardTransport> Piv<T, Selected> {
         pin: &PivPin,
         last_try: LastTry,
     ) -> Result<Piv<T, PinVerified>, PivError> {
-        match self.pin_state()? {
-            PinState::Blocked | PinState::TriesLeft(0) => return Err(PivError::PinBlocked),
-            PinState::TriesLeft(1) if last_try == LastTry::Refuse => {
-                return Err(PivError::LastTryNeedsConfirmation);
-            }
-            PinState::TriesLeft(_) | PinState::Verified => {}
-        }
+        let before = self.pin_state()?;
         let data = padded(pin);
         let verify = Command::new(0x00, ins::VERIFY, 0x00, PIN_REFERENCE)
             .with_data(data.as_slice())
             .sensitive();
-        let response = match exchange(&mut self.transport, &verify) {
-            Ok(response) => response,
-            Err(source) => {
-                let tries_left = reread_pin_state(&mut self.transport);
-                return Err(PivError::VerifyInterrupted { tries_left, source });
-            }
-        };
-        match response.sw.meaning() {
-            Status::Ok => Ok(Piv {
+        match pin::verify_once(
+            &mut self.transport,
+            before,
+            last_try,
+            &verify,
+            reread_pin_state,
+        ) {
+            VerifyOutcome::Verified => Ok(Piv {
                 transport: self.transport,
                 state: PhantomData,
             }),
-            Status::RetriesLeft(0) | Status::Blocked => Err(PivError::PinBlocked),
-            Status::RetriesLeft(tries_left) => Err(PivError::WrongPin { tries_left }),
-            _ => Err(status_error("VERIFY", response.sw)),
+            VerifyOutcome::WrongPin { tries_left } => Err(PivError::WrongPin { tries_left }),
+            VerifyOutcome::Blocked => Err(PivError::PinBlocked),
+            VerifyOutcome::LastTryNeedsConfirmation => Err(PivError::LastTryNeedsConfirmation),
+            VerifyOutcome::Interrupted { tries_left, source } => {
+                Err(PivError::VerifyInterrupted { tries_left, source })
+            }
+            VerifyOutcome::Status(sw) => Err(status_error("VERIFY", sw)),
         }
     }
 }
@@ -557,12 +544,7 @@ fn select_piv<T: CardTransport + ?Sized>(transport: &mut T) -> Result<(), PivErr
 fn query_pin_state<T: CardTransport + ?Sized>(transport: &mut T) -> Result<PinState, PivError> {
     let query = Command::new(0x00, ins::VERIFY, 0x00, PIN_REFERENCE);
     let response = exchange(transport, &query)?;
-    match response.sw.meaning() {
-        Status::RetriesLeft(0) | Status::Blocked => Ok(PinState::Blocked),
-        Status::RetriesLeft(n) => Ok(PinState::TriesLeft(n)),
-        Status::Ok => Ok(PinState::Verified),
-        _ => Err(status_error("PIN retry counter", response.sw)),
-    }
+    PinState::from_status(response.sw).ok_or_else(|| status_error("PIN retry counter", response.sw))
 }
 
 /// After a failed VERIFY exchange: select again (the card may have been reset) and read the
