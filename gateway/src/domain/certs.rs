@@ -7,6 +7,7 @@
 //! A certificate from another CA, or from the JPKI 署名用 hierarchy, chains to no anchor of the
 //! 利用者証明用 set and is refused.
 
+use super::chain_cache::{CachedChain, ChainCache, ChainCachePolicy, ChainCacheStats};
 use super::revocation::{IssuerKey, RevocationError, RevocationStore};
 use super::signature::PublicKey;
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor};
@@ -216,6 +217,7 @@ pub struct AnchorSet {
     anchor_issuer_keys: Vec<IssuerKey>,
     policy: CertPolicy,
     revocation: Arc<RevocationStore>,
+    chain_cache: ChainCache,
 }
 
 impl std::fmt::Debug for AnchorSet {
@@ -225,6 +227,7 @@ impl std::fmt::Debug for AnchorSet {
             .field("key", &self.key)
             .field("anchors", &self.anchors.len())
             .field("policy", &self.policy)
+            .field("chain_cache", &self.chain_cache.policy())
             .finish()
     }
 }
@@ -298,7 +301,20 @@ impl AnchorSet {
             anchor_issuer_keys: issuer_keys,
             policy,
             revocation,
+            chain_cache: ChainCache::new(ChainCachePolicy::default()),
         })
+    }
+
+    /// The same set with another chain cache policy (the cache starts empty).
+    #[must_use]
+    pub fn with_chain_cache(mut self, policy: ChainCachePolicy) -> AnchorSet {
+        self.chain_cache = ChainCache::new(policy);
+        self
+    }
+
+    /// Counters of the chain cache.
+    pub fn chain_cache_stats(&self) -> ChainCacheStats {
+        self.chain_cache.stats()
     }
 
     /// The revocation data of this set.
@@ -312,6 +328,11 @@ impl AnchorSet {
     }
 
     /// Validates `leaf_der` (with optional intermediates) at `now_ms`.
+    ///
+    /// Without intermediates (tokens carry none), a path validated earlier for the same DER is
+    /// taken from the chain cache ([`super::chain_cache`]) when its entry is fresh and `now_ms` is
+    /// inside the validity of the certificate and its anchor; the steps after the chain (profile,
+    /// key usage, revocation against the CRLs loaded now) run every time.
     pub fn validate(
         &self,
         leaf_der: &[u8],
@@ -325,16 +346,89 @@ impl AnchorSet {
                 "trailing bytes after the certificate".into(),
             ));
         }
+        let fingerprint = super::sha256(leaf_der);
+        let cacheable = intermediates.is_empty();
+        // 1–2. Chain and validity: remembered, or built now.
+        let cached = if cacheable {
+            self.chain_cache.get(&fingerprint, now_ms)
+        } else {
+            None
+        };
+        let path = match cached {
+            Some(chain) => CheckedPath {
+                anchor_index: chain.anchor_index,
+                intermediate_issuer_der: None,
+            },
+            None => self.check_path(leaf_der, &leaf, intermediates, now_ms)?,
+        };
+        let anchor_index = path.anchor_index;
+        check_leaf_profile(&leaf).map_err(CertError::Profile)?;
+        // 3. Key usage.
+        if self.policy.require_digital_signature {
+            match leaf.key_usage() {
+                Ok(Some(ku)) if ku.value.digital_signature() => {}
+                Ok(_) => return Err(CertError::KeyUsageNotDigitalSignature),
+                Err(e) => return Err(CertError::Malformed(e.to_string())),
+            }
+        }
+        // 4. Revocation, against the CRL of the leaf's issuer (as loaded now).
+        if self.policy.revocation == RevocationMode::Required {
+            let intermediate_issuer = path
+                .intermediate_issuer_der
+                .as_deref()
+                .map(IssuerKey::from_der)
+                .transpose()?;
+            let issuer = intermediate_issuer
+                .as_ref()
+                .unwrap_or(&self.anchor_issuer_keys[anchor_index]);
+            self.revocation
+                .check(leaf.raw_serial(), leaf.issuer().as_raw(), issuer, now_ms)?;
+        }
+        let not_before_secs = leaf.validity().not_before.timestamp();
+        let not_after_secs = leaf.validity().not_after.timestamp();
+        if cacheable && cached.is_none() {
+            let (anchor_from, anchor_to) = self.anchor_validity_secs[anchor_index];
+            self.chain_cache.insert(
+                fingerprint,
+                CachedChain {
+                    anchor_index,
+                    valid_from_secs: not_before_secs.max(anchor_from),
+                    valid_to_secs: not_after_secs.min(anchor_to),
+                },
+                now_ms,
+            );
+        }
+        Ok(ValidatedCert {
+            fingerprint,
+            subject: leaf.subject().to_string(),
+            issuer: leaf.issuer().to_string(),
+            serial_hex: hex_lower(leaf.raw_serial()),
+            not_before_ms: not_before_secs.saturating_mul(1000),
+            not_after_ms: not_after_secs.saturating_mul(1000),
+            public_key: public_key(&leaf),
+            anchor_index,
+        })
+    }
+
+    /// Steps 1–2 without the cache: builds the path with webpki (chain signatures, validity of the
+    /// leaf and intermediates, EKU), then checks the anchor's validity, the intermediates' profile
+    /// and their number.
+    fn check_path(
+        &self,
+        leaf_der: &[u8],
+        leaf: &X509Certificate<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now_ms: i64,
+    ) -> Result<CheckedPath, CertError> {
         let leaf_cert_der = CertificateDer::from(leaf_der);
         let ee = webpki::EndEntityCert::try_from(&leaf_cert_der)
             .map_err(|e| CertError::Malformed(e.to_string()))?;
-        // 1–2. Chain and validity (of the leaf and intermediates; anchors below). The anchor whose
-        // subjectKeyIdentifier equals the leaf's authorityKeyIdentifier is tried alone first (one
-        // signature verification instead of one per same-named generation); the signature decides
-        // either way, and on failure all anchors are tried.
+        // The anchor whose subjectKeyIdentifier equals the leaf's authorityKeyIdentifier is tried
+        // alone first (one signature verification instead of one per same-named generation); the
+        // signature decides either way, and on failure all anchors are tried.
         let time = crate::clock::unix_time(now_ms);
         let usage = self.policy.eku.usage();
-        let hinted = authority_key_id(&leaf).and_then(|aki| {
+        let hinted = authority_key_id(leaf).and_then(|aki| {
             self.anchor_key_ids
                 .iter()
                 .position(|ski| ski.as_deref() == Some(aki))
@@ -393,45 +487,29 @@ impl AnchorSet {
                 self.policy.max_intermediates
             )));
         }
-        check_leaf_profile(&leaf).map_err(CertError::Profile)?;
-        // 3. Key usage.
-        if self.policy.require_digital_signature {
-            match leaf.key_usage() {
-                Ok(Some(ku)) if ku.value.digital_signature() => {}
-                Ok(_) => return Err(CertError::KeyUsageNotDigitalSignature),
-                Err(e) => return Err(CertError::Malformed(e.to_string())),
-            }
-        }
-        // 4. Revocation, against the CRL of the leaf's issuer.
-        if self.policy.revocation == RevocationMode::Required {
-            let issuer_raw = leaf.issuer().as_raw();
-            let intermediate_issuer = path
-                .intermediate_certificates()
-                .map(|c| c.der())
-                .find(|der| {
-                    X509Certificate::from_der(der)
-                        .map(|(_, c)| c.subject().as_raw() == issuer_raw)
-                        .unwrap_or(false)
-                })
-                .map(|der| IssuerKey::from_der(&der))
-                .transpose()?;
-            let issuer = intermediate_issuer
-                .as_ref()
-                .unwrap_or(&self.anchor_issuer_keys[anchor_index]);
-            self.revocation
-                .check(leaf.raw_serial(), issuer_raw, issuer, now_ms)?;
-        }
-        Ok(ValidatedCert {
-            fingerprint: super::sha256(leaf_der),
-            subject: leaf.subject().to_string(),
-            issuer: leaf.issuer().to_string(),
-            serial_hex: hex_lower(leaf.raw_serial()),
-            not_before_ms: leaf.validity().not_before.timestamp().saturating_mul(1000),
-            not_after_ms: leaf.validity().not_after.timestamp().saturating_mul(1000),
-            public_key: public_key(&leaf),
+        let issuer_raw = leaf.issuer().as_raw();
+        let intermediate_issuer_der = path
+            .intermediate_certificates()
+            .map(|c| c.der())
+            .find(|der| {
+                X509Certificate::from_der(der)
+                    .map(|(_, c)| c.subject().as_raw() == issuer_raw)
+                    .unwrap_or(false)
+            })
+            .map(|der| der.to_vec());
+        Ok(CheckedPath {
             anchor_index,
+            intermediate_issuer_der,
         })
     }
+}
+
+/// The outcome of steps 1–2.
+struct CheckedPath {
+    /// Index of the anchor the path ends at.
+    anchor_index: usize,
+    /// The intermediate on the path named as the leaf's issuer, if any.
+    intermediate_issuer_der: Option<Vec<u8>>,
 }
 
 /// The keyIdentifier of a certificate's authorityKeyIdentifier.

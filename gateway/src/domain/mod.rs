@@ -2,6 +2,7 @@
 //! - [`token`]: the token's wire format and the bytes the card signs;
 //! - [`signature`]: RS256 (JPKI) and ES256 (PHR card) verification with `ring`;
 //! - [`certs`]: trust anchors per card type and key, chain, validity, key usage;
+//! - [`chain_cache`]: bounded, short-lived memory of validated certificate paths;
 //! - [`revocation`]: CRLs from files or URLs, fail closed;
 //! - [`verifier`]: the whole pure validation, in DESIGN order;
 //! - [`nonce`], [`session`]: challenge nonces and browser sessions;
@@ -9,6 +10,7 @@
 
 pub mod auth;
 pub mod certs;
+pub mod chain_cache;
 pub mod nonce;
 pub mod origin;
 pub mod revocation;
