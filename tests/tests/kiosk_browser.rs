@@ -180,12 +180,12 @@ async fn wait_text(client: &Client, css: &str, ok: impl Fn(&str) -> bool) -> Str
     let deadline = Instant::now() + UI_TIMEOUT;
     let mut last = String::new();
     loop {
-        if let Ok(el) = client.find(Locator::Css(css)).await {
-            if el.is_displayed().await.unwrap_or(false) {
-                last = el.text().await.unwrap_or_default();
-                if ok(&last) {
-                    return last;
-                }
+        if let Ok(el) = client.find(Locator::Css(css)).await
+            && el.is_displayed().await.unwrap_or(false)
+        {
+            last = el.text().await.unwrap_or_default();
+            if ok(&last) {
+                return last;
             }
         }
         assert!(
