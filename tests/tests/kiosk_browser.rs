@@ -18,6 +18,7 @@ use gateway::config::Config;
 use gateway::server::{Gateway, serve};
 use iphr_tests::{VPCD_READER_0, insert, pcsc_lock, persistent_dir};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
@@ -30,14 +31,21 @@ const UI_TIMEOUT: Duration = Duration::from_secs(30);
 /// Interval between two looks at the page or a starting process.
 const POLL: Duration = Duration::from_millis(50);
 
-/// A child process, killed and reaped on drop.
+/// A child process, killed and reaped on drop (with its whole process group when it leads one:
+/// chromedriver's Chromium processes are in chromedriver's group).
 struct ChildGuard {
     name: &'static str,
     child: Child,
+    group: bool,
 }
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
+        if self.group {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .status();
+        }
         if let Err(e) = self.child.kill() {
             eprintln!("kill {}: {e}", self.name);
         }
@@ -94,6 +102,7 @@ fn start_agent(origin: &str) -> (ChildGuard, ChildStdin, String) {
     let guard = ChildGuard {
         name: "card-agent",
         child,
+        group: false,
     };
     // It prints `{"listening": "127.0.0.1:N"}` (pretty-printed) once bound.
     let mut reader = BufReader::new(stdout);
@@ -125,6 +134,7 @@ async fn start_browser(profile: &Path) -> (ChildGuard, Client) {
     let port = free_port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -134,6 +144,7 @@ async fn start_browser(profile: &Path) -> (ChildGuard, Client) {
     let driver = ChildGuard {
         name: "chromedriver",
         child,
+        group: true,
     };
     let mut caps = serde_json::Map::new();
     caps.insert("acceptInsecureCerts".into(), serde_json::json!(true));
