@@ -52,6 +52,27 @@ pub struct Config {
     /// Trust anchors per card type and key.
     #[serde(default)]
     pub trust: Vec<TrustConfig>,
+    /// The kiosk sign-in page (`/kiosk`).
+    #[serde(default)]
+    pub kiosk: KioskConfig,
+}
+
+/// The kiosk page: where the browser finds the card agent's localhost API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KioskConfig {
+    /// Base URL of the card agent, a loopback `http` origin (`http://127.0.0.1:24700`). It goes
+    /// into the page's CSP `connect-src` and nowhere else.
+    #[serde(default = "default_agent_url")]
+    pub agent_url: String,
+}
+
+impl Default for KioskConfig {
+    fn default() -> Self {
+        KioskConfig {
+            agent_url: default_agent_url(),
+        }
+    }
 }
 
 /// TLS files.
@@ -203,6 +224,9 @@ fn default_fetch_timeout() -> u64 {
 fn default_skew() -> u64 {
     900
 }
+fn default_agent_url() -> String {
+    "http://127.0.0.1:24700".into()
+}
 fn default_true() -> bool {
     true
 }
@@ -227,6 +251,12 @@ impl Config {
         crate::domain::origin::check_origin(&self.public_origin).map_err(|reason| {
             ConfigError::Value {
                 key: "public_origin",
+                reason,
+            }
+        })?;
+        crate::http::kiosk::check_agent_url(&self.kiosk.agent_url).map_err(|reason| {
+            ConfigError::Value {
+                key: "kiosk.agent_url",
                 reason,
             }
         })?;

@@ -79,9 +79,18 @@ impl Gateway {
         let db = Db::connect(&config.database.url, config.database.max_connections).await?;
         let verifier = Arc::new(verifier_from_config(config)?);
         verifier.refresh_revocation().await;
+        let kiosk = crate::http::kiosk::KioskPage::new(
+            &config.kiosk.agent_url,
+            config.session.idle_timeout_secs,
+        )
+        .map_err(|reason| crate::config::ConfigError::Value {
+            key: "kiosk.agent_url",
+            reason,
+        })?;
         Ok(Gateway {
             app: AppState {
                 auth: Arc::new(Authenticator::new(db, clock, verifier, auth_config(config))),
+                kiosk: Arc::new(kiosk),
             },
             tls,
         })

@@ -11,9 +11,12 @@
 //!   401 / 409 `{"error":"already_bound"}`
 //! - `GET  /api/session` → 200 `{"person_id","card_type","certificate",…}` / 401 `not_signed_in`
 //! - `POST /api/auth/signout` → 204, cookie cleared
+//! - `GET  /kiosk` → the kiosk sign-in page (plus `/kiosk/kiosk.js`, `/kiosk/kiosk.css`), see
+//!   [`kiosk`] and `docs/kiosk.md`
 
 mod auth;
 mod error;
+pub mod kiosk;
 
 pub use error::ApiError;
 
@@ -34,6 +37,8 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub struct AppState {
     /// Sign-in service.
     pub auth: Arc<Authenticator>,
+    /// The rendered kiosk page.
+    pub kiosk: Arc<kiosk::KioskPage>,
 }
 
 /// The router.
@@ -45,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/auth/link", post(auth::link_card))
         .route("/api/auth/signout", post(auth::sign_out))
         .route("/api/session", get(auth::whoami))
+        .merge(kiosk::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)

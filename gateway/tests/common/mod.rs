@@ -390,6 +390,7 @@ impl TestGateway {
         let auth = Authenticator::new(db, clock, Arc::new(verifier), auth_config(&origin));
         let app = AppState {
             auth: Arc::new(auth),
+            kiosk: Arc::default(),
         };
         let server_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let server_cert = CertificateParams::new(vec![ORIGIN_HOST.to_owned()])

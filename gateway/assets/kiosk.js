@@ -1,0 +1,182 @@
+// iPHR kiosk sign-in page. No rules live here: the gateway issues the nonce and validates the
+// token; the card agent (on this kiosk's loopback) asks the PIN in its own UI and has the card
+// sign. This page only carries the nonce to the agent and the agent's token to the gateway.
+"use strict";
+
+(function () {
+  const meta = (name) => {
+    const el = document.querySelector(`meta[name="${name}"]`);
+    return el ? el.getAttribute("content") : "";
+  };
+  const AGENT_URL = meta("iphr-agent-url");
+  const IDLE_SECS = Number.parseInt(meta("iphr-idle-secs"), 10) || 120;
+
+  const $ = (id) => document.getElementById(id);
+  const screens = ["start", "waiting", "signed-in"];
+  let signedIn = false;
+  let idleTimer = null;
+
+  function show(name) {
+    for (const s of screens) {
+      $(s).hidden = s !== name;
+    }
+  }
+
+  function say(text, kind) {
+    const m = $("message");
+    m.textContent = text || "";
+    m.className = kind === "info" ? "message info" : "message";
+  }
+
+  const CARD_TYPES = { jpki: "マイナンバーカード", phr: "PHRカード" };
+
+  function date(ms) {
+    const d = new Date(ms);
+    if (Number.isNaN(d.getTime())) {
+      return "不明";
+    }
+    return `${d.getFullYear()}年${d.getMonth() + 1}月${d.getDate()}日`;
+  }
+
+  // Messages for the agent's errors (card-agent/src/local_api.rs).
+  function agentMessage(status, body) {
+    const error = body && body.error;
+    switch (error) {
+      case "wrong_pin":
+        return `PINが違います。残り ${body.tries_left} 回`;
+      case "last_try_needs_confirmation":
+        return "PINの残りが 1 回です。次に間違えるとロックされます。カードエージェントの画面で確認のうえ、もう一度お試しください";
+      case "pin_blocked":
+        return "PINがロックされています。市区町村の窓口で解除してください";
+      case "no_card":
+        return "カードが見つかりません。カードをリーダーに置いてください";
+      case "unsupported_card":
+        return "このカードには対応していません。マイナンバーカードまたはPHRカードを置いてください";
+      case "pin_not_entered":
+        return "PINが入力されませんでした。もう一度お試しください";
+      case "busy":
+        return "カードエージェントが処理中です。しばらくしてからもう一度お試しください";
+      default:
+        if (status === 403) {
+          return "このページはカードエージェントに許可されていません。係員にお知らせください";
+        }
+        return `カードエージェントでエラーが発生しました（${error || status}）`;
+    }
+  }
+
+  async function readJson(response) {
+    try {
+      return await response.json();
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function render(info) {
+    $("person-id").textContent = info.person_id;
+    $("card-type").textContent = CARD_TYPES[info.card_type] || info.card_type;
+    const cert = info.certificate || {};
+    $("subject").textContent = cert.subject || "";
+    $("issuer").textContent = cert.issuer || "";
+    $("validity").textContent = `${date(cert.not_before_ms)} 〜 ${date(cert.not_after_ms)}`;
+    $("idle-secs").textContent = String(IDLE_SECS);
+    signedIn = true;
+    show("signed-in");
+    touch();
+  }
+
+  class Failure extends Error {}
+
+  async function signIn() {
+    say("");
+    $("sign-in").disabled = true;
+    try {
+      const nonceResponse = await fetch("/api/auth/nonce", { method: "POST" });
+      if (!nonceResponse.ok) {
+        throw new Failure("サーバーに接続できませんでした。もう一度お試しください");
+      }
+      const { nonce } = await nonceResponse.json();
+
+      show("waiting");
+      let agentResponse;
+      try {
+        agentResponse = await fetch(`${AGENT_URL}/v1/authenticate`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ nonce }),
+          credentials: "omit",
+          cache: "no-store",
+        });
+      } catch (_) {
+        throw new Failure("カードエージェントに接続できません。カードエージェントが起動しているか確認してください");
+      }
+      if (!agentResponse.ok) {
+        throw new Failure(agentMessage(agentResponse.status, await readJson(agentResponse)));
+      }
+      const token = await agentResponse.text();
+
+      const tokenResponse = await fetch("/api/auth/token", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: token,
+      });
+      if (tokenResponse.status === 401) {
+        throw new Failure("本人確認できませんでした。有効なカードか確認してください");
+      }
+      if (!tokenResponse.ok) {
+        throw new Failure(`サーバーでエラーが発生しました（${tokenResponse.status}）`);
+      }
+      render(await tokenResponse.json());
+    } catch (e) {
+      show("start");
+      say(e instanceof Failure ? e.message : "エラーが発生しました。もう一度お試しください");
+    } finally {
+      $("sign-in").disabled = false;
+    }
+  }
+
+  async function signOut(message) {
+    signedIn = false;
+    clearTimeout(idleTimer);
+    try {
+      await fetch("/api/auth/signout", { method: "POST" });
+    } catch (_) {
+      // The server session also ends on its own idle timeout.
+    }
+    for (const id of ["person-id", "card-type", "subject", "issuer", "validity"]) {
+      $(id).textContent = "";
+    }
+    show("start");
+    say(message, "info");
+  }
+
+  // Kiosk idle timeout: the same length as the server's session idle timeout.
+  function touch() {
+    if (!signedIn) {
+      return;
+    }
+    clearTimeout(idleTimer);
+    idleTimer = setTimeout(() => {
+      signOut("一定時間操作がなかったため、サインアウトしました");
+    }, IDLE_SECS * 1000);
+  }
+
+  for (const type of ["pointerdown", "keydown", "touchstart", "wheel"]) {
+    document.addEventListener(type, touch, { passive: true });
+  }
+
+  document.addEventListener("DOMContentLoaded", async () => {
+    $("sign-in").addEventListener("click", signIn);
+    $("sign-out").addEventListener("click", () => signOut("サインアウトしました"));
+    try {
+      const r = await fetch("/api/session");
+      if (r.ok) {
+        render(await r.json());
+        return;
+      }
+    } catch (_) {
+      // Start screen.
+    }
+    show("start");
+  });
+})();

@@ -1,0 +1,392 @@
+//! The kiosk sign-in page end to end in a real headless Chromium (issue 3, acceptance): the real
+//! gateway (TLS on port 0, SQLite in a temporary directory, configured from a TOML file with the
+//! JPKI-like test CA and its CRL), the real `card-agent serve` process (PIN on its standard input,
+//! as its own UI would ask it), a virtual My Number card through pcscd + vpcd, and Chromium driven
+//! over WebDriver (chromedriver + fantoccini).
+//!
+//! Needs pcscd with the vpcd readers (`bash scripts/test.sh` starts it), `chromium` and
+//! `chromium-driver` (scripts/test-setup.d/50-chromium.sh), and the `card-agent` binary (built
+//! by `cargo test --workspace`; or set `IPHR_CARD_AGENT_BIN`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use card_agent::testca::{JpkiTestCa, Purpose};
+use card_agent::virtual_card::jpki::{JpkiCardMaterial, VirtualJpkiCard};
+use fantoccini::{Client, ClientBuilder, Locator};
+use gateway::clock::SystemClock;
+use gateway::config::Config;
+use gateway::server::{Gateway, serve};
+use iphr_tests::{VPCD_READER_0, insert, pcsc_lock, persistent_dir};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CORRECT_PIN: &str = "1234";
+const WRONG_PIN: &str = "9999";
+/// Longest wait for anything the page should show.
+const UI_TIMEOUT: Duration = Duration::from_secs(30);
+/// Interval between two looks at the page or a starting process.
+const POLL: Duration = Duration::from_millis(50);
+
+/// A child process, killed and reaped on drop (with its whole process group when it leads one:
+/// chromedriver's Chromium processes are in chromedriver's group).
+struct ChildGuard {
+    name: &'static str,
+    child: Child,
+    group: bool,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.group {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .status();
+        }
+        if let Err(e) = self.child.kill() {
+            eprintln!("kill {}: {e}", self.name);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The cargo target directory (`target/debug/deps/<test>` → `target`).
+fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).unwrap().to_owned()
+}
+
+fn card_agent_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("IPHR_CARD_AGENT_BIN") {
+        return PathBuf::from(bin);
+    }
+    // Next to this test binary's deps directory: target/<profile>/card-agent.
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("card-agent");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build -p card-agent` (or `cargo test --workspace`, which \
+         builds it) or set IPHR_CARD_AGENT_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// Starts `card-agent serve` on a free loopback port for `origin`; returns it, its stdin (the
+/// PIN "terminal") and its URL.
+fn start_agent(origin: &str) -> (ChildGuard, ChildStdin, String) {
+    let mut child = Command::new(card_agent_binary())
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--allow-origin",
+            origin,
+            "--reader",
+            VPCD_READER_0,
+            "--pin-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let guard = ChildGuard {
+        name: "card-agent",
+        child,
+        group: false,
+    };
+    // It prints `{"listening": "127.0.0.1:N"}` (pretty-printed) once bound.
+    let mut reader = BufReader::new(stdout);
+    let mut text = String::new();
+    let listening = loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).unwrap();
+        assert!(n > 0, "card-agent exited before listening: {text}");
+        text.push_str(&line);
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+            break v["listening"].as_str().unwrap().to_owned();
+        }
+    };
+    // Keep draining stdout so the agent never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    (guard, stdin, format!("http://{listening}"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts chromedriver and a headless Chromium session.
+async fn start_browser(profile: &Path) -> (ChildGuard, Client) {
+    let port = free_port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("chromedriver: {e} (install chromium and chromium-driver: scripts/test-setup.d/50-chromium.sh)")
+        });
+    let driver = ChildGuard {
+        name: "chromedriver",
+        child,
+        group: true,
+    };
+    let mut caps = serde_json::Map::new();
+    caps.insert("acceptInsecureCerts".into(), serde_json::json!(true));
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--ignore-certificate-errors",
+                "--lang=ja",
+                "--window-size=1100,900",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + UI_TIMEOUT;
+    let client = loop {
+        let mut builder =
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+        builder.capabilities(caps.clone());
+        match builder.connect(&url).await {
+            Ok(client) => break client,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "chromedriver session: {e}");
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    };
+    (driver, client)
+}
+
+/// Waits until the element `css` is displayed and its text satisfies `ok`; returns the text.
+async fn wait_text(client: &Client, css: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + UI_TIMEOUT;
+    let mut last = String::new();
+    loop {
+        if let Ok(el) = client.find(Locator::Css(css)).await
+            && el.is_displayed().await.unwrap_or(false)
+        {
+            last = el.text().await.unwrap_or_default();
+            if ok(&last) {
+                return last;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css}: not shown as expected within {UI_TIMEOUT:?}; last text {last:?}; page: {}",
+            client
+                .find(Locator::Css("main"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap_or_default()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `GET /api/session` from inside the page (the session cookie is HttpOnly).
+async fn session_status(client: &Client) -> u64 {
+    client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             fetch('/api/session').then(r => done(r.status), () => done(0));",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap()
+}
+
+fn type_pin(stdin: &mut ChildStdin, pin: &str) {
+    writeln!(stdin, "{pin}").unwrap();
+    stdin.flush().unwrap();
+}
+
+fn subject_cn(cert_der: &[u8]) -> String {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).unwrap();
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Writes the gateway's TOML configuration (TLS, SQLite, the test CA and a fresh CRL, the agent
+/// URL) into `dir`.
+fn write_config(dir: &Path, ca: &JpkiTestCa, origin: &str, agent_url: &str) -> PathBuf {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.join("tls.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("jpki-auth-ca.der"), &ca.auth.cert_der).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let crl = ca
+        .issue_crl(
+            Purpose::Auth,
+            &[],
+            now - time::Duration::hours(1),
+            now + time::Duration::days(1),
+            1,
+        )
+        .unwrap();
+    std::fs::write(dir.join("jpki-auth.crl"), crl).unwrap();
+    let toml = format!(
+        r#"
+public_origin = "{origin}"
+[tls]
+cert = "{d}/tls.pem"
+key = "{d}/tls.key"
+[database]
+url = "sqlite://{d}/gateway.db"
+[session]
+idle_timeout_secs = 120
+[kiosk]
+agent_url = "{agent_url}"
+[[trust]]
+card_type = "jpki"
+key = "auth"
+anchors = ["{d}/jpki-auth-ca.der"]
+crls = ["{d}/jpki-auth.crl"]
+"#,
+        d = dir.display()
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chromium() {
+    let _lock = pcsc_lock();
+    let dir = tempfile::tempdir().unwrap();
+
+    // The test CA (kept across runs: RSA key generation is slow in debug builds) and a card it
+    // issued, with all PIN tries.
+    let material_dir = persistent_dir("kiosk-browser");
+    let ca = JpkiTestCa::load_or_create(&material_dir.join("ca")).unwrap();
+    let mut material = JpkiCardMaterial::load_or_issue(&material_dir.join("card"), &ca).unwrap();
+    material.reset_counters().unwrap();
+    let cn = subject_cn(&material.auth.cert_der);
+    let _card = insert(VirtualJpkiCard::new(material), 0);
+
+    // The gateway's port first: the agent's allowed origin names it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let (_agent, mut agent_pin, agent_url) = start_agent(&origin);
+
+    let config = Config::load(Some(&write_config(dir.path(), &ca, &origin, &agent_url))).unwrap();
+    assert_eq!(config.kiosk.agent_url, agent_url);
+    let gateway = Gateway::from_config(&config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, gateway, async {
+        let _ = stopped.await;
+    }));
+
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, client) = start_browser(profile.path()).await;
+    client.goto(&format!("{origin}/kiosk")).await.unwrap();
+    wait_text(&client, "#start h1", |t| t == "カードで本人確認").await;
+    // The PIN is never asked in the page.
+    assert!(
+        client
+            .find_all(Locator::Css("input"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(session_status(&client).await, 401);
+
+    // (b) A wrong PIN typed into the agent: the page shows the tries left.
+    type_pin(&mut agent_pin, WRONG_PIN);
+    client
+        .find(Locator::Css("#sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let message = wait_text(&client, "#message", |t| !t.is_empty()).await;
+    assert!(message.contains("残り 2 回"), "{message}");
+    assert_eq!(session_status(&client).await, 401);
+
+    // (a) The right PIN: signed in, the certificate shown.
+    type_pin(&mut agent_pin, CORRECT_PIN);
+    client
+        .find(Locator::Css("#sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&client, "#signed-in h1", |t| t == "サインインしました").await;
+    let subject = wait_text(&client, "#subject", |t| !t.is_empty()).await;
+    assert!(subject.contains(&cn), "subject {subject:?} lacks CN {cn}");
+    let card_type = wait_text(&client, "#card-type", |t| !t.is_empty()).await;
+    assert_eq!(card_type, "マイナンバーカード");
+    let person = wait_text(&client, "#person-id", |t| !t.is_empty()).await;
+    assert!(!person.is_empty());
+    let validity = wait_text(&client, "#validity", |t| t.contains('〜')).await;
+    assert!(validity.contains('年'), "{validity}");
+    assert_eq!(session_status(&client).await, 200);
+    let png = client.screenshot().await.unwrap();
+    let shot = target_dir().join("kiosk-signed-in.png");
+    std::fs::write(&shot, png).unwrap();
+    eprintln!("screenshot: {}", shot.display());
+
+    // (c) Sign-out: back to the start screen, and the session is gone.
+    client
+        .find(Locator::Css("#sign-out"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&client, "#start h1", |t| t == "カードで本人確認").await;
+    wait_text(&client, "#message", |t| t == "サインアウトしました").await;
+    assert_eq!(session_status(&client).await, 401);
+
+    client.close().await.unwrap();
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
