@@ -303,7 +303,7 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
     let mut material = JpkiCardMaterial::load_or_issue(&material_dir.join("card"), &ca).unwrap();
     material.reset_counters().unwrap();
     let cn = subject_cn(&material.auth.cert_der);
-    let _card = insert(VirtualJpkiCard::new(material), 0);
+    let card = insert(VirtualJpkiCard::new(material), 0);
 
     // The gateway's port first: the agent's allowed origin names it.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -385,6 +385,31 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
     wait_text(&client, "#start h1", |t| t == "カードで本人確認").await;
     wait_text(&client, "#message", |t| t == "サインアウトしました").await;
     assert_eq!(session_status(&client).await, 401);
+
+    // A14: the browser itself keeps other origins away from the agent. From the allow-listed
+    // origin a fetch to the agent answers (positive control); from another origin (the same page
+    // under https://127.0.0.1:port) the same fetch is blocked, and the card sees nothing.
+    let agent_fetch = format!(
+        "const done = arguments[arguments.length - 1];\
+         fetch('{agent_url}/v1/status', {{method: 'POST', headers: {{'content-type': 'application/json'}}, body: '{{}}'}})\
+           .then(r => done('status ' + r.status), e => done('blocked ' + e.name));"
+    );
+    let from_allowed = client.execute_async(&agent_fetch, vec![]).await.unwrap();
+    assert_eq!(from_allowed, "status 200");
+    let port = origin.rsplit(':').next().unwrap();
+    client
+        .goto(&format!("https://127.0.0.1:{port}/kiosk"))
+        .await
+        .unwrap();
+    wait_text(&client, "#start h1", |t| t == "カードで本人確認").await;
+    let apdus_before = card.card().counters().apdus;
+    let from_other = client.execute_async(&agent_fetch, vec![]).await.unwrap();
+    assert_eq!(from_other, "blocked TypeError");
+    assert_eq!(
+        card.card().counters().apdus,
+        apdus_before,
+        "no card I/O for another origin"
+    );
 
     client.close().await.unwrap();
     let _ = stop.send(());
