@@ -36,3 +36,36 @@ pub fn persistent_dir(name: &str) -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("iphr-target"));
     base.join("test-material").join(name)
 }
+
+/// Runs `f` on the card in `reader` inside one PC/SC transaction.
+pub fn on_card<R, E: From<card_agent::transport::TransportError>>(
+    reader: &str,
+    f: impl FnOnce(&mut card_agent::transport::pcsc::PcscTransaction<'_>) -> Result<R, E>,
+) -> Result<R, E> {
+    let mut card = pcsc()
+        .connect(reader)
+        .unwrap_or_else(|e| panic!("connect {reader}: {e}"));
+    card.transaction(f)
+}
+
+/// A test that hangs while holding the machine-wide reader lock would stall every other PC/SC
+/// test: abort the binary (which releases the lock) if it runs for `limit`. Dropping the returned
+/// guard disarms it.
+pub fn watchdog(limit: std::time::Duration) -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+            eprintln!("a test ran for {limit:?} holding the reader lock: aborting");
+            std::process::abort();
+        }
+    });
+    tx
+}
+
+/// Seconds since the Unix epoch, as the PHR card's records count time.
+pub fn unix_seconds() -> u32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}

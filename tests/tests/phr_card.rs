@@ -13,50 +13,14 @@ use card_agent::phr::{CONSENT_OBJECTS, consent::ConsentSet};
 use card_agent::pin::LastTry;
 use card_agent::piv::{PinState, PivPin, PivPuk, mgmt};
 use card_agent::transport::TransportError;
-use card_agent::transport::pcsc::PcscTransaction;
 use card_agent::virtual_card::piv::VirtualPivCard;
-use iphr_tests::{InsertedCard, insert, pcsc, pcsc_lock};
+use iphr_tests::{InsertedCard, insert, on_card, pcsc, pcsc_lock, unix_seconds, watchdog};
 use std::path::Path;
 
 const PIN: &str = "246810";
 
-/// A test that hangs while holding the machine-wide reader lock would stall every other
-/// engineer's PC/SC tests: abort the binary (which releases the lock) if one test runs for
-/// minutes. Dropping the guard at the end of the test disarms it.
-fn watchdog() -> std::sync::mpsc::Sender<()> {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-            rx.recv_timeout(std::time::Duration::from_secs(300))
-        {
-            eprintln!("a PHR card test ran for 300 s holding the reader lock: aborting");
-            std::process::abort();
-        }
-    });
-    tx
-}
-
 fn pin() -> PivPin {
     PivPin::parse(PIN).unwrap()
-}
-
-fn now() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as u32
-}
-
-/// Runs `f` on the card in `reader` inside one PC/SC transaction.
-fn on_card<R>(
-    reader: &str,
-    f: impl FnOnce(&mut PcscTransaction<'_>) -> Result<R, PhrError>,
-) -> Result<R, PhrError> {
-    let ctx = pcsc();
-    let mut card = ctx.connect(reader).unwrap();
-    card.transaction(|tx| Ok::<_, WrapErr>(f(tx)))
-        .map_err(|e| panic!("transaction: {e:?}"))
-        .unwrap()
 }
 
 #[derive(Debug)]
@@ -94,8 +58,8 @@ fn request(service: &str) -> ConsentRequest {
             Category::parse("B:attendance").unwrap(),
         ],
         purpose: "return-to-work support".into(),
-        not_before: now(),
-        not_after: now() + 86_400 * 180,
+        not_before: unix_seconds(),
+        not_after: unix_seconds() + 86_400 * 180,
     }
 }
 
@@ -119,7 +83,7 @@ fn unix_now() -> i64 {
 #[test]
 fn issue_link_three_grant_revoke_and_read_back_through_pcscd() {
     let _lock = pcsc_lock();
-    let _watchdog = watchdog();
+    let _watchdog = watchdog(std::time::Duration::from_secs(300));
     let tmp = tempfile::tempdir().unwrap();
     let ca = PhrIssuerCa::load_or_create(&tmp.path().join("ca")).unwrap();
     let inserted = issued_with(
@@ -150,7 +114,7 @@ fn issue_link_three_grant_revoke_and_read_back_through_pcscd() {
             LastTry::Refuse,
             &request("clinic-a"),
             Some(0),
-            now(),
+            unix_seconds(),
         )
     })
     .unwrap();
@@ -161,12 +125,19 @@ fn issue_link_three_grant_revoke_and_read_back_through_pcscd() {
             LastTry::Refuse,
             &request("insurer-b"),
             Some(1),
-            now(),
+            unix_seconds(),
         )
     })
     .unwrap();
     let r1 = on_card(reader, |tx| {
-        card::revoke(tx, &pin(), LastTry::Refuse, "clinic-a", Some(2), now())
+        card::revoke(
+            tx,
+            &pin(),
+            LastTry::Refuse,
+            "clinic-a",
+            Some(2),
+            unix_seconds(),
+        )
     })
     .unwrap();
     assert_eq!(
@@ -179,7 +150,14 @@ fn issue_link_three_grant_revoke_and_read_back_through_pcscd() {
     );
     // Revoking twice is refused, nothing written.
     let again = on_card(reader, |tx| {
-        card::revoke(tx, &pin(), LastTry::Refuse, "clinic-a", None, now())
+        card::revoke(
+            tx,
+            &pin(),
+            LastTry::Refuse,
+            "clinic-a",
+            None,
+            unix_seconds(),
+        )
     });
     assert!(
         matches!(again, Err(PhrError::NothingToRevoke { .. })),
@@ -193,7 +171,7 @@ fn issue_link_three_grant_revoke_and_read_back_through_pcscd() {
             LastTry::Refuse,
             &request("stranger"),
             None,
-            now(),
+            unix_seconds(),
         )
     });
     assert!(
@@ -247,7 +225,7 @@ fn issue_link_three_grant_revoke_and_read_back_through_pcscd() {
 #[test]
 fn verifier_rejects_cross_service_grants_flipped_bits_and_rollback() {
     let _lock = pcsc_lock();
-    let _watchdog = watchdog();
+    let _watchdog = watchdog(std::time::Duration::from_secs(300));
     let tmp = tempfile::tempdir().unwrap();
     let ca = PhrIssuerCa::load_or_create(&tmp.path().join("ca")).unwrap();
     let inserted = issued_with(&tmp.path().join("card"), &ca, &["svc-a", "svc-b"]);
@@ -262,7 +240,7 @@ fn verifier_rejects_cross_service_grants_flipped_bits_and_rollback() {
             "https://gw.example.jp",
             &nonce,
             vec![Category::parse("A:*").unwrap()],
-            now(),
+            unix_seconds(),
             300,
         )
     })
@@ -316,11 +294,18 @@ fn verifier_rejects_cross_service_grants_flipped_bits_and_rollback() {
 
     // Consent records: every single flipped bit is rejected.
     let v1 = on_card(reader, |tx| {
-        card::grant(tx, &pin(), LastTry::Refuse, &request("svc-a"), None, now())
+        card::grant(
+            tx,
+            &pin(),
+            LastTry::Refuse,
+            &request("svc-a"),
+            None,
+            unix_seconds(),
+        )
     })
     .unwrap();
     let v2 = on_card(reader, |tx| {
-        card::revoke(tx, &pin(), LastTry::Refuse, "svc-a", None, now())
+        card::revoke(tx, &pin(), LastTry::Refuse, "svc-a", None, unix_seconds())
     })
     .unwrap();
     let bytes = &v1.record_bytes;
@@ -357,13 +342,20 @@ fn verifier_rejects_cross_service_grants_flipped_bits_and_rollback() {
 #[test]
 fn corrupt_consent_object_is_refused_and_nothing_is_overwritten() {
     let _lock = pcsc_lock();
-    let _watchdog = watchdog();
+    let _watchdog = watchdog(std::time::Duration::from_secs(300));
     let tmp = tempfile::tempdir().unwrap();
     let ca = PhrIssuerCa::load_or_create(&tmp.path().join("ca")).unwrap();
     let inserted = issued_with(&tmp.path().join("card"), &ca, &["svc-a"]);
     let reader = inserted.reader();
     on_card(reader, |tx| {
-        card::grant(tx, &pin(), LastTry::Refuse, &request("svc-a"), None, now())
+        card::grant(
+            tx,
+            &pin(),
+            LastTry::Refuse,
+            &request("svc-a"),
+            None,
+            unix_seconds(),
+        )
     })
     .unwrap();
     // Someone (another tool, a fault) leaves garbage in the other consent object.
@@ -374,7 +366,14 @@ fn corrupt_consent_object_is_refused_and_nothing_is_overwritten() {
         .unwrap();
     let before = inserted.card().counters();
     let err = on_card(reader, |tx| {
-        card::grant(tx, &pin(), LastTry::Refuse, &request("svc-a"), None, now())
+        card::grant(
+            tx,
+            &pin(),
+            LastTry::Refuse,
+            &request("svc-a"),
+            None,
+            unix_seconds(),
+        )
     })
     .unwrap_err();
     assert!(
@@ -418,7 +417,7 @@ fn corrupt_consent_object_is_refused_and_nothing_is_overwritten() {
 #[test]
 fn two_agents_writing_at_once_one_wins_the_other_reports_it() {
     let _lock = pcsc_lock();
-    let _watchdog = watchdog();
+    let _watchdog = watchdog(std::time::Duration::from_secs(300));
     let tmp = tempfile::tempdir().unwrap();
     let ca = PhrIssuerCa::load_or_create(&tmp.path().join("ca")).unwrap();
     let inserted = issued_with(&tmp.path().join("card"), &ca, &["svc-a", "svc-b"]);
@@ -447,7 +446,7 @@ fn two_agents_writing_at_once_one_wins_the_other_reports_it() {
                                 LastTry::Refuse,
                                 &request(svc),
                                 Some(shown),
-                                now(),
+                                unix_seconds(),
                             ))
                         });
                         match outcome {
@@ -484,14 +483,21 @@ fn two_agents_writing_at_once_one_wins_the_other_reports_it() {
 #[test]
 fn card_pulled_mid_write_keeps_the_previous_consent_set() {
     let _lock = pcsc_lock();
-    let _watchdog = watchdog();
+    let _watchdog = watchdog(std::time::Duration::from_secs(300));
     let tmp = tempfile::tempdir().unwrap();
     let ca = PhrIssuerCa::load_or_create(&tmp.path().join("ca")).unwrap();
     let card_dir = tmp.path().join("card");
     let inserted = issued_with(&card_dir, &ca, &["svc-a", "svc-b"]);
     let reader = inserted.reader();
     let first = on_card(reader, |tx| {
-        card::grant(tx, &pin(), LastTry::Refuse, &request("svc-a"), None, now())
+        card::grant(
+            tx,
+            &pin(),
+            LastTry::Refuse,
+            &request("svc-a"),
+            None,
+            unix_seconds(),
+        )
     })
     .unwrap();
     let previous: ConsentSet = on_card(reader, |tx| card::read_card(tx)).unwrap().consents;
@@ -499,7 +505,14 @@ fn card_pulled_mid_write_keeps_the_previous_consent_set() {
     inserted.card().die_at_put_data_link(2);
     let started = std::time::Instant::now();
     let err = on_card(reader, |tx| {
-        card::grant(tx, &pin(), LastTry::Refuse, &request("svc-b"), None, now())
+        card::grant(
+            tx,
+            &pin(),
+            LastTry::Refuse,
+            &request("svc-b"),
+            None,
+            unix_seconds(),
+        )
     })
     .unwrap_err();
     assert!(
@@ -526,7 +539,7 @@ fn card_pulled_mid_write_keeps_the_previous_consent_set() {
             LastTry::Refuse,
             &request("svc-b"),
             Some(1),
-            now(),
+            unix_seconds(),
         )
     })
     .unwrap();

@@ -15,58 +15,16 @@ use card_agent::phr::consent::{Category, ConsentStatus};
 use card_agent::phr::verify::{self, GrantExpectation};
 use card_agent::pin::LastTry;
 use card_agent::piv::{PinState, PivPin, PivPuk, mgmt};
-use card_agent::transport::TransportError;
-use card_agent::transport::pcsc::PcscTransaction;
 use card_agent::virtual_card::piv::VirtualPivCard;
-use iphr_tests::{VPCD_READER_1, insert, pcsc, pcsc_lock};
+use iphr_tests::{VPCD_READER_1, insert, on_card, pcsc, pcsc_lock, unix_seconds, watchdog};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const PIN: &str = "246810";
 
-/// A test that hangs while holding the machine-wide reader lock would stall every other
-/// engineer's PC/SC tests: abort the binary (which releases the lock) if one test runs for
-/// minutes. Dropping the guard at the end of the test disarms it.
-fn watchdog() -> std::sync::mpsc::Sender<()> {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-            rx.recv_timeout(std::time::Duration::from_secs(300))
-        {
-            eprintln!("a PHR card test ran for 300 s holding the reader lock: aborting");
-            std::process::abort();
-        }
-    });
-    tx
-}
-
 fn pin() -> PivPin {
     PivPin::parse(PIN).unwrap()
-}
-
-fn now() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as u32
-}
-
-#[derive(Debug)]
-struct WrapErr(#[allow(dead_code)] TransportError);
-impl From<TransportError> for WrapErr {
-    fn from(e: TransportError) -> Self {
-        WrapErr(e)
-    }
-}
-
-fn on_card<R>(
-    reader: &str,
-    f: impl FnOnce(&mut PcscTransaction<'_>) -> Result<R, PhrError>,
-) -> Result<R, PhrError> {
-    let ctx = pcsc();
-    let mut card = ctx.connect(reader).unwrap();
-    card.transaction(|tx| Ok::<_, WrapErr>(f(tx))).unwrap()
 }
 
 fn issue(reader: &str, ca: &PhrIssuerCa, mgmt_alg: u8) {
@@ -110,7 +68,7 @@ fn run(program: &str, args: &[&str]) -> (bool, String) {
 #[test]
 fn yubico_piv_tool_and_opensc_accept_the_virtual_phr_card() {
     let _lock = pcsc_lock();
-    let _watchdog = watchdog();
+    let _watchdog = watchdog(std::time::Duration::from_secs(300));
     let tmp = tempfile::tempdir().unwrap();
     let ca = PhrIssuerCa::load_or_create(&tmp.path().join("ca")).unwrap();
     let inserted = insert(VirtualPivCard::open(&tmp.path().join("card")).unwrap(), 0);
@@ -128,11 +86,11 @@ fn yubico_piv_tool_and_opensc_accept_the_virtual_phr_card() {
             service: "clinic-a".into(),
             categories: vec![Category::parse("A:health-check").unwrap()],
             purpose: "treatment".into(),
-            not_before: now(),
-            not_after: now() + 86_400,
+            not_before: unix_seconds(),
+            not_after: unix_seconds() + 86_400,
         };
         on_card(reader, |tx| {
-            card::grant(tx, &pin(), LastTry::Refuse, &request, None, now())
+            card::grant(tx, &pin(), LastTry::Refuse, &request, None, unix_seconds())
         })
         .unwrap();
     }
@@ -318,7 +276,7 @@ impl Drop for Runner {
 fn agent_works_against_nitrokey_piv_authenticator() {
     let binary = piv_authenticator_binary();
     let _lock = pcsc_lock();
-    let _watchdog = watchdog();
+    let _watchdog = watchdog(std::time::Duration::from_secs(300));
     let runner = Runner(
         Command::new(&binary)
             .arg("35964")
@@ -344,15 +302,29 @@ fn agent_works_against_nitrokey_piv_authenticator() {
         service: "insurer-b".into(),
         categories: vec![Category::parse("A:specific-checkup").unwrap()],
         purpose: "insurer health guidance".into(),
-        not_before: now(),
-        not_after: now() + 86_400,
+        not_before: unix_seconds(),
+        not_after: unix_seconds() + 86_400,
     };
     on_card(reader, |tx| {
-        card::grant(tx, &pin(), LastTry::Refuse, &request, Some(0), now())
+        card::grant(
+            tx,
+            &pin(),
+            LastTry::Refuse,
+            &request,
+            Some(0),
+            unix_seconds(),
+        )
     })
     .unwrap();
     on_card(reader, |tx| {
-        card::revoke(tx, &pin(), LastTry::Refuse, "insurer-b", Some(1), now())
+        card::revoke(
+            tx,
+            &pin(),
+            LastTry::Refuse,
+            "insurer-b",
+            Some(1),
+            unix_seconds(),
+        )
     })
     .unwrap();
     let nonce = [9u8; 16];
@@ -365,7 +337,7 @@ fn agent_works_against_nitrokey_piv_authenticator() {
             "https://gw.example.jp",
             &nonce,
             vec![],
-            now(),
+            unix_seconds(),
             300,
         )
     })

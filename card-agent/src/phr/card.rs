@@ -117,6 +117,12 @@ pub enum PhrError {
     Certificate(String),
 }
 
+impl From<crate::transport::TransportError> for PhrError {
+    fn from(e: crate::transport::TransportError) -> Self {
+        PhrError::Piv(e.into())
+    }
+}
+
 /// A data object as read.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]

@@ -249,6 +249,12 @@ pub enum PivError {
     Exchange(#[from] ExchangeError),
 }
 
+impl From<crate::transport::TransportError> for PivError {
+    fn from(e: crate::transport::TransportError) -> Self {
+        PivError::Exchange(ExchangeError::Transport(e))
+    }
+}
+
 fn status_error(during: &'static str, sw: StatusWord) -> PivError {
     match sw.meaning() {
         Status::SecurityNotSatisfied => PivError::SecurityNotSatisfied { during },
