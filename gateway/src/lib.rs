@@ -14,6 +14,7 @@
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod fuzzing;
 pub mod http;
 pub mod server;
 pub mod store;

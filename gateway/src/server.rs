@@ -9,6 +9,7 @@ use crate::domain::certs::{AnchorSet, CertError, CertPolicy, RevocationMode};
 use crate::domain::revocation::{CrlSource, RevocationError, RevocationStore};
 use crate::domain::session::SessionPolicy;
 use crate::domain::verifier::TokenVerifier;
+use crate::http::partner::{ClientCertificate, PartnerState, partner_router};
 use crate::http::{AppState, router};
 use crate::store::{Db, StoreError};
 use crate::tls::TlsError;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 /// Longest TLS handshake before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -168,15 +170,36 @@ fn read_cert_file(path: &PathBuf) -> Result<Vec<u8>, GatewayError> {
     }
 }
 
-/// Serves HTTPS on `listener` until `shutdown` completes, then lets open requests finish (up to
-/// [`SHUTDOWN_GRACE`]).
+/// Serves the kiosk and sign-in API on `listener` (TLS) until `shutdown` resolves, then lets open
+/// connections finish for up to [`SHUTDOWN_GRACE`].
 pub async fn serve(
     listener: TcpListener,
     gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(gateway.tls.clone());
-    let app = router(gateway.app.clone());
+    serve_router(listener, gateway.tls.clone(), router(gateway.app), shutdown).await
+}
+
+/// Serves the partner API on `listener` with `tls` (mutual TLS, see
+/// [`crate::tls::partner_from_der`]) until `shutdown` resolves.
+pub async fn serve_partner(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    state: PartnerState,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    serve_router(listener, tls, partner_router(state), shutdown).await
+}
+
+/// The accept loop: TLS handshake with a timeout, then HTTP/1.1 on the connection; the peer's
+/// client certificate, if any, is attached to every request as [`ClientCertificate`].
+async fn serve_router(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -192,7 +215,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -206,6 +229,19 @@ pub async fn serve(
                     return;
                 }
             };
+            let certificate = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| ClientCertificate(Arc::from(leaf.as_ref())));
+            let app = app.map_request(move |mut request: axum::extract::Request<_>| {
+                if let Some(certificate) = &certificate {
+                    request.extensions_mut().insert(certificate.clone());
+                }
+                request
+            });
+            let service = TowerToHyperService::new(app);
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {

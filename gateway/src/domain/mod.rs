@@ -6,13 +6,17 @@
 //! - [`revocation`]: CRLs from files or URLs, fail closed;
 //! - [`verifier`]: the whole pure validation, in DESIGN order;
 //! - [`nonce`], [`session`]: challenge nonces and browser sessions;
-//! - [`auth`]: sign-in, person binding, linking a renewed card, sign-out.
+//! - [`auth`]: sign-in, person binding, linking a renewed card, sign-out;
+//! - [`oauth`], [`partner_auth`]: partner client assertions (`private_key_jwt`) and access tokens
+//!   bound to the partner's mTLS certificate.
 
 pub mod auth;
 pub mod certs;
 pub mod chain_cache;
 pub mod nonce;
+pub mod oauth;
 pub mod origin;
+pub mod partner_auth;
 pub mod revocation;
 pub mod session;
 pub mod signature;

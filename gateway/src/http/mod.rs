@@ -17,6 +17,7 @@
 mod auth;
 mod error;
 pub mod kiosk;
+pub mod partner;
 
 pub use error::ApiError;
 

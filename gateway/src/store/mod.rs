@@ -5,6 +5,7 @@
 
 pub mod auth_events;
 pub mod nonces;
+pub mod oauth;
 pub mod persons;
 pub mod sessions;
 
