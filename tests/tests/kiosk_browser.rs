@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 const CORRECT_PIN: &str = "1234";
 const WRONG_PIN: &str = "9999";
+/// The kiosk idle timeout in this test (shortened from the 120 s default so the test waits less).
+const KIOSK_IDLE_SECS: u64 = 20;
 /// Longest wait for anything the page should show.
 const UI_TIMEOUT: Duration = Duration::from_secs(30);
 /// Interval between two looks at the page or a starting process.
@@ -188,7 +190,17 @@ async fn start_browser(profile: &Path) -> (ChildGuard, Client) {
 
 /// Waits until the element `css` is displayed and its text satisfies `ok`; returns the text.
 async fn wait_text(client: &Client, css: &str, ok: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + UI_TIMEOUT;
+    wait_text_within(client, css, ok, UI_TIMEOUT).await
+}
+
+/// [`wait_text`] with its own time limit.
+async fn wait_text_within(
+    client: &Client,
+    css: &str,
+    ok: impl Fn(&str) -> bool,
+    limit: Duration,
+) -> String {
+    let deadline = Instant::now() + limit;
     let mut last = String::new();
     loop {
         if let Ok(el) = client.find(Locator::Css(css)).await
@@ -201,7 +213,7 @@ async fn wait_text(client: &Client, css: &str, ok: impl Fn(&str) -> bool) -> Str
         }
         assert!(
             Instant::now() < deadline,
-            "{css}: not shown as expected within {UI_TIMEOUT:?}; last text {last:?}; page: {}",
+            "{css}: not shown as expected within {limit:?}; last text {last:?}; page: {}",
             client
                 .find(Locator::Css("main"))
                 .await
@@ -275,7 +287,7 @@ key = "{d}/tls.key"
 [database]
 url = "sqlite://{d}/gateway.db"
 [session]
-idle_timeout_secs = 120
+idle_timeout_secs = {KIOSK_IDLE_SECS}
 [kiosk]
 agent_url = "{agent_url}"
 [[trust]]
@@ -384,6 +396,34 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
         .unwrap();
     wait_text(&client, "#start h1", |t| t == "カードで本人確認").await;
     wait_text(&client, "#message", |t| t == "サインアウトしました").await;
+    assert_eq!(session_status(&client).await, 401);
+
+    // (d) Kiosk idle timeout: signed in again and left alone, the page signs itself out after the
+    // configured idle time (shortened here; 120 s by default) and the server session is gone.
+    type_pin(&mut agent_pin, CORRECT_PIN);
+    client
+        .find(Locator::Css("#sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&client, "#signed-in h1", |t| t == "サインインしました").await;
+    let signed_in = Instant::now();
+    assert_eq!(session_status(&client).await, 200);
+    wait_text_within(
+        &client,
+        "#message",
+        |t| t == "一定時間操作がなかったため、サインアウトしました",
+        Duration::from_secs(KIOSK_IDLE_SECS) + UI_TIMEOUT,
+    )
+    .await;
+    assert!(
+        signed_in.elapsed() >= Duration::from_secs(KIOSK_IDLE_SECS - 1),
+        "signed out after {:?}, before the idle time",
+        signed_in.elapsed()
+    );
+    wait_text(&client, "#start h1", |t| t == "カードで本人確認").await;
     assert_eq!(session_status(&client).await, 401);
 
     // A14: the browser itself keeps other origins away from the agent. From the allow-listed
