@@ -83,6 +83,123 @@
     signedIn = true;
     show("signed-in");
     touch();
+    loadConsent();
+  }
+
+  // ----- consent: each change is a document the card signs (its hash is the nonce).
+
+  function consentSay(text, kind) {
+    const m = $("consent-message");
+    m.textContent = text || "";
+    m.className = kind === "info" ? "message info" : "message";
+  }
+
+  function period(current) {
+    if (!current || current.status !== "permit") {
+      return "";
+    }
+    return `${date(current.period_start_ms)} 〜 ${date(current.period_end_ms)}`;
+  }
+
+  function partnerItem(p) {
+    const li = document.createElement("li");
+    li.className = "partner";
+    li.dataset.service = p.service_id;
+    const h = document.createElement("h3");
+    h.textContent = p.name;
+    const purpose = document.createElement("p");
+    purpose.textContent = `利用目的：${p.purpose}`;
+    const cats = document.createElement("p");
+    cats.textContent = `求めるデータ：${p.categories.map((c) => `${c.label}（${c.unit}）`).join("、")}`;
+    const days = document.createElement("p");
+    days.textContent = `期間：同意の日から ${p.period_days} 日`;
+    const status = document.createElement("p");
+    status.className = "status";
+    status.textContent = p.in_force ? `同意中（${period(p.current)}）` : "同意していません";
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = p.in_force ? "secondary" : "primary";
+    button.textContent = p.in_force ? "同意を取り消す" : "同意する";
+    button.addEventListener("click", () => changeConsent(p, p.in_force ? "revoke" : "grant", button));
+    li.append(h, purpose, cats, days, status, button);
+    return li;
+  }
+
+  async function loadConsent() {
+    const list = $("partners");
+    list.textContent = "";
+    try {
+      const r = await fetch("/api/consent");
+      if (!r.ok) {
+        consentSay("同意の状況を読み込めませんでした");
+        return;
+      }
+      const { partners } = await r.json();
+      if (partners.length === 0) {
+        consentSay("データ提供を求めているサービスはありません", "info");
+      }
+      for (const p of partners) {
+        list.append(partnerItem(p));
+      }
+    } catch (_) {
+      consentSay("同意の状況を読み込めませんでした");
+    }
+  }
+
+  async function changeConsent(p, action, button) {
+    consentSay("");
+    button.disabled = true;
+    try {
+      const prepared = await fetch("/api/consent/prepare", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ service_id: p.service_id, action }),
+      });
+      if (prepared.status === 401) {
+        throw new Failure("サインインの有効期限が切れました。もう一度カードで本人確認してください");
+      }
+      if (!prepared.ok) {
+        throw new Failure(`同意の準備ができませんでした（${prepared.status}）`);
+      }
+      const { nonce } = await prepared.json();
+      consentSay("カードで署名してください（PINはカードエージェントの画面で入力）", "info");
+      let agentResponse;
+      try {
+        agentResponse = await fetch(`${AGENT_URL}/v1/authenticate`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ nonce }),
+          credentials: "omit",
+          cache: "no-store",
+        });
+      } catch (_) {
+        throw new Failure("カードエージェントに接続できません");
+      }
+      if (!agentResponse.ok) {
+        throw new Failure(agentMessage(agentResponse.status, await readJson(agentResponse)));
+      }
+      const token = await agentResponse.text();
+      const committed = await fetch("/api/consent/commit", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: token,
+      });
+      if (committed.status === 401) {
+        throw new Failure("カードの署名を確認できませんでした。サインインしたカードで署名してください");
+      }
+      if (committed.status === 409) {
+        throw new Failure("同意の状況が変わったか、有効期限が切れました。もう一度お試しください");
+      }
+      if (!committed.ok) {
+        throw new Failure(`同意を保存できませんでした（${committed.status}）`);
+      }
+      await loadConsent();
+      consentSay(action === "grant" ? `${p.name} へのデータ提供に同意しました` : `${p.name} への同意を取り消しました`, "info");
+    } catch (e) {
+      consentSay(e instanceof Failure ? e.message : "エラーが発生しました。もう一度お試しください");
+    } finally {
+      button.disabled = false;
+    }
   }
 
   class Failure extends Error {}
@@ -143,7 +260,7 @@
     } catch (_) {
       // The server session also ends on its own idle timeout.
     }
-    for (const id of ["person-id", "card-type", "subject", "issuer", "validity"]) {
+    for (const id of ["person-id", "card-type", "subject", "issuer", "validity", "partners", "consent-message"]) {
       $(id).textContent = "";
     }
     show("start");

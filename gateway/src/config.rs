@@ -55,6 +55,58 @@ pub struct Config {
     /// The kiosk sign-in page (`/kiosk`).
     #[serde(default)]
     pub kiosk: KioskConfig,
+    /// The partner listener (mutual TLS, OAuth, FHIR); none when absent.
+    #[serde(default)]
+    pub partner: Option<PartnerConfig>,
+    /// Imports.
+    #[serde(default)]
+    pub import: ImportConfig,
+}
+
+/// The partner listener (DESIGN §6). Partners are the `partner` services of the database
+/// (`iphr-gateway register-partner`), reloaded every `reload_secs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerConfig {
+    /// Address of the mTLS listener.
+    pub listen: SocketAddr,
+    /// Absolute base URL partners use, e.g. `https://gateway.example.jp:9443` (no path). The FHIR
+    /// base is `{public_url}/fhir`; the token endpoint `{public_url}/oauth/token`, also the
+    /// OAuth issuer identifier.
+    pub public_url: String,
+    /// Server certificate of this listener; the main one when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Requests per second of a partner registered without a rate.
+    #[serde(default = "default_partner_rate")]
+    pub default_rate_per_sec: u32,
+    /// Access-token lifetime.
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl_secs: u64,
+    /// Seconds between reloads of the registered partners.
+    #[serde(default = "default_reload")]
+    pub reload_secs: u64,
+}
+
+/// Imports from a watched drop directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportConfig {
+    /// The drop directory (`incoming/`, `done/`, `failed/` inside); no watching when absent.
+    #[serde(default)]
+    pub drop_dir: Option<PathBuf>,
+    /// Milliseconds between scans.
+    #[serde(default = "default_scan_ms")]
+    pub scan_interval_ms: u64,
+}
+
+impl Default for ImportConfig {
+    fn default() -> Self {
+        ImportConfig {
+            drop_dir: None,
+            scan_interval_ms: default_scan_ms(),
+        }
+    }
 }
 
 /// The kiosk page: where the browser finds the card agent's localhost API.
@@ -230,6 +282,18 @@ fn default_agent_url() -> String {
 fn default_true() -> bool {
     true
 }
+fn default_partner_rate() -> u32 {
+    50
+}
+fn default_token_ttl() -> u64 {
+    300
+}
+fn default_reload() -> u64 {
+    10
+}
+fn default_scan_ms() -> u64 {
+    1000
+}
 
 impl Config {
     /// Reads `file` (when given) and the `IPHR_GATEWAY_*` environment variables over it.
@@ -260,6 +324,15 @@ impl Config {
                 reason,
             }
         })?;
+        if let Some(p) = &self.partner {
+            let url = p.public_url.trim_end_matches('/');
+            if !url.starts_with("https://") || url["https://".len()..].contains('/') {
+                return Err(ConfigError::Value {
+                    key: "partner.public_url",
+                    reason: "must be https://host[:port] without a path".into(),
+                });
+            }
+        }
         if self.nonce.ttl_secs == 0 || self.session.idle_timeout_secs == 0 {
             return Err(ConfigError::Value {
                 key: "nonce.ttl_secs / session.idle_timeout_secs",

@@ -16,6 +16,8 @@ pub mod config;
 pub mod domain;
 pub mod fuzzing;
 pub mod http;
+pub mod importer;
+pub mod partners;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -6,6 +6,8 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::domain::auth::{AuthConfig, Authenticator};
 use crate::domain::certs::{AnchorSet, CertError, CertPolicy, RevocationMode};
+use crate::domain::consent_desk::ConsentDesk;
+use crate::domain::trail::{AuditTrail, MemoryTrail};
 use crate::domain::revocation::{CrlSource, RevocationError, RevocationStore};
 use crate::domain::session::SessionPolicy;
 use crate::domain::verifier::TokenVerifier;
@@ -89,9 +91,12 @@ impl Gateway {
             key: "kiosk.agent_url",
             reason,
         })?;
+        let auth = Arc::new(Authenticator::new(db, clock, verifier, auth_config(config)));
+        let trail: Arc<dyn AuditTrail> = Arc::new(MemoryTrail::new());
         Ok(Gateway {
             app: AppState {
-                auth: Arc::new(Authenticator::new(db, clock, verifier, auth_config(config))),
+                consent: Arc::new(ConsentDesk::new(auth.clone(), trail)),
+                auth,
                 kiosk: Arc::new(kiosk),
             },
             tls,

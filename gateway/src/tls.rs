@@ -32,6 +32,25 @@ pub enum TlsError {
 
 /// Loads a PEM certificate chain and key.
 pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let (chain, key_der) = read_pem(cert, key)?;
+    from_der(chain, key_der)
+}
+
+/// Loads a PEM certificate chain and key for the partner listener (see [`partner_from_der`]).
+pub fn load_partner(
+    cert: &Path,
+    key: &Path,
+    registry: CertificateRegistry,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let (chain, key_der) = read_pem(cert, key)?;
+    partner_from_der(chain, key_der, registry)
+}
+
+/// Reads a PEM certificate chain and private key.
+fn read_pem(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::Certificate {
@@ -48,7 +67,7 @@ pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
         path: key.display().to_string(),
         reason: e.to_string(),
     })?;
-    from_der(chain, key_der)
+    Ok((chain, key_der))
 }
 
 /// Builds the configuration from DER.

@@ -18,7 +18,10 @@ use gateway::domain::partner_auth::{
     AuthenticateError, ClientDirectory, PartnerAuth, PartnerAuthConfig, TokenRequest,
     TokenRequestError,
 };
+use gateway::domain::access::PartnerAccess;
+use gateway::domain::rate_limit::RateLimiter;
 use gateway::domain::sha256;
+use gateway::domain::trail::{MemoryTrail, TrailEvent};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256};
@@ -550,6 +553,20 @@ struct PartnerServer {
 }
 
 async fn start_partner_server(auth: PartnerAuth) -> PartnerServer {
+    let db = auth_db(&auth);
+    start_partner_server_with(auth, db, Arc::new(MemoryTrail::new()), 1_000).await
+}
+
+fn auth_db(auth: &PartnerAuth) -> gateway::store::Db {
+    auth.db().clone()
+}
+
+async fn start_partner_server_with(
+    auth: PartnerAuth,
+    db: gateway::store::Db,
+    trail: Arc<MemoryTrail>,
+    rate: u32,
+) -> PartnerServer {
     use gateway::http::partner::PartnerState;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -566,8 +583,15 @@ async fn start_partner_server(auth: PartnerAuth) -> PartnerServer {
     )
     .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let clock: gateway::clock::SharedClock = Arc::new(gateway::clock::SystemClock);
     let state = PartnerState {
         auth: Arc::new(auth),
+        access: Arc::new(PartnerAccess::new(db, clock.clone(), trail)),
+        limiter: Arc::new(RateLimiter::new()),
+        rates: Arc::default(),
+        default_rate: rate,
+        fhir_base: format!("https://localhost:{}/fhir", addr.port()),
+        clock,
     };
     let task = tokio::spawn(gateway::server::serve_partner(
         listener,
@@ -725,6 +749,155 @@ async fn f2_token_endpoint_needs_a_registered_client_certificate_over_mutual_tls
         reply.json::<Value>().await.unwrap()["error"],
         "unsupported_grant_type"
     );
+    server.stop().await;
+    db.cleanup().await;
+}
+
+// ---------------------------------------------------------------- the FHIR API over mutual TLS
+
+/// A second registered partner with its own certificate.
+fn second_client() -> (RegisteredClient, Vec<u8>, KeyPair) {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let der = rcgen::CertificateParams::new(vec!["second.example.jp".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap()
+        .der()
+        .to_vec();
+    let jwks: JwkSet =
+        serde_json::from_value(json!({ "keys": [ec_jwk(&keys().ec_other, "ec-b")] })).unwrap();
+    let client = RegisteredClient {
+        client_id: "partner-b".into(),
+        jwks,
+        certificate_sha256: vec![sha256(&der)],
+        scopes: vec!["system/Observation.rs".into()],
+    };
+    (client, der, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_api_over_mutual_tls_serves_only_within_consent() {
+    use common::seed::{DAY, add_partner, change, seed_person};
+    use gateway::domain::consent::{Action, Category};
+    let db = TestDb::new(Backend::Sqlite).await;
+    add_partner(&db.db, CLIENT).await;
+    add_partner(&db.db, "partner-b").await;
+    let person = seed_person(&db.db, 1).await;
+    let other = seed_person(&db.db, 2).await;
+    let now = gateway::clock::SystemClock.now_ms();
+    change(&db.db, &person, CLIENT, Action::Grant, &[Category::Checkup], now - 1_000, now + DAY).await;
+    change(&db.db, &person, "partner-b", Action::Grant, &Category::ALL, now - 1_000, now + DAY).await;
+
+    let clock = gateway::clock::ManualClock::new(now);
+    let auth = service(&db, clock.clone());
+    let (b, b_cert, b_key) = second_client();
+    auth.clients().register(b);
+    let trail = Arc::new(MemoryTrail::new());
+    let server = start_partner_server_with(auth, db.db.clone(), trail.clone(), 12).await;
+    let k = keys();
+    let client = server.client(Some((&k.cert, &k.cert_key)));
+
+    // The CapabilityStatement needs no token.
+    let r = client.get(server.url("/fhir/metadata")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/fhir+json");
+    assert_eq!(r.json::<Value>().await.unwrap()["resourceType"], "CapabilityStatement");
+
+    let assertion = es256(&claims(now / 1000), Some("ec-1"), &k.ec);
+    let body: Value = client
+        .post(server.url("/oauth/token"))
+        .form(&form(&assertion))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {token}");
+    let get = |path: String, auth: Option<String>, c: &reqwest::Client| {
+        let mut req = c.get(server.url(&path));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        req.send()
+    };
+
+    // Reads within consent.
+    let r = get(format!("/fhir/Patient/{person}"), Some(bearer.clone()), &client).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["id"], person.as_str());
+    let r = get(format!("/fhir/Observation?patient={person}&_count=10"), Some(bearer.clone()), &client)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bundle: Value = r.json().await.unwrap();
+    let ids: Vec<&str> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["obs-1-1", "obs-1-2"], "checkup only, not attendance");
+    assert_eq!(
+        bundle["entry"][0]["resource"]["subject"]["reference"],
+        format!("Patient/{person}")
+    );
+    let r = get(format!("/fhir/Patient/{person}/$everything"), Some(bearer.clone()), &client)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["total"], 3);
+
+    // Not consented, not existing, other category: one answer, 404.
+    for path in [
+        format!("/fhir/Patient/{other}"),
+        "/fhir/Patient/nobody".to_owned(),
+        "/fhir/Condition/cond-1".to_owned(),
+        format!("/fhir/Observation?patient={other}"),
+    ] {
+        let r = get(path.clone(), Some(bearer.clone()), &client).await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(r.json::<Value>().await.unwrap()["resourceType"], "OperationOutcome");
+    }
+
+    // F5: the token in the query string; no token; J4: an oversized page.
+    let r = get(format!("/fhir/Patient/{person}?access_token={token}"), None, &client).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = get(format!("/fhir/Patient/{person}"), None, &client).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+    let r = get(format!("/fhir/Observation?patient={person}&_count=100000"), Some(bearer.clone()), &client)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // F2: the token over another registered client's connection.
+    let client_b = server.client(Some((&b_cert, &b_key)));
+    let r = get(format!("/fhir/Patient/{person}"), Some(bearer.clone()), &client_b).await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // E6: a revoke commits, the next read is refused.
+    change(&db.db, &person, CLIENT, Action::Revoke, &[], now, now).await;
+    let r = get(format!("/fhir/Patient/{person}"), Some(bearer.clone()), &client).await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    // J3: over the rate (12/s) the partner gets 429 with Retry-After.
+    let mut limited = None;
+    for _ in 0..30 {
+        let r = get("/fhir/Patient/nobody".to_owned(), Some(bearer.clone()), &client).await.unwrap();
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let limited = limited.expect("rate limit reached");
+    assert!(limited.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+
+    // Every decision was audited (E10).
+    let events = trail.events();
+    assert!(events.iter().any(|e| matches!(e, TrailEvent::Access(a) if a.denied.is_none())));
+    assert!(events.iter().any(|e| matches!(e, TrailEvent::Access(a) if a.denied == Some("revoked"))));
     server.stop().await;
     db.cleanup().await;
 }

@@ -8,19 +8,28 @@
 //! - [`nonce`], [`session`]: challenge nonces and browser sessions;
 //! - [`auth`]: sign-in, person binding, linking a renewed card, sign-out;
 //! - [`oauth`], [`partner_auth`]: partner client assertions (`private_key_jwt`) and access tokens
-//!   bound to the partner's mTLS certificate.
+//!   bound to the partner's mTLS certificate;
+//! - [`consent`], [`access`], [`rate_limit`]: consent decisions, partner reads within consent,
+//!   per-partner rate limits;
+//! - [`import`]: delivered files into stored FHIR resources.
 
+pub mod access;
 pub mod auth;
 pub mod certs;
 pub mod chain_cache;
+pub mod consent;
+pub mod consent_desk;
+pub mod import;
 pub mod nonce;
 pub mod oauth;
 pub mod origin;
 pub mod partner_auth;
+pub mod rate_limit;
 pub mod revocation;
 pub mod session;
 pub mod signature;
 pub mod token;
+pub mod trail;
 pub mod verifier;
 
 /// SHA-256.

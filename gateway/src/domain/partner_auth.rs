@@ -116,6 +116,16 @@ impl ClientDirectory {
         self.write().remove(client_id)
     }
 
+    /// The ids of every registered client.
+    pub fn ids(&self) -> Vec<String> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// The client with this id.
     pub fn get(&self, client_id: &str) -> Option<RegisteredClient> {
         self.0
@@ -166,6 +176,11 @@ impl PartnerAuth {
             config,
             rng: ring::rand::SystemRandom::new(),
         }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// The registered clients.

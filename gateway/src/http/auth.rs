@@ -21,7 +21,7 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
-fn require_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn require_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let expected = state.auth.config().origin.as_str();
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         Some(origin) if origin == expected => Ok(()),
@@ -29,7 +29,7 @@ fn require_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError>
     }
 }
 
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let ok = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -11,17 +11,26 @@
 //!   401 / 409 `{"error":"already_bound"}`
 //! - `GET  /api/session` → 200 `{"person_id","card_type","certificate",…}` / 401 `not_signed_in`
 //! - `POST /api/auth/signout` → 204, cookie cleared
+//! - `GET  /api/consent` → 200 `{"partners":[{"service_id","name","purpose","categories":[…],
+//!   "period_days","current","in_force"}]}` / 401
+//! - `POST /api/consent/prepare` `{"service_id","action":"grant"|"revoke","categories":[…]}` →
+//!   200 `{"nonce","origin","document","expires_at_ms"}`: the card signs this nonce
+//! - `POST /api/consent/commit` (the card token) → 200 `{"consent":{…}}` / 401
+//!   `signature_refused` / 409 `no_pending_document` | `consent_changed`
 //! - `GET  /kiosk` → the kiosk sign-in page (plus `/kiosk/kiosk.js`, `/kiosk/kiosk.css`), see
 //!   [`kiosk`] and `docs/kiosk.md`
 
 mod auth;
+mod consent;
 mod error;
+pub mod fhir;
 pub mod kiosk;
 pub mod partner;
 
 pub use error::ApiError;
 
 use crate::domain::auth::Authenticator;
+use crate::domain::consent_desk::ConsentDesk;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -40,6 +49,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// The rendered kiosk page.
     pub kiosk: Arc<kiosk::KioskPage>,
+    /// Consent at the kiosk.
+    pub consent: Arc<ConsentDesk>,
 }
 
 /// The router.
@@ -51,6 +62,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/auth/link", post(auth::link_card))
         .route("/api/auth/signout", post(auth::sign_out))
         .route("/api/session", get(auth::whoami))
+        .route("/api/consent", get(consent::list))
+        .route("/api/consent/prepare", post(consent::prepare))
+        .route("/api/consent/commit", post(consent::commit))
         .merge(kiosk::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(security_headers))

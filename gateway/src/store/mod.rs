@@ -4,9 +4,12 @@
 //! is written once for both backends where it can be (numbered `$n` parameters work in both).
 
 pub mod auth_events;
+pub mod consent;
 pub mod nonces;
 pub mod oauth;
 pub mod persons;
+pub mod records;
+pub mod services;
 pub mod sessions;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};

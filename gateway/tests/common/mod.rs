@@ -5,6 +5,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod seed;
+
 use card_agent::jpki::Jpki;
 use card_agent::pin::{JpkiAuthPin, LastTry};
 use card_agent::testca::{self, CertOptions, JpkiTestCa, Purpose};
@@ -377,6 +379,7 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub app: AppState,
+    pub trail: Arc<gateway::domain::trail::MemoryTrail>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -387,9 +390,19 @@ impl TestGateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let origin = format!("https://{ORIGIN_HOST}:{}", addr.port());
-        let auth = Authenticator::new(db, clock, Arc::new(verifier), auth_config(&origin));
+        let auth = Arc::new(Authenticator::new(
+            db,
+            clock,
+            Arc::new(verifier),
+            auth_config(&origin),
+        ));
+        let trail = Arc::new(gateway::domain::trail::MemoryTrail::new());
         let app = AppState {
-            auth: Arc::new(auth),
+            consent: Arc::new(gateway::domain::consent_desk::ConsentDesk::new(
+                auth.clone(),
+                trail.clone(),
+            )),
+            auth,
             kiosk: Arc::default(),
         };
         let server_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
@@ -421,6 +434,7 @@ impl TestGateway {
             addr,
             client,
             app,
+            trail,
             stop: Some(stop_tx),
             task: Some(task),
         };

@@ -1,0 +1,324 @@
+//! Consent at the kiosk (issue 6 deliverable 3; security-scenarios D6, E9): after card sign-in the
+//! worker sees each partner's request, and grants or revokes. Every change is a
+//! [`ConsentDocument`] whose hash is the challenge the card signs (`SHA-256(origin) ‖
+//! SHA-256(nonce)`, DESIGN §4), so the signature covers the document; the signing certificate must
+//! be bound to the signed-in person; a prepared document is single use and lives 5 minutes (a fresh
+//! card signature, D6); versions are monotonic, so an older document cannot be replayed (E9).
+
+use crate::domain::auth::{AuthError, Authenticator, LiveSession};
+use crate::domain::consent::{
+    Action, Category, ConsentDocument, ConsentState, DOCUMENT_FORMAT, Status,
+};
+use crate::domain::token::AuthToken;
+use crate::domain::trail::{AuditTrail, ConsentEvent, TrailEvent};
+use crate::domain::verifier::VerifyError;
+use crate::store::consent::{self as store, CommitOutcome};
+use crate::store::services::{self, ServiceKind};
+use crate::store::{StoreError, persons};
+use base64::Engine;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// How long a prepared document waits for the card (security-scenarios D6: < 5 min).
+pub const PENDING_TTL_MS: i64 = 300_000;
+/// Longest consent period a partner may request.
+pub const MAX_PERIOD_DAYS: i64 = 3 * 366;
+
+/// Why a consent action is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsentError {
+    /// No signed-in session.
+    #[error("not signed in")]
+    NotSignedIn,
+    /// No such partner.
+    #[error("unknown partner service")]
+    UnknownService,
+    /// A category the partner did not request, or none at all.
+    #[error("categories not requested by the partner")]
+    CategoriesNotRequested,
+    /// No document waits for a signature (never prepared, expired or already used).
+    #[error("no pending consent document")]
+    NoPending,
+    /// The token does not verify against the pending document.
+    #[error("card signature refused: {0}")]
+    Signature(#[from] VerifyError),
+    /// The token is not well formed.
+    #[error("card token malformed")]
+    Malformed,
+    /// The card is not one bound to the signed-in person.
+    #[error("the card is not the signed-in person's")]
+    OtherPersonsCard,
+    /// The consent changed since the document was prepared (another kiosk, a replay).
+    #[error("consent changed since the document was prepared")]
+    VersionConflict,
+    /// The audit write failed; nothing was committed.
+    #[error("audit trail unavailable: {0}")]
+    AuditUnavailable(String),
+    /// The session or the store failed.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The random generator failed.
+    #[error("random generator failed")]
+    Random,
+}
+
+/// One partner's request as the worker sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartnerRequest {
+    /// Service id.
+    pub service_id: String,
+    /// Name.
+    pub name: String,
+    /// Purpose.
+    pub purpose: String,
+    /// Requested categories with their Japanese labels.
+    pub categories: Vec<CategoryView>,
+    /// Requested period in days.
+    pub period_days: i64,
+    /// The current consent, if any.
+    pub current: Option<ConsentState>,
+    /// Whether the current consent is in force now.
+    pub in_force: bool,
+}
+
+/// A category with its label.
+#[derive(Debug, Clone, Serialize)]
+pub struct CategoryView {
+    /// Wire form.
+    pub id: Category,
+    /// Unit letter.
+    pub unit: char,
+    /// Japanese label.
+    pub label: &'static str,
+}
+
+impl From<Category> for CategoryView {
+    fn from(c: Category) -> Self {
+        CategoryView {
+            id: c,
+            unit: c.unit(),
+            label: c.label_ja(),
+        }
+    }
+}
+
+/// A document waiting for the card.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prepared {
+    /// The challenge the card signs (base64 of SHA-256 of `document`).
+    pub nonce: String,
+    /// The origin the card signs with.
+    pub origin: String,
+    /// The canonical document.
+    pub document: String,
+    /// Expiry (ms).
+    pub expires_at_ms: i64,
+}
+
+/// The consent desk.
+pub struct ConsentDesk {
+    auth: Arc<Authenticator>,
+    audit: Arc<dyn AuditTrail>,
+    rng: ring::rand::SystemRandom,
+}
+
+impl ConsentDesk {
+    /// A desk over the sign-in service (sessions, verifier, store) writing to `audit`.
+    pub fn new(auth: Arc<Authenticator>, audit: Arc<dyn AuditTrail>) -> Self {
+        ConsentDesk {
+            auth,
+            audit,
+            rng: ring::rand::SystemRandom::new(),
+        }
+    }
+
+    async fn signed_in(&self, cookie: Option<&str>) -> Result<(LiveSession, String), ConsentError> {
+        let session = self
+            .auth
+            .live_session(cookie)
+            .await?
+            .ok_or(ConsentError::NotSignedIn)?;
+        let person = session
+            .row
+            .person_id
+            .clone()
+            .ok_or(ConsentError::NotSignedIn)?;
+        Ok((session, person))
+    }
+
+    /// Every partner's request with the worker's current consent.
+    pub async fn requests(&self, cookie: Option<&str>) -> Result<Vec<PartnerRequest>, ConsentError> {
+        let (_, person) = self.signed_in(cookie).await?;
+        let db = self.auth.db();
+        let heads = store::heads_of_person(db, &person).await?;
+        let now = self.auth.now_ms();
+        let partners = services::list(db, ServiceKind::Partner).await?;
+        Ok(partners
+            .into_iter()
+            .map(|s| {
+                let current = heads
+                    .iter()
+                    .find(|(id, _)| *id == s.id)
+                    .map(|(_, st)| st.clone());
+                let in_force = crate::domain::consent::in_force(current.as_ref(), now).is_ok();
+                PartnerRequest {
+                    service_id: s.id,
+                    name: s.name,
+                    purpose: s.purpose,
+                    categories: s.categories.into_iter().map(CategoryView::from).collect(),
+                    period_days: s.period_days,
+                    current,
+                    in_force,
+                }
+            })
+            .collect())
+    }
+
+    /// Prepares a grant of `categories` (all requested ones when empty) or a revoke.
+    pub async fn prepare(
+        &self,
+        cookie: Option<&str>,
+        service_id: &str,
+        action: Action,
+        categories: &[Category],
+    ) -> Result<Prepared, ConsentError> {
+        let (session, person) = self.signed_in(cookie).await?;
+        let db = self.auth.db();
+        let service = services::get(db, service_id)
+            .await?
+            .filter(|s| s.kind == ServiceKind::Partner)
+            .ok_or(ConsentError::UnknownService)?;
+        let categories = match action {
+            Action::Revoke => Vec::new(),
+            Action::Grant => {
+                let chosen = if categories.is_empty() {
+                    service.categories.clone()
+                } else {
+                    categories.to_vec()
+                };
+                if chosen.is_empty() || chosen.iter().any(|c| !service.categories.contains(c)) {
+                    return Err(ConsentError::CategoriesNotRequested);
+                }
+                chosen
+            }
+        };
+        let head = store::head(db, &person, service_id).await?;
+        let now = self.auth.now_ms();
+        let days = service.period_days.clamp(1, MAX_PERIOD_DAYS);
+        let (start, end) = match action {
+            Action::Grant => (now, now.saturating_add(days.saturating_mul(86_400_000))),
+            Action::Revoke => (now, now),
+        };
+        let salt: [u8; 32] = super::random_bytes(&self.rng).map_err(|_| ConsentError::Random)?;
+        let document = ConsentDocument {
+            format: DOCUMENT_FORMAT.into(),
+            origin: self.auth.config().origin.clone(),
+            person_id: person,
+            service_id: service.id.clone(),
+            version: head.as_ref().map_or(1, |h| h.version + 1),
+            action,
+            categories,
+            period_start_ms: start,
+            period_end_ms: end,
+            purpose: service.purpose.clone(),
+            issued_at_ms: now,
+            salt: base64::engine::general_purpose::STANDARD.encode(salt),
+        };
+        let nonce = document.nonce();
+        let canonical = document.canonical();
+        let expires_at_ms = now.saturating_add(PENDING_TTL_MS);
+        store::put_pending(db, &nonce, &session.id_hash, &canonical, expires_at_ms).await?;
+        Ok(Prepared {
+            nonce,
+            origin: document.origin,
+            document: canonical,
+            expires_at_ms,
+        })
+    }
+
+    /// Commits the pending document with the card's token over it.
+    pub async fn commit(
+        &self,
+        cookie: Option<&str>,
+        token: &[u8],
+    ) -> Result<ConsentState, ConsentError> {
+        let (session, person) = self.signed_in(cookie).await?;
+        let db = self.auth.db();
+        let now = self.auth.now_ms();
+        let (nonce, canonical, expires_at_ms) = store::peek_pending(db, &session.id_hash)
+            .await?
+            .ok_or(ConsentError::NoPending)?;
+        if now >= expires_at_ms {
+            return Err(ConsentError::NoPending);
+        }
+        let document: ConsentDocument =
+            serde_json::from_str(&canonical).map_err(|_| ConsentError::NoPending)?;
+        if document.nonce() != nonce || document.person_id != person {
+            return Err(ConsentError::NoPending);
+        }
+        let parsed = AuthToken::parse(token).map_err(|_| ConsentError::Malformed)?;
+        let verified = self
+            .auth
+            .verifier()
+            .verify(&parsed, &self.auth.config().origin, &nonce, now)?;
+        let binding = persons::find_binding(db, &verified.certificate.fingerprint).await?;
+        if binding.is_none_or(|b| b.person_id != person) {
+            return Err(ConsentError::OtherPersonsCard);
+        }
+        if !store::take_pending(db, &nonce, &session.id_hash, now).await? {
+            return Err(ConsentError::NoPending);
+        }
+        let current = store::head(db, &person, &document.service_id).await?;
+        if current.map_or(0, |h| h.version) + 1 != document.version {
+            return Err(ConsentError::VersionConflict);
+        }
+        // The decision is audited before it takes effect; no audit, no change (G7).
+        let action = match document.action {
+            Action::Grant => "grant",
+            Action::Revoke => "revoke",
+        };
+        self.audit
+            .record(TrailEvent::Consent(ConsentEvent {
+                at_ms: now,
+                person_id: person.clone(),
+                service_id: document.service_id.clone(),
+                action,
+                version: document.version,
+                categories: document
+                    .categories
+                    .iter()
+                    .map(|c| c.as_str().to_owned())
+                    .collect(),
+            }))
+            .await
+            .map_err(ConsentError::AuditUnavailable)?;
+        let token_text = String::from_utf8_lossy(token).into_owned();
+        match store::commit(
+            db,
+            &document,
+            &token_text,
+            &verified.certificate.fingerprint,
+            now,
+        )
+        .await?
+        {
+            CommitOutcome::Committed => Ok(document.resulting_state()),
+            CommitOutcome::VersionConflict => Err(ConsentError::VersionConflict),
+        }
+    }
+
+    /// Whether the current consent of the session's person towards `service_id` permits.
+    pub async fn status(
+        &self,
+        cookie: Option<&str>,
+        service_id: &str,
+    ) -> Result<Option<Status>, ConsentError> {
+        let (_, person) = self.signed_in(cookie).await?;
+        Ok(store::head(self.auth.db(), &person, service_id)
+            .await?
+            .map(|h| h.status))
+    }
+}

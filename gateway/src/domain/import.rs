@@ -1,0 +1,202 @@
+//! Import (issue 6 deliverable 2; DESIGN §5): a delivered file → the data-converter → FHIR
+//! resources tagged with person key and data category, ready to be stored all-or-nothing.
+//! Pure: no I/O; the whole file converts or nothing does (one bad record refuses the file).
+
+use crate::domain::consent::Category;
+use crate::store::records::{NewImport, NewPersonKey, NewResource};
+use data_converter::fhir::{RefStyle, record_resources};
+use data_converter::iphr::Record;
+use std::collections::BTreeMap;
+
+/// Largest file accepted (the API and the drop directory).
+pub const MAX_IMPORT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Why a file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The converter refused the content (its message names file, line or XPath, and item).
+    #[error("{0}")]
+    Convert(#[from] data_converter::Error),
+    /// The file's kind is not known from its name.
+    #[error("{file}: unsupported file type (expected .zip 特定健診 archive or .xml CDA)")]
+    UnsupportedFormat {
+        /// File name.
+        file: String,
+    },
+    /// A record carries no person identity, so it could never be linked or consented.
+    #[error("{file}: {locator}: the record names no person (no insurer id, no identifier)")]
+    NoPerson {
+        /// File.
+        file: String,
+        /// Record position.
+        locator: String,
+    },
+    /// The file holds no record.
+    #[error("{file}: no records")]
+    Empty {
+        /// File.
+        file: String,
+    },
+    /// The file is larger than [`MAX_IMPORT_BYTES`].
+    #[error("{file}: {size} bytes is more than the {max} accepted")]
+    TooLarge {
+        /// File.
+        file: String,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// The data category of a record's resources (fail closed: unknown formats are not imported).
+fn category_of(record: &Record) -> Category {
+    match record.source.format {
+        data_converter::iphr::SourceFormat::TokuteiCda
+        | data_converter::iphr::SourceFormat::HealthCheckCsv => Category::Checkup,
+    }
+}
+
+/// `system|code` of the first coding of `code`, if any.
+fn main_code(json: &serde_json::Value) -> Option<String> {
+    let coding = json.get("code")?.get("coding")?.get(0)?;
+    Some(format!(
+        "{}|{}",
+        coding.get("system")?.as_str()?,
+        coding.get("code")?.as_str()?
+    ))
+}
+
+/// The date (`YYYY-MM-DD`) a resource is about.
+fn effective_of(json: &serde_json::Value) -> Option<String> {
+    [
+        "effectiveDateTime",
+        "issued",
+        "recordedDate",
+        "onsetDateTime",
+        "authored",
+        "date",
+    ]
+    .iter()
+    .find_map(|k| json.get(*k).and_then(|v| v.as_str()))
+    .or_else(|| {
+        json.get("effectivePeriod")
+            .and_then(|p| p.get("start"))
+            .and_then(|v| v.as_str())
+    })
+    .map(|s| s.chars().take(10).collect())
+}
+
+/// Turns converted records into an import.
+pub fn from_records(
+    records: &[Record],
+    content_sha256: [u8; 32],
+    file_name: &str,
+    format: &str,
+    source_id: Option<&str>,
+) -> Result<NewImport, ImportError> {
+    if records.is_empty() {
+        return Err(ImportError::Empty {
+            file: file_name.to_owned(),
+        });
+    }
+    let mut keys: BTreeMap<String, String> = BTreeMap::new();
+    let mut resources = Vec::new();
+    for rec in records {
+        let key = rec.person.key().ok_or_else(|| ImportError::NoPerson {
+            file: rec.source.file.clone(),
+            locator: rec.source.locator.clone(),
+        })?;
+        let category = category_of(rec);
+        for r in record_resources(rec, RefStyle::Relative) {
+            if r.resource_type == "Patient" {
+                keys.entry(key.clone()).or_insert_with(|| r.id.clone());
+            }
+            let is_patient = r.resource_type == "Patient";
+            resources.push(NewResource {
+                resource_type: r.resource_type.to_owned(),
+                id: r.id.clone(),
+                person_key: key.clone(),
+                category: if is_patient {
+                    String::new()
+                } else {
+                    category.as_str().to_owned()
+                },
+                fhir_category: r
+                    .json
+                    .get("category")
+                    .and_then(|c| c.get(0))
+                    .and_then(|c| c.get("coding"))
+                    .and_then(|c| c.get(0))
+                    .and_then(|c| c.get("code"))
+                    .and_then(|c| c.as_str())
+                    .map(str::to_owned),
+                code: main_code(&r.json),
+                effective: effective_of(&r.json),
+                json: r.json.to_string(),
+            });
+        }
+    }
+    Ok(NewImport {
+        content_sha256,
+        source_id: source_id.map(str::to_owned),
+        file_name: file_name.to_owned(),
+        format: format.to_owned(),
+        records: i64::try_from(records.len()).unwrap_or(i64::MAX),
+        person_keys: keys
+            .into_iter()
+            .map(|(person_key, patient_id)| NewPersonKey {
+                person_key,
+                patient_id,
+            })
+            .collect(),
+        resources,
+    })
+}
+
+/// Converts a delivered file: a 特定健診 archive (`.zip`) or one CDA document (`.xml`).
+pub fn convert(
+    bytes: &[u8],
+    file_name: &str,
+    source_id: Option<&str>,
+) -> Result<NewImport, ImportError> {
+    if bytes.len() > MAX_IMPORT_BYTES {
+        return Err(ImportError::TooLarge {
+            file: file_name.to_owned(),
+            size: bytes.len(),
+            max: MAX_IMPORT_BYTES,
+        });
+    }
+    let sha = crate::domain::sha256(bytes);
+    let lower = file_name.to_ascii_lowercase();
+    let (records, format) = if lower.ends_with(".zip") {
+        let mut records = Vec::new();
+        let mut first_error = None;
+        data_converter::archive::read_archive(std::io::Cursor::new(bytes), file_name, |r| {
+            match r {
+                Ok(rec) => {
+                    records.push(rec);
+                    std::ops::ControlFlow::Continue(())
+                }
+                Err(e) => {
+                    first_error = Some(e);
+                    std::ops::ControlFlow::Break(())
+                }
+            }
+        })?;
+        if let Some(e) = first_error {
+            return Err(e.into());
+        }
+        (records, "tokutei-archive")
+    } else if lower.ends_with(".xml") {
+        (
+            vec![data_converter::cda::read_cda(bytes, file_name)?],
+            "tokutei-cda",
+        )
+    } else {
+        return Err(ImportError::UnsupportedFormat {
+            file: file_name.to_owned(),
+        });
+    };
+    from_records(&records, sha, file_name, format, source_id)
+}

@@ -1,0 +1,105 @@
+//! What the domain writes to the audit trail (DESIGN §7; security-scenarios E10, G1, G7), and the
+//! [`AuditTrail`] port it writes through. A write that fails refuses the action it records.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use super::access::{AccessAction, AccessEvent};
+
+/// A consent change (grant or revoke), signed by the worker's card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentEvent {
+    /// When (ms).
+    pub at_ms: i64,
+    /// The person.
+    pub person_id: String,
+    /// The partner.
+    pub service_id: String,
+    /// `grant` or `revoke`.
+    pub action: &'static str,
+    /// The version created.
+    pub version: i64,
+    /// Granted categories (wire form).
+    pub categories: Vec<String>,
+}
+
+/// A file imported (or found already imported).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportEvent {
+    /// When (ms).
+    pub at_ms: i64,
+    /// Who delivered it: a source service id, `drop-dir` or `cli`.
+    pub actor: String,
+    /// File name.
+    pub file: String,
+    /// Import id.
+    pub import_id: i64,
+    /// Resources stored (0 for a re-import).
+    pub resources: u64,
+    /// True when the bytes had been imported before.
+    pub duplicate: bool,
+}
+
+/// One audited event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrailEvent {
+    /// A partner request, permitted or denied.
+    Access(AccessEvent),
+    /// A consent document committed.
+    Consent(ConsentEvent),
+    /// A file imported.
+    Import(ImportEvent),
+}
+
+/// A boxed future of an audit write.
+pub type AuditFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// Where events are written durably. `Err` (with a reason) when the write failed.
+pub trait AuditTrail: Send + Sync {
+    /// Writes one event.
+    fn record(&self, event: TrailEvent) -> AuditFuture<'_>;
+}
+
+/// An in-memory trail for tests, with a switch that makes every write fail (G7).
+#[derive(Debug, Default)]
+pub struct MemoryTrail {
+    events: Mutex<Vec<TrailEvent>>,
+    failing: AtomicBool,
+}
+
+impl MemoryTrail {
+    /// An empty trail.
+    pub fn new() -> Self {
+        MemoryTrail::default()
+    }
+
+    /// Makes every later write fail (true) or succeed (false).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// The events written so far.
+    pub fn events(&self) -> Vec<TrailEvent> {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl AuditTrail for MemoryTrail {
+    fn record(&self, event: TrailEvent) -> AuditFuture<'_> {
+        Box::pin(async move {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err("audit store unavailable (failpoint)".into());
+            }
+            self.events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(event);
+            Ok(())
+        })
+    }
+}

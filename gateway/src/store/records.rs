@@ -1,0 +1,345 @@
+//! The iPHR as stored FHIR resources (DESIGN §5–§7): one import per file (its SHA-256 makes
+//! re-import a no-op), written all-or-nothing in one transaction; resources keyed by type and id,
+//! tagged with the person key of their source and their data category; person keys linked to
+//! persons.
+
+use super::{Db, StoreError, on_db};
+use sqlx::Row;
+
+/// One resource to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewResource {
+    /// `resourceType`.
+    pub resource_type: String,
+    /// `id`.
+    pub id: String,
+    /// The source's person key.
+    pub person_key: String,
+    /// Data category (`A.checkup` …), empty for the Patient.
+    pub category: String,
+    /// Code of the first FHIR `category` (`laboratory`, `vital-signs` …).
+    pub fhir_category: Option<String>,
+    /// `system|code` of the main coding.
+    pub code: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub effective: Option<String>,
+    /// The resource JSON.
+    pub json: String,
+}
+
+/// A person key with the Patient id its resources reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPersonKey {
+    /// The key.
+    pub person_key: String,
+    /// The converter's Patient id for the key (references are rewritten to the person's id).
+    pub patient_id: String,
+}
+
+/// One file's content, converted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewImport {
+    /// SHA-256 of the file's bytes.
+    pub content_sha256: [u8; 32],
+    /// The delivering service, if any.
+    pub source_id: Option<String>,
+    /// File name as delivered.
+    pub file_name: String,
+    /// Format tag.
+    pub format: String,
+    /// Records converted.
+    pub records: i64,
+    /// Person keys.
+    pub person_keys: Vec<NewPersonKey>,
+    /// Resources.
+    pub resources: Vec<NewResource>,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// Stored as import `id` with this many new resources.
+    Imported {
+        /// Import id.
+        id: i64,
+        /// Resources stored (duplicates of earlier imports are skipped).
+        resources: u64,
+    },
+    /// These bytes were imported before as `id`; nothing was written.
+    AlreadyImported {
+        /// Import id.
+        id: i64,
+    },
+}
+
+/// Rows per multi-row INSERT (SQLite allows 32,766 parameters; 9 per row).
+const CHUNK: usize = 500;
+
+/// Stores an import in one transaction.
+pub async fn import(db: &Db, imp: &NewImport, now_ms: i64) -> Result<ImportOutcome, StoreError> {
+    let outcome = on_db!(db, |pool| {
+        let mut tx = pool.begin().await?;
+        let id: Option<i64> = sqlx::query(
+            "INSERT INTO imports (content_sha256, source_id, file_name, format, records, \
+             resources, imported_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (content_sha256) DO NOTHING RETURNING id",
+        )
+        .bind(imp.content_sha256.as_slice())
+        .bind(imp.source_id.as_deref())
+        .bind(&imp.file_name)
+        .bind(&imp.format)
+        .bind(imp.records)
+        .bind(i64::try_from(imp.resources.len()).unwrap_or(i64::MAX))
+        .bind(now_ms)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+        match id {
+            None => {
+                tx.rollback().await?;
+                let existing: i64 =
+                    sqlx::query("SELECT id FROM imports WHERE content_sha256 = $1")
+                        .bind(imp.content_sha256.as_slice())
+                        .fetch_one(pool)
+                        .await?
+                        .try_get(0)?;
+                ImportOutcome::AlreadyImported { id: existing }
+            }
+            Some(id) => {
+                for chunk in imp.person_keys.chunks(CHUNK) {
+                    let mut q = sqlx::QueryBuilder::new(
+                        "INSERT INTO person_keys (person_key, patient_id) ",
+                    );
+                    q.push_values(chunk, |mut b, k| {
+                        b.push_bind(&k.person_key).push_bind(&k.patient_id);
+                    });
+                    q.push(" ON CONFLICT (person_key) DO NOTHING");
+                    q.build().execute(&mut *tx).await?;
+                }
+                let mut stored = 0u64;
+                for chunk in imp.resources.chunks(CHUNK) {
+                    let mut q = sqlx::QueryBuilder::new(
+                        "INSERT INTO iphr_resources (resource_type, id, person_key, category, \
+                         fhir_category, code, effective, import_id, json) ",
+                    );
+                    q.push_values(chunk, |mut b, r| {
+                        b.push_bind(&r.resource_type)
+                            .push_bind(&r.id)
+                            .push_bind(&r.person_key)
+                            .push_bind(&r.category)
+                            .push_bind(r.fhir_category.as_deref())
+                            .push_bind(r.code.as_deref())
+                            .push_bind(r.effective.as_deref())
+                            .push_bind(id)
+                            .push_bind(&r.json);
+                    });
+                    q.push(" ON CONFLICT (resource_type, id, person_key) DO NOTHING");
+                    stored += q.build().execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                ImportOutcome::Imported {
+                    id,
+                    resources: stored,
+                }
+            }
+        }
+    });
+    Ok(outcome)
+}
+
+/// Links a person key to a person (after the person proved, by card, who they are at the
+/// source). False when the key is unknown or already linked to someone else.
+pub async fn link_person_key(
+    db: &Db,
+    person_key: &str,
+    person_id: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let n = on_db!(db, |pool| {
+        sqlx::query(
+            "UPDATE person_keys SET person_id = $2, linked_at_ms = $3 \
+             WHERE person_key = $1 AND (person_id IS NULL OR person_id = $2)",
+        )
+        .bind(person_key)
+        .bind(person_id)
+        .bind(now_ms)
+        .execute(pool)
+        .await?
+        .rows_affected()
+    });
+    Ok(n == 1)
+}
+
+/// The Patient ids the person's resources reference (one per linked key).
+pub async fn patient_ids_of(db: &Db, person_id: &str) -> Result<Vec<String>, StoreError> {
+    let v = on_db!(db, |pool| {
+        sqlx::query("SELECT patient_id FROM person_keys WHERE person_id = $1 ORDER BY person_key")
+            .bind(person_id)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<Vec<_>, _>>()?
+    });
+    Ok(v)
+}
+
+/// A stored resource with the person it belongs to (if its key is linked) and its category.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResource {
+    /// Type.
+    pub resource_type: String,
+    /// Id.
+    pub id: String,
+    /// Linked person.
+    pub person_id: Option<String>,
+    /// Category.
+    pub category: String,
+    /// JSON.
+    pub json: String,
+}
+
+/// The stored copies of one resource (one per person key that carries it, e.g. an
+/// Organization shared by many records).
+pub async fn get(
+    db: &Db,
+    resource_type: &str,
+    id: &str,
+) -> Result<Vec<StoredResource>, StoreError> {
+    let v = on_db!(db, |pool| {
+        sqlx::query(
+            "SELECT r.resource_type, r.id, k.person_id, r.category, r.json \
+             FROM iphr_resources r JOIN person_keys k ON k.person_key = r.person_key \
+             WHERE r.resource_type = $1 AND r.id = $2 ORDER BY r.person_key LIMIT 64",
+        )
+        .bind(resource_type)
+        .bind(id)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| {
+            Ok::<_, sqlx::Error>(StoredResource {
+                resource_type: r.try_get(0)?,
+                id: r.try_get(1)?,
+                person_id: r.try_get(2)?,
+                category: r.try_get(3)?,
+                json: r.try_get(4)?,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?
+    });
+    Ok(v)
+}
+
+/// A search over one person's resources.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Search {
+    /// Only these categories (never empty in practice: the consented ones).
+    pub categories: Vec<String>,
+    /// Only this type.
+    pub resource_type: Option<String>,
+    /// Only this FHIR category code.
+    pub fhir_category: Option<String>,
+    /// Only this `system|code`.
+    pub code: Option<String>,
+    /// `effective >= from` (YYYY-MM-DD).
+    pub date_from: Option<String>,
+    /// `effective <= to` (YYYY-MM-DD).
+    pub date_to: Option<String>,
+    /// Page size.
+    pub limit: i64,
+    /// Rows to skip.
+    pub offset: i64,
+}
+
+/// The person's resources matching `search`, by type then id; the Patient resources excluded.
+pub async fn search(
+    db: &Db,
+    person_id: &str,
+    search: &Search,
+) -> Result<Vec<StoredResource>, StoreError> {
+    if search.categories.is_empty() {
+        return Ok(Vec::new());
+    }
+    let v = on_db!(db, |pool| {
+        let mut q = sqlx::QueryBuilder::new(
+            "SELECT r.resource_type, r.id, r.category, r.json FROM person_keys k \
+             JOIN iphr_resources r ON r.person_key = k.person_key WHERE k.person_id = ",
+        );
+        q.push_bind(person_id);
+        q.push(" AND r.category IN (");
+        let mut sep = q.separated(", ");
+        for c in &search.categories {
+            sep.push_bind(c);
+        }
+        q.push(")");
+        if let Some(t) = &search.resource_type {
+            q.push(" AND r.resource_type = ").push_bind(t);
+        }
+        if let Some(c) = &search.fhir_category {
+            q.push(" AND r.fhir_category = ").push_bind(c);
+        }
+        if let Some(c) = &search.code {
+            q.push(" AND r.code = ").push_bind(c);
+        }
+        if let Some(d) = &search.date_from {
+            q.push(" AND r.effective >= ").push_bind(d);
+        }
+        if let Some(d) = &search.date_to {
+            q.push(" AND r.effective <= ").push_bind(d);
+        }
+        q.push(" ORDER BY r.resource_type, r.id LIMIT ")
+            .push_bind(search.limit)
+            .push(" OFFSET ")
+            .push_bind(search.offset);
+        q.build()
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| {
+                Ok::<_, sqlx::Error>(StoredResource {
+                    resource_type: r.try_get(0)?,
+                    id: r.try_get(1)?,
+                    person_id: Some(person_id.to_owned()),
+                    category: r.try_get(2)?,
+                    json: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    });
+    Ok(v)
+}
+
+/// The newest stored Patient resource of the person (demographics for `Patient/{id}`).
+pub async fn patient_of(db: &Db, person_id: &str) -> Result<Option<String>, StoreError> {
+    let r = on_db!(db, |pool| {
+        sqlx::query(
+            "SELECT r.json FROM person_keys k JOIN iphr_resources r ON r.person_key = k.person_key \
+             WHERE k.person_id = $1 AND r.resource_type = 'Patient' \
+             ORDER BY r.import_id DESC LIMIT 1",
+        )
+        .bind(person_id)
+        .fetch_optional(pool)
+        .await?
+        .map(|r| r.try_get::<String, _>(0))
+        .transpose()?
+    });
+    Ok(r)
+}
+
+/// Number of imports and resources (tests, status).
+pub async fn counts(db: &Db) -> Result<(i64, i64), StoreError> {
+    let c = on_db!(db, |pool| {
+        let imports: i64 = sqlx::query("SELECT COUNT(*) FROM imports")
+            .fetch_one(pool)
+            .await?
+            .try_get(0)?;
+        let resources: i64 = sqlx::query("SELECT COUNT(*) FROM iphr_resources")
+            .fetch_one(pool)
+            .await?
+            .try_get(0)?;
+        (imports, resources)
+    });
+    Ok(c)
+}
