@@ -152,7 +152,7 @@ impl Sink {
             Rendered::Bytes(b) => self.w.write_all(&b)?,
             Rendered::Resources(list) => {
                 for (ty, id, bytes) in list {
-                    let shared = matches!(ty, "Patient" | "Organization");
+                    let shared = fhir::is_shared_type(ty);
                     if shared && !self.seen.insert((ty, id)) {
                         continue;
                     }
