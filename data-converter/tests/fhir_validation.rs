@@ -71,6 +71,38 @@ fn all_fixture_records() -> Vec<(String, Vec<Record>)> {
         assert!(o.errors.is_empty());
         out.push((format!("{layout}.csv"), o.records));
     }
+    // --- issue 5 (conv2): claims (with and without masters) and stress checks ---
+    let mut masters = data_converter::claims::Masters::default();
+    for (kind, f) in [
+        (
+            data_converter::claims::MasterKind::Disease,
+            "uke/disease-master.csv",
+        ),
+        (
+            data_converter::claims::MasterKind::Drug,
+            "uke/drug-master.csv",
+        ),
+    ] {
+        masters.load(kind, &common::read(f), f).unwrap();
+    }
+    let uke = common::read("uke/sample.uke");
+    for (name, m) in [
+        ("sample.uke", Some(&masters)),
+        ("sample-nomaster.uke", None),
+    ] {
+        let o = data_converter::claims::read_uke(&uke, name, m).unwrap();
+        out.push((name.to_owned(), o.records));
+    }
+    let o =
+        data_converter::stress::read_stress_csv(&common::read("stress/workers.csv"), "workers.csv")
+            .unwrap();
+    out.push(("workers.csv".to_owned(), o.records().cloned().collect()));
+    let o = data_converter::stress::read_stress_json(
+        &common::read("stress/person.json"),
+        "person.json",
+    )
+    .unwrap();
+    out.push(("person.json".to_owned(), o.records().cloned().collect()));
     out
 }
 
@@ -185,6 +217,9 @@ fn jp_core_profiles_accept_every_fixture_output() {
         "JP_Observation_Common",
         "JP_DiagnosticReport_Common",
         "JP_Specimen_Common",
+        // issue 5 (conv2)
+        "JP_Condition",
+        "JP_MedicationStatement",
     ] {
         assert!(
             out.contains(&format!("\"{p}\":")),
