@@ -250,3 +250,57 @@ fn missing_ir_and_empty_input_are_errors() {
     let e = read_uke(b"", "empty.uke", None).unwrap_err();
     assert!(matches!(e.kind, ErrorKind::Missing(_)), "{e}");
 }
+
+#[test]
+fn cli_converts_uke_with_masters_and_fails_whole_on_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = |r: &str| common::fixture(r).display().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_data-converter"))
+        .args([
+            &fx("uke/sample.uke"),
+            "--disease-master",
+            &fx("uke/disease-master.csv"),
+            "--drug-master",
+            &fx("uke/drug-master.csv"),
+            "--to",
+            "ndjson",
+            "-o",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("1 of 1 files, 3 documents, 3 persons"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(dir.path().join("sample.uke.fhir.ndjson")).unwrap();
+    let types: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["resourceType"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(types.iter().filter(|t| *t == "Condition").count(), 4);
+    assert_eq!(
+        types.iter().filter(|t| *t == "MedicationStatement").count(),
+        3
+    );
+    assert_eq!(types.iter().filter(|t| *t == "Organization").count(), 1);
+    assert!(text.contains("高血圧症"));
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_data-converter"))
+        .arg(fx("bad/uke-short-sy.uke"))
+        .arg("-o")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("uke-short-sy.uke:3: at SY"), "{err}");
+    assert!(!dir.path().join("uke-short-sy.uke.iphr.jsonl").exists());
+}

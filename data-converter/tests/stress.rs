@@ -206,3 +206,45 @@ fn bad_input_names_file_line_and_item() {
     let e = read_stress_json(b"{\"worker_id\": ", "cut.json").unwrap_err();
     assert_eq!(e.location.line, Some(1), "{e}");
 }
+
+#[test]
+fn cli_writes_records_and_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = |r: &str| common::fixture(r).display().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_data-converter"))
+        .args([
+            "--stress",
+            &fx("stress/workers.csv"),
+            &fx("stress/persons.json"),
+            "--roster",
+            &fx("stress/roster.csv"),
+            "-o",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("worker W015 not scored"), "{err}");
+    assert!(err.contains("worker W103 not scored"), "{err}");
+    let lines = std::fs::read_to_string(dir.path().join("workers.csv.iphr.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 14);
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("stress-report.json")).unwrap())
+            .unwrap();
+    assert_eq!(r["scored"], 15);
+    assert_eq!(r["incomplete"].as_array().unwrap().len(), 3);
+    assert_eq!(r["not_answered"], serde_json::json!(["W017", "W018"]));
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_data-converter"))
+        .args(["--stress", &fx("bad/stress-out-of-range.csv"), "-o"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("stress-out-of-range.csv:3: at A3: item A3"),
+        "{err}"
+    );
+}
