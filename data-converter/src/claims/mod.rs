@@ -562,7 +562,7 @@ impl Reader<'_> {
             _ => return Err(l.invalid(3, "転帰区分", "1 継続, 2 治ゆ, 3 死亡 or 4 中止")),
         };
         let mods = l.get(4);
-        if mods.len() % 4 != 0 || !mods.bytes().all(|b| b.is_ascii_digit()) {
+        if !mods.len().is_multiple_of(4) || !mods.bytes().all(|b| b.is_ascii_digit()) {
             return Err(l.invalid(4, "修飾語コード", "4-digit codes concatenated"));
         }
         let primary = match l.get(6) {
