@@ -304,3 +304,39 @@ fn cli_converts_uke_with_masters_and_fails_whole_on_bad_files() {
     assert!(err.contains("uke-short-sy.uke:3: at SY"), "{err}");
     assert!(!dir.path().join("uke-short-sy.uke.iphr.jsonl").exists());
 }
+
+/// Deterministic mutations of the fixtures through the fuzz entry point: never a panic.
+#[test]
+fn mutated_uke_files_never_panic() {
+    let mut seeds = vec![common::read("uke/sample.uke")];
+    for f in [
+        "uke-short-sy",
+        "uke-bad-date",
+        "uke-no-such-day",
+        "uke-not-sjis",
+    ] {
+        seeds.push(common::read(&format!("bad/{f}.uke")));
+    }
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for seed in &seeds {
+        for _ in 0..400 {
+            let mut m = seed.clone();
+            for _ in 0..1 + next() % 4 {
+                let i = (next() as usize) % m.len().max(1);
+                match next() % 4 {
+                    0 if !m.is_empty() => m[i] = next() as u8,
+                    1 if !m.is_empty() => m[i] = b",\r\n0123456789"[(next() % 13) as usize],
+                    2 => m.truncate(i),
+                    _ => m.insert(i.min(m.len()), b','),
+                }
+            }
+            data_converter::fuzzing::uke(&m);
+        }
+    }
+}

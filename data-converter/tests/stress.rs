@@ -248,3 +248,40 @@ fn cli_writes_records_and_the_report() {
         "{err}"
     );
 }
+
+/// Deterministic mutations of the fixtures through the fuzz entry point: never a panic.
+#[test]
+fn mutated_stress_inputs_never_panic() {
+    let mut seeds = Vec::new();
+    for (sel, f) in [
+        (0u8, "stress/workers.csv"),
+        (1, "stress/persons.json"),
+        (1, "stress/person.json"),
+    ] {
+        let mut v = vec![sel];
+        v.extend(common::read(f));
+        seeds.push(v);
+    }
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for seed in &seeds {
+        for _ in 0..300 {
+            let mut m = seed.clone();
+            for _ in 0..1 + next() % 4 {
+                let i = 1 + (next() as usize) % (m.len() - 1);
+                match next() % 4 {
+                    0 => m[i] = next() as u8,
+                    1 => m[i] = b",/\n[]012345 \""[(next() % 13) as usize],
+                    2 => m.truncate(i + 1),
+                    _ => m.insert(i, b'9'),
+                }
+            }
+            data_converter::fuzzing::stress(&m);
+        }
+    }
+}
