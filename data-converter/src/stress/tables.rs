@@ -172,10 +172,14 @@ impl Scale {
     }
     /// The lowest and highest raw score the formula can give.
     pub fn raw_range(&self) -> (u8, u8) {
-        let lo = [1u8; 57];
-        let hi = [4u8; 57];
-        let (a, b) = (self.formula.raw(&lo), self.formula.raw(&hi));
-        (a.min(b), a.max(b))
+        let n = |items: &[u8]| items.len() as u8;
+        match self.formula {
+            Formula::Sum(items) => (n(items), 4 * n(items)),
+            Formula::Minus(k, items) => (k - 4 * n(items), k - n(items)),
+            Formula::Mixed(k, minus, plus) => {
+                (k - 4 * n(minus) + n(plus), k - n(minus) + 4 * n(plus))
+            }
+        }
     }
 }
 
