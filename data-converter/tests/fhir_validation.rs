@@ -271,3 +271,44 @@ fn validators_reject_a_broken_resource() {
         "Medplum accepted a LabResult without specimen:\n{text}"
     );
 }
+
+// --- issue 5 (conv2) ---
+#[test]
+fn validators_reject_a_broken_condition() {
+    // A JP_Condition without subject (1..1 in R4) and with a string where a CodeableConcept belongs.
+    let o = data_converter::claims::read_uke(&common::read("uke/sample.uke"), "sample.uke", None)
+        .unwrap();
+    let res = fhir::record_resources(&o.records[0], fhir::RefStyle::Relative);
+    let mut c = res
+        .iter()
+        .find(|r| r.resource_type == "Condition")
+        .unwrap()
+        .json
+        .clone();
+    c.as_object_mut().unwrap().remove("subject");
+    c["clinicalStatus"] = serde_json::json!("active");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("broken-condition.ndjson");
+    std::fs::write(&f, format!("{c}\n")).unwrap();
+    let python = tool("IPHR_FHIR_PYTHON", "fhir-venv/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validators/validate_r4.py");
+    let o = Command::new(python).arg(script).arg(&f).output().unwrap();
+    assert!(
+        !o.status.success(),
+        "R4 validators accepted a broken Condition"
+    );
+    let node_path = tool("IPHR_FHIR_NODE_PATH", "medplum/node_modules");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validators/validate_jpcore.cjs");
+    let o = Command::new("node")
+        .env("NODE_PATH", &node_path)
+        .arg(script)
+        .arg(shared_dir().join("testdata/jp-core"))
+        .arg(&f)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !o.status.success() && text.contains("JP_Condition") && text.contains("subject"),
+        "Medplum accepted a JP_Condition without subject:\n{text}"
+    );
+}
