@@ -340,3 +340,24 @@ fn mutated_uke_files_never_panic() {
         }
     }
 }
+
+#[test]
+fn bad_master_files_name_file_and_line() {
+    let mut m = Masters::default();
+    let bytes = "0,B,8833421,,,高血圧症\r\n0,B,88X3421,,,誤り\r\n".as_bytes();
+    let (enc, _, _) = encoding_rs::SHIFT_JIS.encode(std::str::from_utf8(bytes).unwrap());
+    let e = m.load(MasterKind::Disease, &enc, "b.csv").unwrap_err();
+    assert_eq!(
+        (e.location.file.as_str(), e.location.line),
+        ("b.csv", Some(2)),
+        "{e}"
+    );
+    let e = m
+        .load(MasterKind::Drug, b"0,Y,620000001\r\n", "y.csv")
+        .unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::ShortRecord { .. }), "{e}");
+    let e = m
+        .load(MasterKind::Drug, b"0,Y,620000001,,\xff\xff\r\n", "y.csv")
+        .unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::Encoding(_)), "{e}");
+}
