@@ -161,6 +161,23 @@ pub enum ErrorKind {
     /// The mapping file is invalid.
     #[error("invalid mapping: {0}")]
     Mapping(String),
+    // --- issue 5, claims and stress check (conv2) ---
+    /// A UKE record whose record type (field 0) is not one of the 医科 record types.
+    #[error("unknown record type {0:?}")]
+    UnknownRecordType(String),
+    /// A UKE record with fewer fields than its type requires.
+    #[error("{record} record has {found} fields, needs at least {expected}")]
+    ShortRecord {
+        /// Record type.
+        record: String,
+        /// Fields required.
+        expected: usize,
+        /// Fields found.
+        found: usize,
+    },
+    /// A UKE record in a place the file structure does not allow (e.g. SY before any RE).
+    #[error("record out of order: {0}")]
+    RecordOrder(String),
 }
 
 /// A conversion error with its location.

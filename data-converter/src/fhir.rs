@@ -26,8 +26,8 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::catalogue::{Catalogue, Category, Item, Material};
 use crate::iphr::{
-    Absent, Bound, ContentHash, Entry, EntryKind, Interpretation, Record, Relation, Sex, Value,
-    systems,
+    Absent, Bound, ContentHash, Entry, EntryKind, Interpretation, Record, Relation, Sex,
+    SourceFormat, Value, systems,
 };
 
 const JP: &str = "http://jpfhir.jp/fhir/core/StructureDefinition/";
@@ -50,7 +50,7 @@ pub enum RefStyle {
     Relative,
 }
 
-fn uuid_of(parts: &[&str]) -> String {
+pub(crate) fn uuid_of(parts: &[&str]) -> String {
     let mut buf = Vec::new();
     for p in parts {
         buf.extend_from_slice(p.as_bytes());
@@ -137,6 +137,12 @@ pub struct Resource {
 /// All resources of one record, in a stable order: Patient, Organizations, Specimens,
 /// Observations, DiagnosticReport.
 pub fn record_resources(rec: &Record, style: RefStyle) -> Vec<Resource> {
+    // --- issue 5 (conv2): claims and stress checks have their own mappings ---
+    match rec.source.format {
+        SourceFormat::UkeClaims => return crate::claims::fhir::resources(rec, style),
+        SourceFormat::StressCheck => return crate::stress::fhir::resources(rec, style),
+        _ => {}
+    }
     let cat = Catalogue::builtin();
     let ctx = Ctx {
         rec,
@@ -265,6 +271,35 @@ pub fn record_resources(rec: &Record, style: RefStyle) -> Vec<Resource> {
         json: dr,
     });
     out
+}
+
+// --- issue 5 (conv2): helpers for the claims and stress-check mappings ---
+/// The record's `Patient` (JP_Patient) with its deterministic id.
+pub(crate) fn patient_resource(rec: &Record, style: RefStyle) -> Resource {
+    let ctx = Ctx {
+        rec,
+        style,
+        hash: rec.source.content_hash.hex(),
+    };
+    let id = ctx.patient_id();
+    Resource {
+        resource_type: "Patient",
+        json: patient(&ctx, &id),
+        id,
+    }
+}
+
+/// A reference to `ty/id` in the given style.
+pub(crate) fn reference(style: RefStyle, ty: &str, id: &str) -> Json {
+    match style {
+        RefStyle::Uuid => json!({ "reference": format!("urn:uuid:{id}") }),
+        RefStyle::Relative => json!({ "reference": format!("{ty}/{id}") }),
+    }
+}
+
+/// Resource types written once per output even when several records carry them.
+pub fn is_shared_type(resource_type: &str) -> bool {
+    matches!(resource_type, "Patient" | "Organization" | "Questionnaire")
 }
 
 fn code_codings_empty(dr: &Json) -> bool {
@@ -505,7 +540,7 @@ pub fn write_ndjson<W: Write>(
     seen: &mut std::collections::HashSet<(&'static str, String)>,
 ) -> std::io::Result<()> {
     for res in record_resources(rec, RefStyle::Relative) {
-        let shared = matches!(res.resource_type, "Patient" | "Organization");
+        let shared = is_shared_type(res.resource_type);
         if shared && !seen.insert((res.resource_type, res.id.clone())) {
             continue;
         }

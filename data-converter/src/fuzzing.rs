@@ -52,3 +52,32 @@ pub fn archive(data: &[u8]) {
         std::ops::ControlFlow::Continue(())
     });
 }
+
+// --- issue 5 (conv2): claims and stress check ---
+/// Runs the UKE claims reader (and, on success, the FHIR export) on arbitrary bytes.
+pub fn uke(data: &[u8]) {
+    if let Ok(out) = crate::claims::read_uke(data, "fuzz.uke", None) {
+        for rec in &out.records {
+            let _ = crate::fhir::record_resources(rec, crate::fhir::RefStyle::Uuid);
+        }
+    }
+}
+
+/// Runs the stress-check readers on arbitrary bytes: the first byte picks CSV or JSON; successful
+/// outputs are reported on and exported to FHIR.
+pub fn stress(data: &[u8]) {
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let out = if sel & 1 == 0 {
+        crate::stress::read_stress_csv(rest, "fuzz.csv")
+    } else {
+        crate::stress::read_stress_json(rest, "fuzz.json")
+    };
+    if let Ok(o) = out {
+        let _ = crate::stress::report(&[&o], None);
+        for rec in o.records() {
+            let _ = crate::fhir::record_resources(rec, crate::fhir::RefStyle::Relative);
+        }
+    }
+}

@@ -12,10 +12,13 @@
 //! - [`fhir`]: FHIR R4 JP Core export (Bundle, NDJSON).
 //! - [`fuzzing`]: entry points of the fuzz targets and the random-input harness.
 //! - [`synth`]: synthetic documents and archives for benchmarks and fuzz seeds.
+//! - [`claims`]: レセプト電算 (UKE) claims → conditions and medication statements (issue 5).
+//! - [`stress`]: the 57-item stress check, its scores and high-stress results (issue 5).
 
 pub mod archive;
 pub mod catalogue;
 pub mod cda;
+pub mod claims;
 pub mod csv_import;
 pub mod error;
 pub mod fhir;
@@ -23,6 +26,7 @@ pub mod fuzzing;
 pub mod iphr;
 pub mod judgement;
 pub mod normalize;
+pub mod stress;
 pub mod synth;
 
 pub use error::{Error, ErrorKind, Location, Result};

@@ -1,5 +1,5 @@
-//! `data-converter` CLI (issue 4, Deliver 6): converts 特定健診 CDA files, archives (ZIP) and
-//! health-check CSVs — given as files or directories — to iPHR JSON Lines, FHIR Bundles or FHIR
+//! `data-converter` CLI (issue 4, Deliver 6; issue 5, Deliver 6): converts 特定健診 CDA files,
+//! archives (ZIP), health-check CSVs, UKE claims (`.uke`) and stress checks (`--stress`, .csv/.json) — given as files or directories — to iPHR JSON Lines, FHIR Bundles or FHIR
 //! NDJSON. One output file per input, written to a temporary name and renamed only when the input
 //! converted completely (all-or-nothing), unless `--keep-going`. Parallel over files (rayon); a
 //! progress bar when stderr is a terminal; a summary at the end; exit status 1 on any error.
@@ -16,9 +16,13 @@ use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use data_converter::archive::read_archive_with;
 use data_converter::cda::read_cda;
+use data_converter::claims::{MasterKind, Masters, read_uke};
 use data_converter::csv_import::{Mapping, read_csv};
 use data_converter::fhir::{self, RefStyle};
 use data_converter::iphr::{EntryKind, Record};
+use data_converter::stress::{
+    StressOutput, read_roster, read_stress_csv, read_stress_json, report,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
@@ -59,6 +63,20 @@ struct Cli {
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
+    // --- issue 5 (conv2): claims and stress check ---
+    /// 傷病名マスター (支払基金 B master CSV, Shift_JIS) for diagnosis names in .uke claims.
+    #[arg(long)]
+    disease_master: Option<PathBuf>,
+    /// 医薬品マスター (Y master CSV, Shift_JIS) for medicine names in .uke claims.
+    #[arg(long)]
+    drug_master: Option<PathBuf>,
+    /// Treat .csv and .json inputs as 57-item stress checks; writes `stress-report.json` (incomplete
+    /// sheets, workers who have not answered, department aggregates) to the output directory.
+    #[arg(long)]
+    stress: bool,
+    /// Roster CSV (`worker_id`, optional `department`) for the stress-check report.
+    #[arg(long, requires = "stress")]
+    roster: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -74,6 +92,9 @@ struct Stats {
 struct Run<'a> {
     cli: &'a Cli,
     mapping: Option<Mapping>,
+    // issue 5 (conv2)
+    masters: Option<Masters>,
+    stress: Mutex<Vec<StressOutput>>,
     stats: Stats,
     abort: AtomicBool,
     pb: ProgressBar,
@@ -152,7 +173,7 @@ impl Sink {
             Rendered::Bytes(b) => self.w.write_all(&b)?,
             Rendered::Resources(list) => {
                 for (ty, id, bytes) in list {
-                    let shared = matches!(ty, "Patient" | "Organization");
+                    let shared = fhir::is_shared_type(ty);
                     if shared && !self.seen.insert((ty, id)) {
                         continue;
                     }
@@ -236,6 +257,54 @@ impl Run<'_> {
             .unwrap_or_default();
         let mut ok = true;
         match ext.as_str() {
+            // --- issue 5 (conv2): claims and stress checks ---
+            "uke" => {
+                let bytes = std::fs::read(input).with_context(|| format!("read {name}"))?;
+                match read_uke(&bytes, &name, self.masters.as_ref()) {
+                    Ok(o) => {
+                        for rec in &o.records {
+                            self.count(rec);
+                            sink.record(rec)?;
+                        }
+                    }
+                    Err(e) => {
+                        ok = false;
+                        self.error(&e);
+                    }
+                }
+            }
+            "csv" | "json" if self.cli.stress => {
+                let bytes = std::fs::read(input).with_context(|| format!("read {name}"))?;
+                let res = if ext == "json" {
+                    read_stress_json(&bytes, &name)
+                } else {
+                    read_stress_csv(&bytes, &name)
+                };
+                match res {
+                    Ok(o) => {
+                        for i in &o.incomplete {
+                            self.warn(
+                                input,
+                                &format!(
+                                    "worker {} not scored ({}): double {:?}, missing {:?}",
+                                    i.worker_id, i.locator, i.double, i.missing
+                                ),
+                            );
+                        }
+                        for rec in o.records() {
+                            self.count(rec);
+                            sink.record(rec)?;
+                        }
+                        if let Ok(mut v) = self.stress.lock() {
+                            v.push(o);
+                        }
+                    }
+                    Err(e) => {
+                        ok = false;
+                        self.error(&e);
+                    }
+                }
+            }
             "zip" => {
                 let f = File::open(input).with_context(|| format!("open {name}"))?;
                 let mut write_err = None;
@@ -347,7 +416,7 @@ fn collect_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
                     } else if let Some(x) = e
                         .extension()
                         .map(|x| x.to_string_lossy().to_ascii_lowercase())
-                        && matches!(x.as_str(), "xml" | "zip" | "csv")
+                        && matches!(x.as_str(), "xml" | "zip" | "csv" | "uke" | "json")
                     {
                         out.push(e);
                     }
@@ -394,6 +463,29 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
     };
     std::fs::create_dir_all(&cli.out_dir)
         .with_context(|| format!("create {}", cli.out_dir.display()))?;
+    // issue 5 (conv2): masters for claims, roster for the stress report
+    let masters = if cli.disease_master.is_some() || cli.drug_master.is_some() {
+        let mut m = Masters::default();
+        for (kind, p) in [
+            (MasterKind::Disease, &cli.disease_master),
+            (MasterKind::Drug, &cli.drug_master),
+        ] {
+            if let Some(p) = p {
+                let bytes = std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
+                m.load(kind, &bytes, &p.display().to_string())?;
+            }
+        }
+        Some(m)
+    } else {
+        None
+    };
+    let roster = match &cli.roster {
+        Some(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
+            Some(read_roster(&bytes, &p.display().to_string())?)
+        }
+        None => None,
+    };
     let pb = if !cli.quiet && std::io::stderr().is_terminal() {
         let pb = ProgressBar::new_spinner();
         pb.set_style(
@@ -410,6 +502,8 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
     let run = Run {
         cli,
         mapping,
+        masters,
+        stress: Mutex::new(Vec::new()),
         stats: Stats::default(),
         abort: AtomicBool::new(false),
         pb,
@@ -444,6 +538,26 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
                 run.error(&format!("{e:#}"));
             }
         }
+    }
+    // issue 5 (conv2): the stress-check report over all stress inputs
+    if cli.stress {
+        let outputs = run.stress.lock().map(|v| v.clone()).unwrap_or_default();
+        let refs: Vec<&StressOutput> = outputs.iter().collect();
+        let r = report(&refs, roster.as_deref());
+        let path = cli.out_dir.join("stress-report.json");
+        let mut text = serde_json::to_string_pretty(&r)?;
+        text.push('\n');
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+        eprintln!(
+            "stress check: {} scored, {} high stress, {} not scored (double/missing), {} not answered, {} departments aggregated, {} suppressed (< 10) → {}",
+            r.scored,
+            r.high_stress,
+            r.incomplete.len(),
+            r.not_answered.len(),
+            r.departments.len(),
+            r.suppressed_departments.len(),
+            path.display()
+        );
     }
     let s = &run.stats;
     let persons = s.persons.lock().map(|p| p.len()).unwrap_or(0);

@@ -71,6 +71,38 @@ fn all_fixture_records() -> Vec<(String, Vec<Record>)> {
         assert!(o.errors.is_empty());
         out.push((format!("{layout}.csv"), o.records));
     }
+    // --- issue 5 (conv2): claims (with and without masters) and stress checks ---
+    let mut masters = data_converter::claims::Masters::default();
+    for (kind, f) in [
+        (
+            data_converter::claims::MasterKind::Disease,
+            "uke/disease-master.csv",
+        ),
+        (
+            data_converter::claims::MasterKind::Drug,
+            "uke/drug-master.csv",
+        ),
+    ] {
+        masters.load(kind, &common::read(f), f).unwrap();
+    }
+    let uke = common::read("uke/sample.uke");
+    for (name, m) in [
+        ("sample.uke", Some(&masters)),
+        ("sample-nomaster.uke", None),
+    ] {
+        let o = data_converter::claims::read_uke(&uke, name, m).unwrap();
+        out.push((name.to_owned(), o.records));
+    }
+    let o =
+        data_converter::stress::read_stress_csv(&common::read("stress/workers.csv"), "workers.csv")
+            .unwrap();
+    out.push(("workers.csv".to_owned(), o.records().cloned().collect()));
+    let o = data_converter::stress::read_stress_json(
+        &common::read("stress/person.json"),
+        "person.json",
+    )
+    .unwrap();
+    out.push(("person.json".to_owned(), o.records().cloned().collect()));
     out
 }
 
@@ -185,6 +217,9 @@ fn jp_core_profiles_accept_every_fixture_output() {
         "JP_Observation_Common",
         "JP_DiagnosticReport_Common",
         "JP_Specimen_Common",
+        // issue 5 (conv2)
+        "JP_Condition",
+        "JP_MedicationStatement",
     ] {
         assert!(
             out.contains(&format!("\"{p}\":")),
@@ -234,5 +269,46 @@ fn validators_reject_a_broken_resource() {
     assert!(
         !o.status.success() && text.contains("Observation.specimen"),
         "Medplum accepted a LabResult without specimen:\n{text}"
+    );
+}
+
+// --- issue 5 (conv2) ---
+#[test]
+fn validators_reject_a_broken_condition() {
+    // A JP_Condition without subject (1..1 in R4) and with a string where a CodeableConcept belongs.
+    let o = data_converter::claims::read_uke(&common::read("uke/sample.uke"), "sample.uke", None)
+        .unwrap();
+    let res = fhir::record_resources(&o.records[0], fhir::RefStyle::Relative);
+    let mut c = res
+        .iter()
+        .find(|r| r.resource_type == "Condition")
+        .unwrap()
+        .json
+        .clone();
+    c.as_object_mut().unwrap().remove("subject");
+    c["clinicalStatus"] = serde_json::json!("active");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("broken-condition.ndjson");
+    std::fs::write(&f, format!("{c}\n")).unwrap();
+    let python = tool("IPHR_FHIR_PYTHON", "fhir-venv/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validators/validate_r4.py");
+    let o = Command::new(python).arg(script).arg(&f).output().unwrap();
+    assert!(
+        !o.status.success(),
+        "R4 validators accepted a broken Condition"
+    );
+    let node_path = tool("IPHR_FHIR_NODE_PATH", "medplum/node_modules");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validators/validate_jpcore.cjs");
+    let o = Command::new("node")
+        .env("NODE_PATH", &node_path)
+        .arg(script)
+        .arg(shared_dir().join("testdata/jp-core"))
+        .arg(&f)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !o.status.success() && text.contains("JP_Condition") && text.contains("subject"),
+        "Medplum accepted a JP_Condition without subject:\n{text}"
     );
 }

@@ -224,6 +224,11 @@ pub enum EntryKind {
     Derived,
     /// A document reference.
     Document,
+    // --- issue 5, claims (conv2) ---
+    /// A diagnosis from a claim (UKE SY record): code = 傷病名コード.
+    Condition,
+    /// A medicine from a claim (UKE IY record): code = レセ電算 医薬品コード.
+    Medication,
 }
 
 /// How a member relates to its group (CDA `entryRelationship/@typeCode`).
@@ -314,6 +319,10 @@ pub struct Entry {
     pub relation: Option<Relation>,
     /// Where in the source the entry came from (XPath for XML, `line N, column NAME` for CSV).
     pub locator: String,
+    // --- issue 5, claims (conv2) ---
+    /// Claim line details (UKE SY/IY records), see [`crate::claims::ClaimLine`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<crate::claims::ClaimLine>,
 }
 
 impl Entry {
@@ -338,6 +347,7 @@ impl Entry {
             parent: None,
             relation: None,
             locator,
+            claim: None,
         }
     }
 
@@ -452,6 +462,11 @@ pub enum SourceFormat {
     TokuteiCda,
     /// Health-check CSV with a TOML mapping.
     HealthCheckCsv,
+    // --- issue 5 (conv2) ---
+    /// レセプト電算処理 claim file (UKE), one record per receipt (RE).
+    UkeClaims,
+    /// 職業性ストレス簡易調査票 (57 items), CSV row or per-person JSON.
+    StressCheck,
 }
 
 /// Where a record came from.

@@ -414,6 +414,13 @@ impl FromStr for Decimal {
     }
 }
 
+// --- issue 5 (conv2): scores are whole numbers ---
+impl From<u32> for Decimal {
+    fn from(v: u32) -> Self {
+        Self(v.to_string())
+    }
+}
+
 impl fmt::Display for Decimal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
