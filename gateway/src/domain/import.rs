@@ -18,7 +18,10 @@ pub enum ImportError {
     #[error("{0}")]
     Convert(#[from] data_converter::Error),
     /// The file's kind is not known from its name.
-    #[error("{file}: unsupported file type (expected .zip 特定健診 archive or .xml CDA)")]
+    #[error(
+        "{file}: unsupported file type (expected .zip 特定健診 archive, .xml CDA, .uke claims, \
+         .stress.csv or .stress.json stress check)"
+    )]
     UnsupportedFormat {
         /// File name.
         file: String,
@@ -51,9 +54,11 @@ pub enum ImportError {
 
 /// The data category of a record's resources (fail closed: unknown formats are not imported).
 fn category_of(record: &Record) -> Category {
+    use data_converter::iphr::SourceFormat;
     match record.source.format {
-        data_converter::iphr::SourceFormat::TokuteiCda
-        | data_converter::iphr::SourceFormat::HealthCheckCsv => Category::Checkup,
+        SourceFormat::TokuteiCda | SourceFormat::HealthCheckCsv => Category::Checkup,
+        SourceFormat::UkeClaims => Category::Claims,
+        SourceFormat::StressCheck => Category::StressCheck,
     }
 }
 
@@ -154,7 +159,9 @@ pub fn from_records(
     })
 }
 
-/// Converts a delivered file: a 特定健診 archive (`.zip`) or one CDA document (`.xml`).
+/// Converts a delivered file, by its name: a 特定健診 archive (`.zip`), one CDA document
+/// (`.xml`), レセプト claims (`.uke`), stress-check answers (`.stress.csv`, `.stress.json`;
+/// incomplete sheets are not imported, they are the employer's follow-up list).
 pub fn convert(
     bytes: &[u8],
     file_name: &str,
@@ -188,6 +195,18 @@ pub fn convert(
             return Err(e.into());
         }
         (records, "tokutei-archive")
+    } else if lower.ends_with(".uke") {
+        (
+            data_converter::claims::read_uke(bytes, file_name, None)?.records,
+            "uke-claims",
+        )
+    } else if lower.ends_with(".stress.csv") || lower.ends_with(".stress.json") {
+        let out = if lower.ends_with(".csv") {
+            data_converter::stress::read_stress_csv(bytes, file_name)?
+        } else {
+            data_converter::stress::read_stress_json(bytes, file_name)?
+        };
+        (out.records().cloned().collect(), "stress-check")
     } else if lower.ends_with(".xml") {
         (
             vec![data_converter::cda::read_cda(bytes, file_name)?],

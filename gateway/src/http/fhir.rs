@@ -26,7 +26,7 @@ use axum::routing::get;
 /// FHIR JSON media type.
 pub const FHIR_JSON: &str = "application/fhir+json";
 /// Resource types the API serves.
-pub const SUPPORTED_TYPES: [&str; 11] = [
+pub const SUPPORTED_TYPES: [&str; 10] = [
     "Patient",
     "Observation",
     "DiagnosticReport",
@@ -35,7 +35,6 @@ pub const SUPPORTED_TYPES: [&str; 11] = [
     "Condition",
     "MedicationStatement",
     "QuestionnaireResponse",
-    "Questionnaire",
     "Composition",
     "DocumentReference",
 ];
