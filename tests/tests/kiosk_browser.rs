@@ -1,7 +1,8 @@
-//! The kiosk sign-in page end to end in a real headless Chromium (issue 3, acceptance): the real
-//! gateway (TLS on port 0, SQLite in a temporary directory, configured from a TOML file with the
-//! JPKI-like test CA and its CRL), the real `card-agent serve` process (PIN on its standard input,
-//! as its own UI would ask it), a virtual My Number card through pcscd + vpcd, and Chromium driven
+//! The kiosk sign-in page end to end in a real headless Chromium (issue 3, acceptance; issue 6
+//! consent at the kiosk): the real gateway (TLS on port 0, SQLite in a temporary directory,
+//! configured from a TOML file with the JPKI-like test CA and its CRL), the real `card-agent serve`
+//! process (PIN on its standard input, as its own UI would ask it), consent changes signed by the
+//! card, a virtual My Number card through pcscd + vpcd, and Chromium driven
 //! over WebDriver (chromedriver + fantoccini).
 //!
 //! Needs pcscd with the vpcd readers (`bash scripts/test.sh` starts it), `chromium` and
@@ -330,6 +331,26 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
     let gateway = Gateway::from_config(&config, Arc::new(SystemClock))
         .await
         .unwrap();
+    // A partner asking for health-check results, shown on the consent list after sign-in.
+    let db = gateway.app.auth.db().clone();
+    gateway::store::services::upsert(
+        &db,
+        &gateway::store::services::Service {
+            id: "partner-kenko".into(),
+            kind: gateway::store::services::ServiceKind::Partner,
+            name: "けんこう手帳アプリ".into(),
+            purpose: "健診結果の経年表示".into(),
+            categories: vec![gateway::domain::consent::Category::Checkup],
+            period_days: 365,
+            certificate_sha256: None,
+            jwks: None,
+            scopes: String::new(),
+            rate_per_sec: 10,
+        },
+        0,
+    )
+    .await
+    .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, gateway, async {
         let _ = stopped.await;
@@ -381,10 +402,54 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
     let validity = wait_text(&client, "#validity", |t| t.contains('〜')).await;
     assert!(validity.contains('年'), "{validity}");
     assert_eq!(session_status(&client).await, 200);
+
+    // (e) Consent: the partner's request is listed; granting and revoking each need a fresh card
+    // signature (the PIN typed into the agent again) over the consent document.
+    let status = wait_text(&client, "#partners li .status", |t| !t.is_empty()).await;
+    assert_eq!(status, "同意していません");
+    let item = wait_text(&client, "#partners li", |t| t.contains("けんこう手帳アプリ")).await;
+    assert!(item.contains("健診結果（A）") && item.contains("健診結果の経年表示"), "{item}");
+    let person_id = person.clone();
+    type_pin(&mut agent_pin, CORRECT_PIN);
+    client
+        .find(Locator::Css("#partners li button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&client, "#consent-message", |t| {
+        t == "けんこう手帳アプリ へのデータ提供に同意しました"
+    })
+    .await;
+    let status = wait_text(&client, "#partners li .status", |t| t.starts_with("同意中")).await;
+    assert!(status.contains('〜'), "{status}");
+    let head = gateway::store::consent::head(&db, &person_id, "partner-kenko")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(head.status, gateway::domain::consent::Status::Permit);
     let png = client.screenshot().await.unwrap();
     let shot = target_dir().join("kiosk-signed-in.png");
     std::fs::write(&shot, png).unwrap();
     eprintln!("screenshot: {}", shot.display());
+    type_pin(&mut agent_pin, CORRECT_PIN);
+    client
+        .find(Locator::Css("#partners li button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&client, "#consent-message", |t| {
+        t == "けんこう手帳アプリ への同意を取り消しました"
+    })
+    .await;
+    let head = gateway::store::consent::head(&db, &person_id, "partner-kenko")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((head.version, head.status), (2, gateway::domain::consent::Status::Deny));
 
     // (c) Sign-out: back to the start screen, and the session is gone.
     client
