@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(about = "iPHR gateway: card sign-in, sessions, audit log (and later consent, partner API)")]
+#[command(
+    about = "iPHR gateway: card sign-in, sessions, audit log (and later consent, partner API)"
+)]
 struct Args {
     /// Configuration file (TOML); IPHR_GATEWAY_* environment variables override it.
     #[arg(long, short, global = true)]

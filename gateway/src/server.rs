@@ -4,6 +4,7 @@
 
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::domain::audit::CheckpointSigner;
 use crate::domain::auth::{AuthConfig, Authenticator};
 use crate::domain::certs::{AnchorSet, CertError, CertPolicy, RevocationMode};
 use crate::domain::revocation::{CrlSource, RevocationError, RevocationStore};
@@ -11,7 +12,6 @@ use crate::domain::session::SessionPolicy;
 use crate::domain::verifier::TokenVerifier;
 use crate::http::partner::{ClientCertificate, PartnerState, partner_router};
 use crate::http::{AppState, router};
-use crate::domain::audit::CheckpointSigner;
 use crate::store::audit::{AuditError, AuditLog};
 use crate::store::{Db, StoreError};
 use crate::tls::TlsError;
@@ -319,8 +319,11 @@ pub async fn run_maintenance_with_audit(
     tokio::pin!(shutdown);
     let mut crl_tick = tokio::time::interval(crl_every);
     let mut purge_tick = tokio::time::interval(purge_every);
-    let mut checkpoint_tick =
-        tokio::time::interval(audit.as_ref().map_or(Duration::from_secs(3600), |a| a.every));
+    let mut checkpoint_tick = tokio::time::interval(
+        audit
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |a| a.every),
+    );
     crl_tick.tick().await;
     loop {
         tokio::select! {

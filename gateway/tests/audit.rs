@@ -66,7 +66,7 @@ fn record(i: u64) -> AuditRecord {
             _ => Actor::Staff(format!("staff-{}", i % 5)),
         },
         action: actions[(i as usize) % actions.len()],
-        outcome: if i % 5 == 0 {
+        outcome: if i.is_multiple_of(5) {
             Outcome::Deny
         } else {
             Outcome::Permit
@@ -112,16 +112,22 @@ async fn entry(db: &Db, seq: i64) -> StoredEntry {
 }
 
 async fn exec(db: &Db, sql: &str) -> Result<u64, sqlx::Error> {
-    on!(db, |p| sqlx::raw_sql(sql).execute(p).await.map(|r| r.rows_affected()))
+    on!(db, |p| sqlx::raw_sql(sql)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
 }
 
 /// Tests act as an attacker with full database access: the append-only triggers go first.
 async fn drop_triggers(db: &Db) {
     match db {
         Db::Sqlite(_) => {
-            exec(db, "DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;")
-                .await
-                .unwrap();
+            exec(
+                db,
+                "DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;",
+            )
+            .await
+            .unwrap();
         }
         Db::Postgres(_) => {
             exec(
@@ -158,6 +164,7 @@ async fn insert_raw(db: &Db, e: &StoredEntry) {
         .execute(p)
         .await
         .unwrap()
+        .rows_affected()
     });
 }
 
@@ -168,7 +175,8 @@ async fn set_text(db: &Db, column: &str, seq: i64, value: Option<&str>) {
         .bind(seq)
         .execute(p)
         .await
-        .unwrap());
+        .unwrap()
+        .rows_affected());
 }
 
 async fn set_int(db: &Db, column: &str, seq: i64, value: i64) {
@@ -178,7 +186,8 @@ async fn set_int(db: &Db, column: &str, seq: i64, value: i64) {
         .bind(seq)
         .execute(p)
         .await
-        .unwrap());
+        .unwrap()
+        .rows_affected());
 }
 
 async fn set_blob(db: &Db, column: &str, seq: i64, value: &[u8]) {
@@ -188,14 +197,18 @@ async fn set_blob(db: &Db, column: &str, seq: i64, value: &[u8]) {
         .bind(seq)
         .execute(p)
         .await
-        .unwrap());
+        .unwrap()
+        .rows_affected());
 }
 
 /// Moves every entry with seq > `after` by `delta` (±1) without primary-key clashes.
 async fn shift(db: &Db, after: i64, delta: i64) {
-    exec(db, &format!("UPDATE audit_log SET seq = -seq WHERE seq > {after}"))
-        .await
-        .unwrap();
+    exec(
+        db,
+        &format!("UPDATE audit_log SET seq = -seq WHERE seq > {after}"),
+    )
+    .await
+    .unwrap();
     exec(
         db,
         &format!("UPDATE audit_log SET seq = -seq + ({delta}) WHERE seq < 0"),
@@ -204,7 +217,10 @@ async fn shift(db: &Db, after: i64, delta: i64) {
     .unwrap();
 }
 
-async fn expect_failure(db: &Db, checkpoints: Vec<gateway::domain::audit::Checkpoint>) -> (u64, Violation) {
+async fn expect_failure(
+    db: &Db,
+    checkpoints: Vec<gateway::domain::audit::Checkpoint>,
+) -> (u64, Violation) {
     let f = verify_log(db, checkpoints).await.unwrap().unwrap_err();
     (f.seq, f.violation)
 }
@@ -262,7 +278,11 @@ async fn flip_one(db: &Db, rng: &mut Rng, seq: i64, original: &StoredEntry) -> S
             format!("seq bit {bit}")
         }
         _ => {
-            let column = if choice == 10 { "prev_hash" } else { "entry_hash" };
+            let column = if choice == 10 {
+                "prev_hash"
+            } else {
+                "entry_hash"
+            };
             let mut h = if choice == 10 {
                 original.prev_hash.clone()
             } else {
@@ -326,8 +346,11 @@ async fn g2_update_and_delete_refused_postgres() {
 // ---------------------------------------------------------------- G3, G4
 
 fn signer() -> CheckpointSigner {
-    CheckpointSigner::from_pkcs8("test.example/audit", &CheckpointSigner::generate_pkcs8().unwrap())
-        .unwrap()
+    CheckpointSigner::from_pkcs8(
+        "test.example/audit",
+        &CheckpointSigner::generate_pkcs8().unwrap(),
+    )
+    .unwrap()
 }
 
 async fn tampering(backend: Backend) {
@@ -349,7 +372,10 @@ async fn tampering(backend: Backend) {
         let (bad, violation) = expect_failure(db, vec![]).await;
         assert_eq!(bad, seq as u64, "round {round}: {what}: {violation}");
         let seq_now = if what.starts_with("seq") {
-            assert!(matches!(violation, Violation::Gap { .. }), "{what}: {violation}");
+            assert!(
+                matches!(violation, Violation::Gap { .. }),
+                "{what}: {violation}"
+            );
             let e = read_entries(db, N).await.unwrap();
             assert_eq!(e.len(), 1, "{what}");
             e[0].seq
@@ -367,32 +393,88 @@ async fn tampering(backend: Backend) {
     // Reorder: swap two entries.
     let (i, j) = (1234i64, 8765i64);
     let swap = async |db: &Db| {
-        exec(db, &format!("UPDATE audit_log SET seq = -1 WHERE seq = {i}")).await.unwrap();
-        exec(db, &format!("UPDATE audit_log SET seq = {i} WHERE seq = {j}")).await.unwrap();
-        exec(db, &format!("UPDATE audit_log SET seq = {j} WHERE seq = -1")).await.unwrap();
+        exec(
+            db,
+            &format!("UPDATE audit_log SET seq = -1 WHERE seq = {i}"),
+        )
+        .await
+        .unwrap();
+        exec(
+            db,
+            &format!("UPDATE audit_log SET seq = {i} WHERE seq = {j}"),
+        )
+        .await
+        .unwrap();
+        exec(
+            db,
+            &format!("UPDATE audit_log SET seq = {j} WHERE seq = -1"),
+        )
+        .await
+        .unwrap();
     };
     swap(db).await;
-    assert_eq!(expect_failure(db, vec![]).await, (i as u64, Violation::ContentChanged));
+    assert_eq!(
+        expect_failure(db, vec![]).await,
+        (i as u64, Violation::ContentChanged)
+    );
     swap(db).await;
     assert_eq!(verify_ok(db).await, N as u64);
     // Adjacent swap too.
     let (i, j) = (500i64, 501i64);
-    exec(db, &format!("UPDATE audit_log SET seq = -1 WHERE seq = {i}")).await.unwrap();
-    exec(db, &format!("UPDATE audit_log SET seq = {i} WHERE seq = {j}")).await.unwrap();
-    exec(db, &format!("UPDATE audit_log SET seq = {j} WHERE seq = -1")).await.unwrap();
+    exec(
+        db,
+        &format!("UPDATE audit_log SET seq = -1 WHERE seq = {i}"),
+    )
+    .await
+    .unwrap();
+    exec(
+        db,
+        &format!("UPDATE audit_log SET seq = {i} WHERE seq = {j}"),
+    )
+    .await
+    .unwrap();
+    exec(
+        db,
+        &format!("UPDATE audit_log SET seq = {j} WHERE seq = -1"),
+    )
+    .await
+    .unwrap();
     assert_eq!(expect_failure(db, vec![]).await.0, i as u64);
-    exec(db, &format!("UPDATE audit_log SET seq = -1 WHERE seq = {i}")).await.unwrap();
-    exec(db, &format!("UPDATE audit_log SET seq = {i} WHERE seq = {j}")).await.unwrap();
-    exec(db, &format!("UPDATE audit_log SET seq = {j} WHERE seq = -1")).await.unwrap();
+    exec(
+        db,
+        &format!("UPDATE audit_log SET seq = -1 WHERE seq = {i}"),
+    )
+    .await
+    .unwrap();
+    exec(
+        db,
+        &format!("UPDATE audit_log SET seq = {i} WHERE seq = {j}"),
+    )
+    .await
+    .unwrap();
+    exec(
+        db,
+        &format!("UPDATE audit_log SET seq = {j} WHERE seq = -1"),
+    )
+    .await
+    .unwrap();
     assert_eq!(verify_ok(db).await, N as u64);
 
     // Delete one: leaving a gap, and renumbering the rest to hide it.
     let k = 4321i64;
     let gone = entry(db, k).await;
-    exec(db, &format!("DELETE FROM audit_log WHERE seq = {k}")).await.unwrap();
+    exec(db, &format!("DELETE FROM audit_log WHERE seq = {k}"))
+        .await
+        .unwrap();
     assert_eq!(
         expect_failure(db, vec![]).await,
-        (k as u64, Violation::Gap { expected: k as u64, found: k + 1 })
+        (
+            k as u64,
+            Violation::Gap {
+                expected: k as u64,
+                found: k + 1
+            }
+        )
     );
     shift(db, k, -1).await;
     assert_eq!(expect_failure(db, vec![]).await.0, k as u64);
@@ -414,7 +496,9 @@ async fn tampering(backend: Backend) {
     };
     insert_raw(db, &forged).await;
     assert_eq!(expect_failure(db, vec![]).await.0, (k + 2) as u64);
-    exec(db, &format!("DELETE FROM audit_log WHERE seq = {}", k + 1)).await.unwrap();
+    exec(db, &format!("DELETE FROM audit_log WHERE seq = {}", k + 1))
+        .await
+        .unwrap();
     shift(db, k + 1, -1).await;
     assert_eq!(verify_ok(db).await, N as u64);
 
@@ -425,30 +509,51 @@ async fn tampering(backend: Backend) {
     assert_eq!(checkpoint.size, N as u64);
     for k in [1i64, 7, 100] {
         let tail = read_entries(db, N - k).await.unwrap();
-        exec(db, &format!("DELETE FROM audit_log WHERE seq > {}", N - k)).await.unwrap();
-        assert_eq!(verify_ok(db).await, (N - k) as u64, "a truncated chain is itself valid");
+        exec(db, &format!("DELETE FROM audit_log WHERE seq > {}", N - k))
+            .await
+            .unwrap();
+        assert_eq!(
+            verify_ok(db).await,
+            (N - k) as u64,
+            "a truncated chain is itself valid"
+        );
         assert_eq!(
             expect_failure(db, vec![checkpoint.clone()]).await,
             (
                 (N - k + 1) as u64,
-                Violation::Truncated { checkpoint_size: N as u64, log_size: (N - k) as u64 }
+                Violation::Truncated {
+                    checkpoint_size: N as u64,
+                    log_size: (N - k) as u64
+                }
             )
         );
         for e in &tail {
             insert_raw(db, e).await;
         }
-        assert_eq!(verify_log(db, vec![checkpoint.clone()]).await.unwrap().unwrap().size, N as u64);
+        assert_eq!(
+            verify_log(db, vec![checkpoint.clone()])
+                .await
+                .unwrap()
+                .unwrap()
+                .size,
+            N as u64
+        );
     }
 
     // G4: roll back to an older state (9,000 entries, head row too), the gateway carries on and
     // writes 1,500 more: the chain is valid, the checkpoint of size 10,000 refuses it.
     let head_9000 = entry(db, 9000).await;
-    exec(db, "DELETE FROM audit_log WHERE seq > 9000").await.unwrap();
-    on!(db, |p| sqlx::query("UPDATE audit_head SET seq = 9000, head_hash = $1 WHERE id = 1")
-        .bind(&head_9000.entry_hash)
-        .execute(p)
+    exec(db, "DELETE FROM audit_log WHERE seq > 9000")
         .await
-        .unwrap());
+        .unwrap();
+    on!(db, |p| sqlx::query(
+        "UPDATE audit_head SET seq = 9000, head_hash = $1 WHERE id = 1"
+    )
+    .bind(&head_9000.entry_hash)
+    .execute(p)
+    .await
+    .unwrap()
+    .rows_affected());
     let seqs = fill(&log, 50_000, 1500).await;
     assert_eq!(seqs.first(), Some(&9001));
     assert_eq!(verify_ok(db).await, 10_500);
@@ -535,8 +640,13 @@ async fn hostile_fields(backend: Backend) {
     second.seq = k + 1;
     second.fields.purpose = Some(tail.to_owned());
     insert_raw(db, &second).await;
-    assert_eq!(expect_failure(db, vec![]).await, (k as u64, Violation::ContentChanged));
-    exec(db, &format!("DELETE FROM audit_log WHERE seq = {}", k + 1)).await.unwrap();
+    assert_eq!(
+        expect_failure(db, vec![]).await,
+        (k as u64, Violation::ContentChanged)
+    );
+    exec(db, &format!("DELETE FROM audit_log WHERE seq = {}", k + 1))
+        .await
+        .unwrap();
     shift(db, k + 1, -1).await;
     set_text(db, "purpose", k, Some(&purpose)).await;
     assert_eq!(verify_ok(db).await, n);
@@ -583,7 +693,9 @@ async fn write_failure(backend: Backend) {
     let mut tasks = Vec::new();
     for i in 0..16 {
         let log = log.clone();
-        tasks.push(tokio::spawn(async move { log.record(record(1000 + i)).await }));
+        tasks.push(tokio::spawn(
+            async move { log.record(record(1000 + i)).await },
+        ));
     }
     for task in tasks {
         let err = task.await.unwrap().unwrap_err();
@@ -594,14 +706,19 @@ async fn write_failure(backend: Backend) {
     // Recovery without restart: the chain goes on from where it was.
     match db {
         Db::Sqlite(_) => exec(db, "DROP TRIGGER audit_fail").await.unwrap(),
-        Db::Postgres(_) => exec(db, "DROP TRIGGER audit_fail ON audit_log").await.unwrap(),
+        Db::Postgres(_) => exec(db, "DROP TRIGGER audit_fail ON audit_log")
+            .await
+            .unwrap(),
     };
     assert_eq!(log.record(record(5)).await.unwrap(), 21);
     assert_eq!(verify_ok(db).await, 21);
     // A closed log refuses too.
     let other = log.clone();
     log.shutdown().await;
-    assert!(matches!(other.record(record(6)).await, Err(AuditError::Closed)));
+    assert!(matches!(
+        other.record(record(6)).await,
+        Err(AuditError::Closed)
+    ));
     t.cleanup().await;
 }
 
@@ -639,11 +756,18 @@ async fn concurrent(backend: Backend) {
     let mut all = Vec::new();
     for task in tasks {
         let seqs = task.await.unwrap();
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "one caller's seqs increase");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one caller's seqs increase"
+        );
         all.extend(seqs);
     }
     all.sort_unstable();
-    assert_eq!(all, (1..=2000).collect::<Vec<u64>>(), "no gaps, no duplicates");
+    assert_eq!(
+        all,
+        (1..=2000).collect::<Vec<u64>>(),
+        "no gaps, no duplicates"
+    );
     assert_eq!(verify_ok(&t.db).await, 2000);
     let [a, b] = logs;
     a.shutdown().await;
@@ -684,10 +808,17 @@ async fn cli_keygen_checkpoint_and_verify_a_tampered_file() {
         .arg(&keys)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let key = keys.join("audit-signing.pk8");
     let vkey = keys.join("audit-signing.vkey");
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     // A second keygen into the same directory must not replace the key.
     let again = Command::new(env!("CARGO_BIN_EXE_iphr-gateway"))
         .args(["audit-keygen", "--name", "cli.example/audit", "--out"])
@@ -716,13 +847,19 @@ async fn cli_keygen_checkpoint_and_verify_a_tampered_file() {
     log.shutdown().await;
     // A backup of the database at 300 entries (for the rollback below).
     let backup = dir.path().join("backup.db");
-    exec(&db, &format!("VACUUM INTO '{}'", backup.display())).await.unwrap();
+    exec(&db, &format!("VACUUM INTO '{}'", backup.display()))
+        .await
+        .unwrap();
     let log = AuditLog::start(db.clone()).await.unwrap();
     fill(&log, 300, 200).await;
     log.shutdown().await;
 
     let out = gateway_bin(&["checkpoint"], &config);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let note = String::from_utf8(out.stdout).unwrap();
     assert!(note.starts_with("cli.example/audit\n500\n"), "{note}");
     let note_file = dir.path().join("checkpoint-500.txt");
@@ -735,7 +872,12 @@ async fn cli_keygen_checkpoint_and_verify_a_tampered_file() {
     };
     let out = verify(&["--checkpoint", note_file.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("OK: 500 entries"), "{stdout}");
 
     // One changed byte in entry 137.
@@ -765,11 +907,18 @@ async fn cli_keygen_checkpoint_and_verify_a_tampered_file() {
     }
     std::fs::copy(&backup, &db_path).unwrap();
     let out = verify(&[]);
-    assert_eq!(out.status.code(), Some(0), "the old copy alone looks intact");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the old copy alone looks intact"
+    );
     let out = verify(&["--checkpoint", note_file.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("seq 301") && stdout.contains("truncated"), "{stdout}");
+    assert!(
+        stdout.contains("seq 301") && stdout.contains("truncated"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

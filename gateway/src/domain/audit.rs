@@ -288,7 +288,10 @@ impl EntryFields {
             actor_id: bound_str(id, MAX_ID_BYTES),
             action: record.action.as_str().to_owned(),
             outcome: record.outcome.as_str().to_owned(),
-            person_id: record.person_id.as_deref().map(|p| bound_str(p, MAX_ID_BYTES)),
+            person_id: record
+                .person_id
+                .as_deref()
+                .map(|p| bound_str(p, MAX_ID_BYTES)),
             resources,
             purpose: record
                 .purpose
@@ -582,7 +585,9 @@ impl CheckpointVerifier {
         public_key.copy_from_slice(&key[1..]);
         let key_id = key_id(name, &public_key);
         if id_hex.len() != 8 || !id_hex.eq_ignore_ascii_case(&hex(&key_id)) {
-            return Err(CheckpointError::BadVerifierKey("key id does not match the key"));
+            return Err(CheckpointError::BadVerifierKey(
+                "key id does not match the key",
+            ));
         }
         Ok(CheckpointVerifier {
             name: name.to_owned(),
@@ -610,7 +615,9 @@ impl CheckpointVerifier {
             return Err(CheckpointError::Malformed("note too long"));
         }
         let Some(split) = note.find("\n\n") else {
-            return Err(CheckpointError::Malformed("no blank line before signatures"));
+            return Err(CheckpointError::Malformed(
+                "no blank line before signatures",
+            ));
         };
         let body = &note[..=split];
         let signatures = &note[split + 2..];
@@ -706,14 +713,18 @@ pub enum Violation {
     ContentChanged,
     /// The entry at a checkpoint's size does not have the checkpoint's hash: the log was
     /// rewritten or rolled back.
-    #[error("entry hash differs from the signed checkpoint of size {size} (rewritten or rolled back)")]
+    #[error(
+        "entry hash differs from the signed checkpoint of size {size} (rewritten or rolled back)"
+    )]
     CheckpointMismatch {
         /// The checkpoint's size.
         size: u64,
     },
     /// The log ends before a checkpoint's size: entries were truncated (or the database rolled
     /// back).
-    #[error("log has {log_size} entries but a signed checkpoint covers {checkpoint_size} (truncated or rolled back)")]
+    #[error(
+        "log has {log_size} entries but a signed checkpoint covers {checkpoint_size} (truncated or rolled back)"
+    )]
     Truncated {
         /// The checkpoint's size.
         checkpoint_size: u64,
@@ -879,9 +890,7 @@ const REST_INTERACTION: &str = "http://hl7.org/fhir/restful-interaction";
 /// Alert", subtype BALP `AuthZ-Consent` plus the RESTful interaction. Sign-in/out are DCM 110114
 /// with 110122/110123; imports DCM 110107; consent changes and other events DCM 110110.
 pub fn to_fhir_audit_event(record: &AuditRecord) -> Value {
-    let coding = |system: &str, code: &str, display: &str| {
-        json!({"system": system, "code": code, "display": display})
-    };
+    let coding = |system: &str, code: &str, display: &str| json!({"system": system, "code": code, "display": display});
     let (kind, id) = record.actor.parts();
     let partner_access = matches!(record.actor, Actor::Partner(_))
         && matches!(
@@ -1184,7 +1193,11 @@ mod tests {
         let mut bad_sig = signed.note.clone().into_bytes();
         let at = bad_sig.len() - 5;
         bad_sig[at] = if bad_sig[at] == b'A' { b'B' } else { b'A' };
-        assert!(verifier.open(std::str::from_utf8(&bad_sig).unwrap()).is_err());
+        assert!(
+            verifier
+                .open(std::str::from_utf8(&bad_sig).unwrap())
+                .is_err()
+        );
         // Another key: no signature of ours.
         let other = CheckpointSigner::from_pkcs8(
             "example.org/audit",

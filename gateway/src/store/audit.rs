@@ -12,11 +12,11 @@
 //! (G7). The chain format is [`crate::domain::audit`].
 
 use super::{Db, on_db};
-use crate::domain::audit::{
-    Checkpoint, CheckpointSigner, ChainVerifier, EntryFields, SignedCheckpoint,
-    StoredEntry, VerifyFailure, VerifySummary, entry_hash,
-};
 use crate::domain::audit::AuditRecord;
+use crate::domain::audit::{
+    ChainVerifier, Checkpoint, CheckpointSigner, EntryFields, SignedCheckpoint, StoredEntry,
+    VerifyFailure, VerifySummary, entry_hash,
+};
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::sync::Arc;
