@@ -61,6 +61,9 @@ pub struct Config {
     /// Imports.
     #[serde(default)]
     pub import: ImportConfig,
+    /// The audit log's signed checkpoints.
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 /// The partner listener (DESIGN §6). Partners are the `partner` services of the database
@@ -107,6 +110,39 @@ impl Default for ImportConfig {
             scan_interval_ms: default_scan_ms(),
         }
     }
+}
+
+/// Audit checkpoints (security-scenarios G4: signed at least every 5 minutes, copied off the box).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Ed25519 PKCS#8 signing key (`iphr-gateway audit-keygen`); without it no checkpoints are
+    /// signed.
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
+    /// Key name and checkpoint origin line, e.g. `kiosk.example.jp/audit`.
+    #[serde(default = "default_audit_origin")]
+    pub origin: String,
+    /// Seconds between signed checkpoints.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            signing_key: None,
+            origin: default_audit_origin(),
+            checkpoint_interval_secs: default_checkpoint_interval(),
+        }
+    }
+}
+
+fn default_audit_origin() -> String {
+    "iphr-gateway/audit".into()
+}
+fn default_checkpoint_interval() -> u64 {
+    300
 }
 
 /// The kiosk page: where the browser finds the card agent's localhost API.
@@ -332,6 +368,12 @@ impl Config {
                     reason: "must be https://host[:port] without a path".into(),
                 });
             }
+        }
+        if self.audit.checkpoint_interval_secs == 0 {
+            return Err(ConfigError::Value {
+                key: "audit.checkpoint_interval_secs",
+                reason: "must be positive".into(),
+            });
         }
         if self.nonce.ttl_secs == 0 || self.session.idle_timeout_secs == 0 {
             return Err(ConfigError::Value {

@@ -62,9 +62,10 @@ impl Importer {
     ) -> Result<ImportOutcome, ImporterError> {
         let name = file_name.to_owned();
         let source = source_id.map(str::to_owned);
-        let converted = tokio::task::spawn_blocking(move || convert(&bytes, &name, source.as_deref()))
-            .await
-            .map_err(|e| ImporterError::Task(e.to_string()))??;
+        let converted =
+            tokio::task::spawn_blocking(move || convert(&bytes, &name, source.as_deref()))
+                .await
+                .map_err(|e| ImporterError::Task(e.to_string()))??;
         let now = self.clock.now_ms();
         let outcome = records::import(&self.db, &converted, now).await?;
         let (import_id, resources, duplicate) = match outcome {
@@ -194,7 +195,9 @@ pub async fn watch_drop_dir(
                 tracing::info!(imported = s.imported, duplicates = s.duplicates, failed = s.failed, dir = %dir.display(), "drop directory scanned");
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, dir = %dir.display(), "drop directory scan failed"),
+            Err(e) => {
+                tracing::error!(error = %e, dir = %dir.display(), "drop directory scan failed")
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}

@@ -65,7 +65,9 @@ pub async fn reload(
                 live.push(s.id.clone());
                 directory.register(client);
             }
-            None => tracing::warn!(partner = %s.id, "partner without keys or certificate: not served"),
+            None => {
+                tracing::warn!(partner = %s.id, "partner without keys or certificate: not served")
+            }
         }
     }
     for id in directory.ids() {

@@ -4,15 +4,17 @@
 
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::domain::audit::CheckpointSigner;
 use crate::domain::auth::{AuthConfig, Authenticator};
 use crate::domain::certs::{AnchorSet, CertError, CertPolicy, RevocationMode};
 use crate::domain::consent_desk::ConsentDesk;
-use crate::domain::trail::{AuditTrail, MemoryTrail};
 use crate::domain::revocation::{CrlSource, RevocationError, RevocationStore};
 use crate::domain::session::SessionPolicy;
+use crate::domain::trail::AuditTrail;
 use crate::domain::verifier::TokenVerifier;
 use crate::http::partner::{ClientCertificate, PartnerState, partner_router};
 use crate::http::{AppState, router};
+use crate::store::audit::{AuditError, AuditLog};
 use crate::store::{Db, StoreError};
 use crate::tls::TlsError;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -63,6 +65,17 @@ pub enum GatewayError {
     /// Listening failed.
     #[error("listen: {0}")]
     Io(#[from] std::io::Error),
+    /// The audit signing key could not be read or is not an Ed25519 PKCS#8 key.
+    #[error("audit signing key {path}: {reason}")]
+    AuditKey {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The audit writer could not start.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 /// Everything [`serve`] needs.
@@ -72,6 +85,8 @@ pub struct Gateway {
     pub app: AppState,
     /// TLS.
     pub tls: Arc<ServerConfig>,
+    /// The audit log writer (`None` in tests that audit in memory).
+    pub audit: Option<AuditLog>,
 }
 
 impl Gateway {
@@ -91,8 +106,9 @@ impl Gateway {
             key: "kiosk.agent_url",
             reason,
         })?;
+        let audit = AuditLog::start(db.clone()).await?;
         let auth = Arc::new(Authenticator::new(db, clock, verifier, auth_config(config)));
-        let trail: Arc<dyn AuditTrail> = Arc::new(MemoryTrail::new());
+        let trail: Arc<dyn AuditTrail> = Arc::new(audit.clone());
         Ok(Gateway {
             app: AppState {
                 consent: Arc::new(ConsentDesk::new(auth.clone(), trail)),
@@ -100,6 +116,7 @@ impl Gateway {
                 kiosk: Arc::new(kiosk),
             },
             tls,
+            audit: Some(audit),
         })
     }
 }
@@ -264,6 +281,31 @@ async fn serve_router(
     Ok(())
 }
 
+/// The checkpoint job of [`run_maintenance_with_audit`].
+pub struct AuditCheckpoints {
+    /// The process's audit writer.
+    pub log: AuditLog,
+    /// The checkpoint key.
+    pub signer: Arc<CheckpointSigner>,
+    /// Interval between checkpoints (G4: at most 5 minutes).
+    pub every: Duration,
+}
+
+/// The configured audit checkpoint signer (`[audit] signing_key`), if any.
+pub fn audit_signer(config: &Config) -> Result<Option<CheckpointSigner>, GatewayError> {
+    let Some(path) = &config.audit.signing_key else {
+        return Ok(None);
+    };
+    let key_error = |reason: String| GatewayError::AuditKey {
+        path: path.clone(),
+        reason,
+    };
+    let pkcs8 = std::fs::read(path).map_err(|e| key_error(e.to_string()))?;
+    CheckpointSigner::from_pkcs8(&config.audit.origin, &pkcs8)
+        .map(Some)
+        .map_err(|e| key_error(e.to_string()))
+}
+
 /// Reloads CRLs every `crl_every` and purges expired nonces and sessions every `purge_every`,
 /// until `shutdown`.
 pub async fn run_maintenance(
@@ -272,12 +314,36 @@ pub async fn run_maintenance(
     purge_every: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
+    run_maintenance_with_audit(app, crl_every, purge_every, None, shutdown).await;
+}
+
+/// [`run_maintenance`], plus a signed audit checkpoint every `audit.every` when given.
+pub async fn run_maintenance_with_audit(
+    app: AppState,
+    crl_every: Duration,
+    purge_every: Duration,
+    audit: Option<AuditCheckpoints>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let mut crl_tick = tokio::time::interval(crl_every);
     let mut purge_tick = tokio::time::interval(purge_every);
+    let mut checkpoint_tick = tokio::time::interval(
+        audit
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |a| a.every),
+    );
     crl_tick.tick().await;
     loop {
         tokio::select! {
+            _ = checkpoint_tick.tick(), if audit.is_some() => {
+                if let Some(a) = &audit {
+                    match a.log.checkpoint(&a.signer, app.auth.now_ms()).await {
+                        Ok(c) => tracing::info!(size = c.checkpoint.size, "audit checkpoint signed"),
+                        Err(e) => tracing::error!(error = %e, "audit checkpoint failed"),
+                    }
+                }
+            }
             _ = crl_tick.tick() => {
                 app.auth.verifier().refresh_revocation().await;
             }

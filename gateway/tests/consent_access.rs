@@ -7,9 +7,9 @@
 
 mod common;
 
+use common::seed::add_partner;
 use common::seed::{DAY, change, seed_person};
 use common::{Backend, TestDb};
-use common::seed::add_partner;
 use gateway::clock::{Clock, ManualClock, SharedClock, SystemClock};
 use gateway::domain::access::{AccessError, PartnerAccess, SearchParams};
 use gateway::domain::consent::{Action, Category};
@@ -122,14 +122,21 @@ async fn decision_table(backend: Backend) {
         now + DAY,
     )
     .await;
-    assert!(access.read("partner-a", "Condition", "cond-1").await.is_ok());
+    assert!(
+        access
+            .read("partner-a", "Condition", "cond-1")
+            .await
+            .is_ok()
+    );
     change(&db, &person, "partner-a", Action::Revoke, &[], now, now).await;
     assert!(matches!(
         access.read("partner-a", "Condition", "cond-1").await,
         Err(AccessError::NotFound)
     ));
     assert!(matches!(
-        access.search("partner-a", &search(&person, "Observation")).await,
+        access
+            .search("partner-a", &search(&person, "Observation"))
+            .await,
         Err(AccessError::NotFound)
     ));
 
@@ -267,7 +274,11 @@ async fn category_isolation(backend: Backend) {
         now + DAY,
     )
     .await;
-    let access = PartnerAccess::new(db.clone(), Arc::new(SystemClock), Arc::new(MemoryTrail::new()));
+    let access = PartnerAccess::new(
+        db.clone(),
+        Arc::new(SystemClock),
+        Arc::new(MemoryTrail::new()),
+    );
     let all = access.everything("partner-a", &person).await.unwrap();
     assert_eq!(refs(&all), vec!["Patient/p7", "Observation/hours-7"]);
     let obs = access
@@ -420,7 +431,9 @@ async fn interleavings(backend: Backend, total: usize) {
         served += 1;
         // A revoke acknowledged before the read started, with no later-version grant that had
         // started before the read finished, must have refused the read.
-        let blocking = changes.iter().filter(|(_, grant, _, ack)| !grant && ack < start);
+        let blocking = changes
+            .iter()
+            .filter(|(_, grant, _, ack)| !grant && ack < start);
         for (rv, ..) in blocking {
             let regranted = changes
                 .iter()
@@ -482,7 +495,12 @@ async fn a_failing_audit_write_refuses_the_read() {
         Err(AccessError::AuditUnavailable(_))
     ));
     trail.set_failing(false);
-    assert!(access.read("partner-a", "Observation", "obs-1-1").await.is_ok());
+    assert!(
+        access
+            .read("partner-a", "Observation", "obs-1-1")
+            .await
+            .is_ok()
+    );
     t.cleanup().await;
 }
 
@@ -491,7 +509,8 @@ async fn a_failing_audit_write_refuses_the_read() {
 async fn import_is_idempotent(backend: Backend) {
     let t = TestDb::new(backend).await;
     let db = t.db.clone();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data-converter/tests/fixtures");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data-converter/tests/fixtures");
     let archive = dir.join("archive/1399999991_06139999_202406100_1.zip");
     let bytes = std::fs::read(&archive).unwrap();
     let imp = gateway::domain::import::convert(&bytes, "1399999991_06139999_202406100_1.zip", None)

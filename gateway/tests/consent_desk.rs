@@ -11,7 +11,16 @@ use common::*;
 use gateway::domain::trail::TrailEvent;
 use gateway::store::consent;
 
-async fn signed_in(backend: Backend) -> (TestDb, TestGateway, std::sync::Arc<gateway::clock::ManualClock>, Browser, Card, String) {
+async fn signed_in(
+    backend: Backend,
+) -> (
+    TestDb,
+    TestGateway,
+    std::sync::Arc<gateway::clock::ManualClock>,
+    Browser,
+    Card,
+    String,
+) {
     let db = TestDb::new(backend).await;
     add_partner(&db.db, "partner-a").await;
     let clock = manual_clock();
@@ -46,17 +55,25 @@ async fn grant_and_revoke(backend: Backend) {
 
     // Grant: the card signs the document's hash.
     let r = browser
-        .post("/api/consent/prepare", Some(prepare_body("grant", &["A.checkup"])))
+        .post(
+            "/api/consent/prepare",
+            Some(prepare_body("grant", &["A.checkup"])),
+        )
         .await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     let nonce = r.json["nonce"].as_str().unwrap().to_owned();
     let document = r.json["document"].as_str().unwrap().to_owned();
     assert!(document.contains("\"version\":1") && document.contains("A.checkup"));
     let token = card.token(&gw.origin, &nonce);
-    let r = browser.post("/api/consent/commit", Some(token.clone())).await;
+    let r = browser
+        .post("/api/consent/commit", Some(token.clone()))
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["consent"]["status"], "permit");
-    let head = consent::head(&db.db, &person, "partner-a").await.unwrap().unwrap();
+    let head = consent::head(&db.db, &person, "partner-a")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(head.version, 1);
 
     // The same token again: nothing pending any more.
@@ -73,7 +90,9 @@ async fn grant_and_revoke(backend: Backend) {
         .await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["consent"]["status"], "deny");
-    let versions = consent::versions(&db.db, &person, "partner-a").await.unwrap();
+    let versions = consent::versions(&db.db, &person, "partner-a")
+        .await
+        .unwrap();
     assert_eq!(versions.len(), 2);
     // The stored document is the one whose hash the card signed.
     assert!(versions[1].1.contains("\"action\":\"revoke\""));
@@ -130,17 +149,26 @@ async fn d6_consent_changes_are_refused_without_a_fresh_signature_of_this_docume
     // By another person's (valid) card.
     let other = Card::new();
     let r = browser
-        .post("/api/consent/commit", Some(other.token(&gw.origin, &doc_nonce)))
+        .post(
+            "/api/consent/commit",
+            Some(other.token(&gw.origin, &doc_nonce)),
+        )
         .await;
     assert_eq!(r.status, 401, "another person's card");
     // Malformed token.
     let r = browser
-        .post("/api/consent/commit", Some(b"{\"not\":\"a token\"}".to_vec()))
+        .post(
+            "/api/consent/commit",
+            Some(b"{\"not\":\"a token\"}".to_vec()),
+        )
         .await;
     assert_eq!(r.status, 401);
     // Categories the partner did not ask for; an unknown partner; an unknown category.
     let r = browser
-        .post("/api/consent/prepare", Some(prepare_body("grant", &["C.patrol"])))
+        .post(
+            "/api/consent/prepare",
+            Some(prepare_body("grant", &["C.patrol"])),
+        )
         .await;
     assert_eq!(r.status, 400, "{:?}", r.json);
     let r = browser
@@ -151,7 +179,10 @@ async fn d6_consent_changes_are_refused_without_a_fresh_signature_of_this_docume
         .await;
     assert_eq!(r.status, 404);
     let r = browser
-        .post("/api/consent/prepare", Some(prepare_body("grant", &["Z.all"])))
+        .post(
+            "/api/consent/prepare",
+            Some(prepare_body("grant", &["Z.all"])),
+        )
         .await;
     assert_eq!(r.status, 415, "not the expected JSON");
     // Prepared again: the new document replaces the pending one.
@@ -162,10 +193,18 @@ async fn d6_consent_changes_are_refused_without_a_fresh_signature_of_this_docume
     // Older than 5 minutes (the session's idle timeout ends it even sooner).
     clock.advance_ms(300_001);
     let r = browser
-        .post("/api/consent/commit", Some(card.token(&gw.origin, &doc_nonce)))
+        .post(
+            "/api/consent/commit",
+            Some(card.token(&gw.origin, &doc_nonce)),
+        )
         .await;
     assert!(r.status == 409 || r.status == 401, "{}", r.status);
-    assert!(consent::head(&db.db, &person, "partner-a").await.unwrap().is_none());
+    assert!(
+        consent::head(&db.db, &person, "partner-a")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Without a signed-in session, and with another origin.
     let mut anonymous = gw.browser();
@@ -219,7 +258,10 @@ async fn e9_a_document_prepared_before_another_change_cannot_be_committed_after_
         .await;
     assert_eq!(r.status, 409, "{:?}", r.json);
     assert_eq!(r.json["error"], "consent_changed");
-    let head = consent::head(&db.db, &person, "partner-a").await.unwrap().unwrap();
+    let head = consent::head(&db.db, &person, "partner-a")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(head.version, 2);
     assert_eq!(head.status, gateway::domain::consent::Status::Deny);
     gw.stop().await;

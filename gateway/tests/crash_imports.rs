@@ -190,8 +190,10 @@ async fn sigkill_during_imports_loses_nothing_acknowledged_and_leaves_nothing_pa
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(check(&db_url, &all).await, imports, "re-import added imports");
-    eprintln!(
-        "{runs} kills, {killed_mid_run} with files still waiting; {imports} imports intact"
+    assert_eq!(
+        check(&db_url, &all).await,
+        imports,
+        "re-import added imports"
     );
+    eprintln!("{runs} kills, {killed_mid_run} with files still waiting; {imports} imports intact");
 }

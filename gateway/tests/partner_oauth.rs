@@ -10,6 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{Backend, TestDb, manual_clock};
 use gateway::clock::Clock;
+use gateway::domain::access::PartnerAccess;
 use gateway::domain::oauth::{
     AccessError, AssertionAudience, AssertionError, AssertionTimes, JWT_BEARER_ASSERTION_TYPE,
     RegisteredClient, verify_client_assertion,
@@ -18,7 +19,6 @@ use gateway::domain::partner_auth::{
     AuthenticateError, ClientDirectory, PartnerAuth, PartnerAuthConfig, TokenRequest,
     TokenRequestError,
 };
-use gateway::domain::access::PartnerAccess;
 use gateway::domain::rate_limit::RateLimiter;
 use gateway::domain::sha256;
 use gateway::domain::trail::{MemoryTrail, TrailEvent};
@@ -785,8 +785,26 @@ async fn fhir_api_over_mutual_tls_serves_only_within_consent() {
     let person = seed_person(&db.db, 1).await;
     let other = seed_person(&db.db, 2).await;
     let now = gateway::clock::SystemClock.now_ms();
-    change(&db.db, &person, CLIENT, Action::Grant, &[Category::Checkup], now - 1_000, now + DAY).await;
-    change(&db.db, &person, "partner-b", Action::Grant, &Category::ALL, now - 1_000, now + DAY).await;
+    change(
+        &db.db,
+        &person,
+        CLIENT,
+        Action::Grant,
+        &[Category::Checkup],
+        now - 1_000,
+        now + DAY,
+    )
+    .await;
+    change(
+        &db.db,
+        &person,
+        "partner-b",
+        Action::Grant,
+        &Category::ALL,
+        now - 1_000,
+        now + DAY,
+    )
+    .await;
 
     let clock = gateway::clock::ManualClock::new(now);
     let auth = service(&db, clock.clone());
@@ -798,10 +816,17 @@ async fn fhir_api_over_mutual_tls_serves_only_within_consent() {
     let client = server.client(Some((&k.cert, &k.cert_key)));
 
     // The CapabilityStatement needs no token.
-    let r = client.get(server.url("/fhir/metadata")).send().await.unwrap();
+    let r = client
+        .get(server.url("/fhir/metadata"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/fhir+json");
-    assert_eq!(r.json::<Value>().await.unwrap()["resourceType"], "CapabilityStatement");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["resourceType"],
+        "CapabilityStatement"
+    );
 
     let assertion = es256(&claims(now / 1000), Some("ec-1"), &k.ec);
     let body: Value = client
@@ -824,12 +849,22 @@ async fn fhir_api_over_mutual_tls_serves_only_within_consent() {
     };
 
     // Reads within consent.
-    let r = get(format!("/fhir/Patient/{person}"), Some(bearer.clone()), &client).await.unwrap();
+    let r = get(
+        format!("/fhir/Patient/{person}"),
+        Some(bearer.clone()),
+        &client,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["id"], person.as_str());
-    let r = get(format!("/fhir/Observation?patient={person}&_count=10"), Some(bearer.clone()), &client)
-        .await
-        .unwrap();
+    let r = get(
+        format!("/fhir/Observation?patient={person}&_count=10"),
+        Some(bearer.clone()),
+        &client,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 200);
     let bundle: Value = r.json().await.unwrap();
     let ids: Vec<&str> = bundle["entry"]
@@ -838,14 +873,22 @@ async fn fhir_api_over_mutual_tls_serves_only_within_consent() {
         .iter()
         .map(|e| e["resource"]["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, vec!["obs-1-1", "obs-1-2"], "checkup only, not attendance");
+    assert_eq!(
+        ids,
+        vec!["obs-1-1", "obs-1-2"],
+        "checkup only, not attendance"
+    );
     assert_eq!(
         bundle["entry"][0]["resource"]["subject"]["reference"],
         format!("Patient/{person}")
     );
-    let r = get(format!("/fhir/Patient/{person}/$everything"), Some(bearer.clone()), &client)
-        .await
-        .unwrap();
+    let r = get(
+        format!("/fhir/Patient/{person}/$everything"),
+        Some(bearer.clone()),
+        &client,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["total"], 3);
 
@@ -856,48 +899,103 @@ async fn fhir_api_over_mutual_tls_serves_only_within_consent() {
         "/fhir/Condition/cond-1".to_owned(),
         format!("/fhir/Observation?patient={other}"),
     ] {
-        let r = get(path.clone(), Some(bearer.clone()), &client).await.unwrap();
+        let r = get(path.clone(), Some(bearer.clone()), &client)
+            .await
+            .unwrap();
         assert_eq!(r.status(), 404, "{path}");
-        assert_eq!(r.json::<Value>().await.unwrap()["resourceType"], "OperationOutcome");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["resourceType"],
+            "OperationOutcome"
+        );
     }
 
     // F5: the token in the query string; no token; J4: an oversized page.
-    let r = get(format!("/fhir/Patient/{person}?access_token={token}"), None, &client).await.unwrap();
+    let r = get(
+        format!("/fhir/Patient/{person}?access_token={token}"),
+        None,
+        &client,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 400);
-    let r = get(format!("/fhir/Patient/{person}"), None, &client).await.unwrap();
-    assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
-    let r = get(format!("/fhir/Observation?patient={person}&_count=100000"), Some(bearer.clone()), &client)
+    let r = get(format!("/fhir/Patient/{person}"), None, &client)
         .await
         .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    let r = get(
+        format!("/fhir/Observation?patient={person}&_count=100000"),
+        Some(bearer.clone()),
+        &client,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 400);
 
     // F2: the token over another registered client's connection.
     let client_b = server.client(Some((&b_cert, &b_key)));
-    let r = get(format!("/fhir/Patient/{person}"), Some(bearer.clone()), &client_b).await.unwrap();
+    let r = get(
+        format!("/fhir/Patient/{person}"),
+        Some(bearer.clone()),
+        &client_b,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 401);
 
     // E6: a revoke commits, the next read is refused.
     change(&db.db, &person, CLIENT, Action::Revoke, &[], now, now).await;
-    let r = get(format!("/fhir/Patient/{person}"), Some(bearer.clone()), &client).await.unwrap();
+    let r = get(
+        format!("/fhir/Patient/{person}"),
+        Some(bearer.clone()),
+        &client,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 404);
 
     // J3: over the rate (12/s) the partner gets 429 with Retry-After.
     let mut limited = None;
     for _ in 0..30 {
-        let r = get("/fhir/Patient/nobody".to_owned(), Some(bearer.clone()), &client).await.unwrap();
+        let r = get(
+            "/fhir/Patient/nobody".to_owned(),
+            Some(bearer.clone()),
+            &client,
+        )
+        .await
+        .unwrap();
         if r.status() == 429 {
             limited = Some(r);
             break;
         }
     }
     let limited = limited.expect("rate limit reached");
-    assert!(limited.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(
+        limited.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
 
     // Every decision was audited (E10).
     let events = trail.events();
-    assert!(events.iter().any(|e| matches!(e, TrailEvent::Access(a) if a.denied.is_none())));
-    assert!(events.iter().any(|e| matches!(e, TrailEvent::Access(a) if a.denied == Some("revoked"))));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, TrailEvent::Access(a) if a.denied.is_none()))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, TrailEvent::Access(a) if a.denied == Some("revoked")))
+    );
     server.stop().await;
     db.cleanup().await;
 }

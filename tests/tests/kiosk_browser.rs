@@ -407,8 +407,14 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
     // signature (the PIN typed into the agent again) over the consent document.
     let status = wait_text(&client, "#partners li .status", |t| !t.is_empty()).await;
     assert_eq!(status, "同意していません");
-    let item = wait_text(&client, "#partners li", |t| t.contains("けんこう手帳アプリ")).await;
-    assert!(item.contains("健診結果（A）") && item.contains("健診結果の経年表示"), "{item}");
+    let item = wait_text(&client, "#partners li", |t| {
+        t.contains("けんこう手帳アプリ")
+    })
+    .await;
+    assert!(
+        item.contains("健診結果（A）") && item.contains("健診結果の経年表示"),
+        "{item}"
+    );
     let person_id = person.clone();
     type_pin(&mut agent_pin, CORRECT_PIN);
     client
@@ -449,7 +455,10 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((head.version, head.status), (2, gateway::domain::consent::Status::Deny));
+    assert_eq!(
+        (head.version, head.status),
+        (2, gateway::domain::consent::Status::Deny)
+    );
 
     // (c) Sign-out: back to the start screen, and the session is gone.
     client

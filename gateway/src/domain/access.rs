@@ -226,7 +226,13 @@ impl PartnerAccess {
         }
         let json = self.patient_json(person_id).await?;
         let mut served = self
-            .permit(partner, Some(person_id), AccessAction::Read, vec![json], now)
+            .permit(
+                partner,
+                Some(person_id),
+                AccessAction::Read,
+                vec![json],
+                now,
+            )
             .await?;
         served.pop().ok_or(AccessError::NotFound)
     }

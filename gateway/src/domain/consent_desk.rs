@@ -150,7 +150,10 @@ impl ConsentDesk {
     }
 
     /// Every partner's request with the worker's current consent.
-    pub async fn requests(&self, cookie: Option<&str>) -> Result<Vec<PartnerRequest>, ConsentError> {
+    pub async fn requests(
+        &self,
+        cookie: Option<&str>,
+    ) -> Result<Vec<PartnerRequest>, ConsentError> {
         let (_, person) = self.signed_in(cookie).await?;
         let db = self.auth.db();
         let heads = store::heads_of_person(db, &person).await?;
@@ -260,10 +263,10 @@ impl ConsentDesk {
             return Err(ConsentError::NoPending);
         }
         let parsed = AuthToken::parse(token).map_err(|_| ConsentError::Malformed)?;
-        let verified = self
-            .auth
-            .verifier()
-            .verify(&parsed, &self.auth.config().origin, &nonce, now)?;
+        let verified =
+            self.auth
+                .verifier()
+                .verify(&parsed, &self.auth.config().origin, &nonce, now)?;
         let binding = persons::find_binding(db, &verified.certificate.fingerprint).await?;
         if binding.is_none_or(|b| b.person_id != person) {
             return Err(ConsentError::OtherPersonsCard);

@@ -176,46 +176,47 @@ pub fn convert(
     }
     let sha = crate::domain::sha256(bytes);
     let lower = file_name.to_ascii_lowercase();
-    let (records, format) = if lower.ends_with(".zip") {
-        let mut records = Vec::new();
-        let mut first_error = None;
-        data_converter::archive::read_archive(std::io::Cursor::new(bytes), file_name, |r| {
-            match r {
-                Ok(rec) => {
-                    records.push(rec);
-                    std::ops::ControlFlow::Continue(())
+    let (records, format) =
+        if lower.ends_with(".zip") {
+            let mut records = Vec::new();
+            let mut first_error = None;
+            data_converter::archive::read_archive(std::io::Cursor::new(bytes), file_name, |r| {
+                match r {
+                    Ok(rec) => {
+                        records.push(rec);
+                        std::ops::ControlFlow::Continue(())
+                    }
+                    Err(e) => {
+                        first_error = Some(e);
+                        std::ops::ControlFlow::Break(())
+                    }
                 }
-                Err(e) => {
-                    first_error = Some(e);
-                    std::ops::ControlFlow::Break(())
-                }
+            })?;
+            if let Some(e) = first_error {
+                return Err(e.into());
             }
-        })?;
-        if let Some(e) = first_error {
-            return Err(e.into());
-        }
-        (records, "tokutei-archive")
-    } else if lower.ends_with(".uke") {
-        (
-            data_converter::claims::read_uke(bytes, file_name, None)?.records,
-            "uke-claims",
-        )
-    } else if lower.ends_with(".stress.csv") || lower.ends_with(".stress.json") {
-        let out = if lower.ends_with(".csv") {
-            data_converter::stress::read_stress_csv(bytes, file_name)?
+            (records, "tokutei-archive")
+        } else if lower.ends_with(".uke") {
+            (
+                data_converter::claims::read_uke(bytes, file_name, None)?.records,
+                "uke-claims",
+            )
+        } else if lower.ends_with(".stress.csv") || lower.ends_with(".stress.json") {
+            let out = if lower.ends_with(".csv") {
+                data_converter::stress::read_stress_csv(bytes, file_name)?
+            } else {
+                data_converter::stress::read_stress_json(bytes, file_name)?
+            };
+            (out.records().cloned().collect(), "stress-check")
+        } else if lower.ends_with(".xml") {
+            (
+                vec![data_converter::cda::read_cda(bytes, file_name)?],
+                "tokutei-cda",
+            )
         } else {
-            data_converter::stress::read_stress_json(bytes, file_name)?
+            return Err(ImportError::UnsupportedFormat {
+                file: file_name.to_owned(),
+            });
         };
-        (out.records().cloned().collect(), "stress-check")
-    } else if lower.ends_with(".xml") {
-        (
-            vec![data_converter::cda::read_cda(bytes, file_name)?],
-            "tokutei-cda",
-        )
-    } else {
-        return Err(ImportError::UnsupportedFormat {
-            file: file_name.to_owned(),
-        });
-    };
     from_records(&records, sha, file_name, format, source_id)
 }

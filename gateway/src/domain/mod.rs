@@ -7,6 +7,8 @@
 //! - [`verifier`]: the whole pure validation, in DESIGN order;
 //! - [`nonce`], [`session`]: challenge nonces and browser sessions;
 //! - [`auth`]: sign-in, person binding, linking a renewed card, sign-out;
+//! - [`audit`]: the hash-chained audit log's records, canonical bytes, signed checkpoints and
+//!   verification;
 //! - [`oauth`], [`partner_auth`]: partner client assertions (`private_key_jwt`) and access tokens
 //!   bound to the partner's mTLS certificate;
 //! - [`consent`], [`access`], [`rate_limit`]: consent decisions, partner reads within consent,
@@ -14,6 +16,7 @@
 //! - [`import`]: delivered files into stored FHIR resources.
 
 pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod certs;
 pub mod chain_cache;

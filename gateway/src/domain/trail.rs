@@ -103,3 +103,77 @@ impl AuditTrail for MemoryTrail {
         })
     }
 }
+
+/// The domain's events as audit-log records (DESIGN §7).
+pub fn to_record(event: TrailEvent) -> crate::domain::audit::AuditRecord {
+    use crate::domain::audit::{Actor, AuditAction, AuditRecord, Outcome};
+    match event {
+        TrailEvent::Access(a) => {
+            let action = match a.action {
+                AccessAction::Read => AuditAction::Read,
+                AccessAction::Search => AuditAction::Search,
+                AccessAction::Everything => AuditAction::Everything,
+                AccessAction::Export => AuditAction::Export,
+            };
+            let outcome = if a.denied.is_some() {
+                Outcome::Deny
+            } else {
+                Outcome::Permit
+            };
+            let mut r = AuditRecord::new(a.at_ms, Actor::Partner(a.partner), action, outcome);
+            r.person_id = a.person_id;
+            r.resources = a.resources;
+            r.purpose = a.purpose;
+            r.detail = Some(serde_json::json!({
+                "served": a.served,
+                "reason": a.denied,
+            }));
+            r
+        }
+        TrailEvent::Consent(c) => {
+            let action = if c.action == "revoke" {
+                AuditAction::ConsentRevoke
+            } else {
+                AuditAction::ConsentGrant
+            };
+            let mut r = AuditRecord::new(
+                c.at_ms,
+                Actor::Person(c.person_id.clone()),
+                action,
+                Outcome::Permit,
+            );
+            r.person_id = Some(c.person_id);
+            r.detail = Some(serde_json::json!({
+                "service": c.service_id,
+                "version": c.version,
+                "categories": c.categories,
+            }));
+            r
+        }
+        TrailEvent::Import(i) => {
+            let actor = match i.actor.as_str() {
+                "drop-dir" | "cli" => Actor::System,
+                other => Actor::Source(other.to_owned()),
+            };
+            let mut r = AuditRecord::new(i.at_ms, actor, AuditAction::Import, Outcome::Permit);
+            r.detail = Some(serde_json::json!({
+                "file": i.file,
+                "import": i.import_id,
+                "resources": i.resources,
+                "duplicate": i.duplicate,
+            }));
+            r
+        }
+    }
+}
+
+impl AuditTrail for crate::store::audit::AuditLog {
+    fn record(&self, event: TrailEvent) -> AuditFuture<'_> {
+        Box::pin(async move {
+            crate::store::audit::AuditLog::record(self, to_record(event))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}

@@ -16,7 +16,9 @@ fn consent_error(e: &ConsentError) -> Response {
     let (status, code) = match e {
         ConsentError::NotSignedIn => (StatusCode::UNAUTHORIZED, "not_signed_in"),
         ConsentError::UnknownService => (StatusCode::NOT_FOUND, "unknown_service"),
-        ConsentError::CategoriesNotRequested => (StatusCode::BAD_REQUEST, "categories_not_requested"),
+        ConsentError::CategoriesNotRequested => {
+            (StatusCode::BAD_REQUEST, "categories_not_requested")
+        }
         ConsentError::NoPending => (StatusCode::CONFLICT, "no_pending_document"),
         ConsentError::Signature(_) | ConsentError::Malformed | ConsentError::OtherPersonsCard => {
             tracing::info!(error = %e, "consent signature refused");

@@ -317,8 +317,7 @@ async fn read(
     certificate: Option<Extension<ClientCertificate>>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let client = match authorize(&state, &headers, certificate.as_ref(), query.as_deref()).await
-    {
+    let client = match authorize(&state, &headers, certificate.as_ref(), query.as_deref()).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -338,8 +337,7 @@ async fn everything(
     certificate: Option<Extension<ClientCertificate>>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let client = match authorize(&state, &headers, certificate.as_ref(), query.as_deref()).await
-    {
+    let client = match authorize(&state, &headers, certificate.as_ref(), query.as_deref()).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -359,8 +357,7 @@ async fn search(
     certificate: Option<Extension<ClientCertificate>>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let client = match authorize(&state, &headers, certificate.as_ref(), query.as_deref()).await
-    {
+    let client = match authorize(&state, &headers, certificate.as_ref(), query.as_deref()).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -369,11 +366,7 @@ async fn search(
     }
     let pairs: Vec<(String, String)> = form_pairs(query.as_deref().unwrap_or("")).collect();
     if pairs.len() > MAX_QUERY_PARAMS {
-        return outcome(
-            StatusCode::BAD_REQUEST,
-            "too-costly",
-            "too many parameters",
-        );
+        return outcome(StatusCode::BAD_REQUEST, "too-costly", "too many parameters");
     }
     let mut p = SearchParams {
         resource_type: resource_type.clone(),

@@ -14,13 +14,13 @@ use crate::clock::SharedClock;
 use crate::domain::access::PartnerAccess;
 use crate::domain::partner_auth::{PartnerAuth, TokenRequest, TokenRequestError};
 use crate::domain::rate_limit::RateLimiter;
-use std::collections::HashMap;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Json, Router};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Largest partner request body.

@@ -4,7 +4,9 @@
 //! after a newer one is refused, E9). On SQLite the commit runs with `synchronous=FULL` (H2).
 
 use super::{Db, StoreError, on_db};
-use crate::domain::consent::{ConsentDocument, ConsentState, Status, categories_json, parse_categories};
+use crate::domain::consent::{
+    ConsentDocument, ConsentState, Status, categories_json, parse_categories,
+};
 use sqlx::Row;
 
 /// Outcome of a commit.
@@ -16,13 +18,7 @@ pub enum CommitOutcome {
     VersionConflict,
 }
 
-fn state_from(
-    version: i64,
-    status: &str,
-    categories: &str,
-    start: i64,
-    end: i64,
-) -> ConsentState {
+fn state_from(version: i64, status: &str, categories: &str, start: i64, end: i64) -> ConsentState {
     // A stored category list that does not parse grants nothing (fail closed).
     let categories = parse_categories(categories).unwrap_or_default();
     ConsentState {

@@ -3,6 +3,7 @@
 //! `migrations/sqlite` and `migrations/postgres` and run at start. One file per aggregate; the SQL
 //! is written once for both backends where it can be (numbered `$n` parameters work in both).
 
+pub mod audit;
 pub mod auth_events;
 pub mod consent;
 pub mod nonces;

@@ -98,12 +98,11 @@ pub async fn import(db: &Db, imp: &NewImport, now_ms: i64) -> Result<ImportOutco
         match id {
             None => {
                 tx.rollback().await?;
-                let existing: i64 =
-                    sqlx::query("SELECT id FROM imports WHERE content_sha256 = $1")
-                        .bind(imp.content_sha256.as_slice())
-                        .fetch_one(pool)
-                        .await?
-                        .try_get(0)?;
+                let existing: i64 = sqlx::query("SELECT id FROM imports WHERE content_sha256 = $1")
+                    .bind(imp.content_sha256.as_slice())
+                    .fetch_one(pool)
+                    .await?
+                    .try_get(0)?;
                 ImportOutcome::AlreadyImported { id: existing }
             }
             Some(id) => {

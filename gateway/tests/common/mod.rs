@@ -418,6 +418,7 @@ impl TestGateway {
         let gateway = Gateway {
             app: app.clone(),
             tls,
+            audit: None,
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, gateway, async {

@@ -111,7 +111,11 @@ pub async fn seed_person(db: &Db, i: usize) -> String {
         records::import(db, &imp, 0).await.unwrap(),
         ImportOutcome::Imported { resources: 5, .. }
     ));
-    assert!(records::link_person_key(db, &key, &person, 0).await.unwrap());
+    assert!(
+        records::link_person_key(db, &key, &person, 0)
+            .await
+            .unwrap()
+    );
     person
 }
 
@@ -165,4 +169,3 @@ pub async fn change(
         }
     }
 }
-

@@ -1,0 +1,469 @@
+//! The audit log's storage (DESIGN §7; security-scenarios G2–G4, G7, H2): one writer task per
+//! gateway process takes records from a channel, appends them in batches ("group commit") in one
+//! durable transaction, and only then acknowledges each caller with its seq.
+//!
+//! - SQLite: a dedicated one-connection pool with `synchronous=FULL` (the main pool runs NORMAL),
+//!   `BEGIN IMMEDIATE`, so writers in several processes serialise on the database lock.
+//! - PostgreSQL: the one-row `audit_head` is locked with `SELECT … FOR UPDATE` in each batch's
+//!   transaction, so several gateways on one database extend one chain; the batch is one
+//!   `INSERT … SELECT FROM UNNEST(…)`.
+//!
+//! If a batch fails, every caller in it gets [`AuditError::Write`] and must refuse the data access
+//! (G7). The chain format is [`crate::domain::audit`].
+
+use super::{Db, on_db};
+use crate::domain::audit::AuditRecord;
+use crate::domain::audit::{
+    ChainVerifier, Checkpoint, CheckpointSigner, EntryFields, SignedCheckpoint, StoredEntry,
+    VerifyFailure, VerifySummary, entry_hash,
+};
+use sqlx::Row;
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most records appended in one transaction.
+pub const MAX_BATCH: usize = 1024;
+/// Records waiting for the writer before `record` waits for room.
+pub const QUEUE: usize = 8192;
+/// Rows read per query while verifying.
+const VERIFY_PAGE: i64 = 5000;
+
+/// Why an audit operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    /// The batch holding this record could not be committed; nothing of it was written.
+    #[error("audit write failed: {0}")]
+    Write(Arc<sqlx::Error>),
+    /// The writer has stopped ([`AuditLog::shutdown`] or a crash of its task).
+    #[error("audit log is closed")]
+    Closed,
+    /// Reading the log or checkpoints failed.
+    #[error("audit read failed: {0}")]
+    Read(Arc<sqlx::Error>),
+    /// The dedicated writer connection could not be opened.
+    #[error("audit writer connection: {0}")]
+    Connect(Arc<sqlx::Error>),
+    /// The chain head row is missing or malformed (migration not applied or tampered).
+    #[error("audit_head row is missing or malformed")]
+    BadHead,
+}
+
+type Reply = oneshot::Sender<Result<u64, AuditError>>;
+
+/// Handle to the process's audit writer. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<(EntryFields, Reply)>,
+    /// Audit writes go here: for SQLite a dedicated one-connection pool with synchronous=FULL;
+    /// for PostgreSQL the shared pool (commits are durable with the default synchronous_commit).
+    writer: Db,
+    task: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl AuditLog {
+    /// Starts the writer task on `db`.
+    pub async fn start(db: Db) -> Result<AuditLog, AuditError> {
+        let writer = match &db {
+            Db::Sqlite(pool) => {
+                let options = (*pool.connect_options())
+                    .clone()
+                    .synchronous(SqliteSynchronous::Full);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options)
+                    .await
+                    .map_err(|e| AuditError::Connect(Arc::new(e)))?;
+                Db::Sqlite(pool)
+            }
+            Db::Postgres(pool) => Db::Postgres(pool.clone()),
+        };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let task = tokio::spawn(run_writer(writer.clone(), rx));
+        Ok(AuditLog {
+            tx,
+            writer,
+            task: Arc::new(tokio::sync::Mutex::new(Some(task))),
+        })
+    }
+
+    /// Appends a record; returns its seq once it is durably committed. On error the caller must
+    /// refuse the access it was about to allow (G7).
+    pub async fn record(&self, record: AuditRecord) -> Result<u64, AuditError> {
+        let fields = EntryFields::from_record(&record);
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send((fields, reply))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        answer.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Signs the current chain head and stores the checkpoint; returns it (its `note` is what
+    /// goes off the box).
+    pub async fn checkpoint(
+        &self,
+        signer: &CheckpointSigner,
+        now_ms: i64,
+    ) -> Result<SignedCheckpoint, AuditError> {
+        let read = |e| AuditError::Read(Arc::new(e));
+        let write = |e| AuditError::Write(Arc::new(e));
+        let (size, head) = on_db!(&self.writer, |pool| {
+            let row = sqlx::query("SELECT seq, head_hash FROM audit_head WHERE id = 1")
+                .fetch_one(pool)
+                .await
+                .map_err(read)?;
+            parse_head(
+                row.try_get(0).map_err(read)?,
+                &row.try_get::<Vec<u8>, _>(1).map_err(read)?,
+            )?
+        });
+        let signed = signer.sign(size, head);
+        let size_i64 = i64::try_from(size).map_err(|_| AuditError::BadHead)?;
+        on_db!(&self.writer, |pool| {
+            sqlx::query(
+                "INSERT INTO audit_checkpoints (size, head_hash, at_ms, key_id, signature, note) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(size_i64)
+            .bind(&head[..])
+            .bind(now_ms)
+            .bind(&signed.key_id[..])
+            .bind(&signed.signature)
+            .bind(&signed.note)
+            .execute(pool)
+            .await
+            .map_err(write)?;
+        });
+        Ok(signed)
+    }
+
+    /// Stops accepting records, lets the writer finish what is queued, and waits for it.
+    pub async fn shutdown(self) {
+        let AuditLog { tx, writer, task } = self;
+        drop(tx);
+        if let Some(task) = task.lock().await.take() {
+            let _ = task.await;
+        }
+        if let Db::Sqlite(pool) = writer {
+            pool.close().await;
+        }
+    }
+}
+
+fn parse_head(seq: i64, hash: &[u8]) -> Result<(u64, [u8; 32]), AuditError> {
+    let seq = u64::try_from(seq).map_err(|_| AuditError::BadHead)?;
+    let hash = <[u8; 32]>::try_from(hash).map_err(|_| AuditError::BadHead)?;
+    Ok((seq, hash))
+}
+
+/// The writer task: one batch at a time until every sender is gone.
+async fn run_writer(db: Db, mut rx: mpsc::Receiver<(EntryFields, Reply)>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        batch.clear();
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            break;
+        }
+        let fields: Vec<&EntryFields> = batch.iter().map(|(f, _)| f).collect();
+        let result = match &db {
+            Db::Sqlite(pool) => append_sqlite(pool, &fields).await,
+            Db::Postgres(pool) => append_postgres(pool, &fields).await,
+        };
+        match result {
+            Ok(first) => {
+                for (i, (_, reply)) in batch.drain(..).enumerate() {
+                    let _ = reply.send(Ok(first + i as u64));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = batch.len(), "audit write failed");
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// The rows of a batch after the head `(seq, hash)`: (seq, prev, hash) per record.
+fn chain_batch(
+    head_seq: u64,
+    head: [u8; 32],
+    fields: &[&EntryFields],
+) -> Vec<(i64, [u8; 32], [u8; 32])> {
+    let mut prev = head;
+    let mut out = Vec::with_capacity(fields.len());
+    for (i, f) in fields.iter().enumerate() {
+        let seq = head_seq + 1 + i as u64;
+        let h = entry_hash(&prev, seq, f);
+        out.push((i64::try_from(seq).unwrap_or(i64::MAX), prev, h));
+        prev = h;
+    }
+    out
+}
+
+/// Appends in one `BEGIN IMMEDIATE` transaction; returns the first seq.
+async fn append_sqlite(pool: &SqlitePool, fields: &[&EntryFields]) -> Result<u64, AuditError> {
+    let write = |e| AuditError::Write(Arc::new(e));
+    let mut conn = pool.acquire().await.map_err(write)?;
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .map_err(write)?;
+    let result: Result<u64, AuditError> = async {
+        let row = sqlx::query("SELECT seq, head_hash FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(write)?;
+        let (head_seq, head) = parse_head(
+            row.try_get(0).map_err(write)?,
+            &row.try_get::<Vec<u8>, _>(1).map_err(write)?,
+        )?;
+        let rows = chain_batch(head_seq, head, fields);
+        for ((seq, prev, hash), f) in rows.iter().zip(fields) {
+            sqlx::query(
+                "INSERT INTO audit_log (seq, at_ms, actor_kind, actor_id, action, outcome, \
+                 person_id, resources, purpose, detail, prev_hash, entry_hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(seq)
+            .bind(f.at_ms)
+            .bind(&f.actor_kind)
+            .bind(&f.actor_id)
+            .bind(&f.action)
+            .bind(&f.outcome)
+            .bind(&f.person_id)
+            .bind(&f.resources)
+            .bind(&f.purpose)
+            .bind(&f.detail)
+            .bind(&prev[..])
+            .bind(&hash[..])
+            .execute(&mut *conn)
+            .await
+            .map_err(write)?;
+        }
+        if let Some((last, _, hash)) = rows.last() {
+            sqlx::query("UPDATE audit_head SET seq = $1, head_hash = $2 WHERE id = 1")
+                .bind(last)
+                .bind(&hash[..])
+                .execute(&mut *conn)
+                .await
+                .map_err(write)?;
+        }
+        sqlx::query("COMMIT")
+            .execute(&mut *conn)
+            .await
+            .map_err(write)?;
+        Ok(head_seq + 1)
+    }
+    .await;
+    if result.is_err() && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+        // The connection's state is unknown (rollback may fail after a failed COMMIT, when the
+        // transaction already ended): do not hand it out again.
+        let _ = conn.close().await;
+    }
+    result
+}
+
+/// Appends in one transaction holding the `audit_head` row lock; returns the first seq.
+async fn append_postgres(pool: &sqlx::PgPool, fields: &[&EntryFields]) -> Result<u64, AuditError> {
+    let write = |e| AuditError::Write(Arc::new(e));
+    let mut tx = pool.begin().await.map_err(write)?;
+    let row = sqlx::query("SELECT seq, head_hash FROM audit_head WHERE id = 1 FOR UPDATE")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(write)?;
+    let (head_seq, head) = parse_head(
+        row.try_get(0).map_err(write)?,
+        &row.try_get::<Vec<u8>, _>(1).map_err(write)?,
+    )?;
+    let rows = chain_batch(head_seq, head, fields);
+    let n = fields.len();
+    let mut seq = Vec::with_capacity(n);
+    let mut at = Vec::with_capacity(n);
+    let mut kind = Vec::with_capacity(n);
+    let mut actor = Vec::with_capacity(n);
+    let mut action = Vec::with_capacity(n);
+    let mut outcome = Vec::with_capacity(n);
+    let mut person = Vec::with_capacity(n);
+    let mut resources = Vec::with_capacity(n);
+    let mut purpose = Vec::with_capacity(n);
+    let mut detail = Vec::with_capacity(n);
+    let mut prevs = Vec::with_capacity(n);
+    let mut hashes = Vec::with_capacity(n);
+    for ((s, prev, hash), f) in rows.iter().zip(fields) {
+        seq.push(*s);
+        at.push(f.at_ms);
+        kind.push(f.actor_kind.as_str());
+        actor.push(f.actor_id.as_str());
+        action.push(f.action.as_str());
+        outcome.push(f.outcome.as_str());
+        person.push(f.person_id.as_deref());
+        resources.push(f.resources.as_str());
+        purpose.push(f.purpose.as_deref());
+        detail.push(f.detail.as_deref());
+        prevs.push(prev.to_vec());
+        hashes.push(hash.to_vec());
+    }
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at_ms, actor_kind, actor_id, action, outcome, person_id, \
+         resources, purpose, detail, prev_hash, entry_hash) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::bytea[])",
+    )
+    .bind(&seq)
+    .bind(&at)
+    .bind(&kind)
+    .bind(&actor)
+    .bind(&action)
+    .bind(&outcome)
+    .bind(&person)
+    .bind(&resources)
+    .bind(&purpose)
+    .bind(&detail)
+    .bind(&prevs)
+    .bind(&hashes)
+    .execute(&mut *tx)
+    .await
+    .map_err(write)?;
+    if let Some((last, _, hash)) = rows.last() {
+        sqlx::query("UPDATE audit_head SET seq = $1, head_hash = $2 WHERE id = 1")
+            .bind(last)
+            .bind(&hash[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(write)?;
+    }
+    tx.commit().await.map_err(write)?;
+    Ok(head_seq + 1)
+}
+
+// ---------------------------------------------------------------- reading and verifying
+
+const SELECT_ENTRIES: &str = "SELECT seq, at_ms, actor_kind, actor_id, action, outcome, \
+     person_id, resources, purpose, detail, prev_hash, entry_hash FROM audit_log \
+     WHERE seq > $1 ORDER BY seq LIMIT $2";
+
+/// Text of a SQLite column read as bytes: a tampered value that is not UTF-8 is read lossily, so
+/// its hash differs and verification names the entry instead of failing to read it.
+fn lossy(bytes: Option<Vec<u8>>) -> Option<String> {
+    bytes.map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// Up to [`VERIFY_PAGE`] entries with seq > `after`, in seq order.
+pub async fn read_entries(db: &Db, after: i64) -> Result<Vec<StoredEntry>, AuditError> {
+    let read = |e| AuditError::Read(Arc::new(e));
+    let entries = match db {
+        Db::Sqlite(pool) => {
+            let rows = sqlx::query(SELECT_ENTRIES)
+                .bind(after)
+                .bind(VERIFY_PAGE)
+                .fetch_all(pool)
+                .await
+                .map_err(read)?;
+            rows.iter()
+                .map(|r| {
+                    let text = |i: usize| -> Result<Option<String>, sqlx::Error> {
+                        Ok(lossy(r.try_get::<Option<Vec<u8>>, _>(i)?))
+                    };
+                    Ok(StoredEntry {
+                        seq: r.try_get(0)?,
+                        fields: EntryFields {
+                            at_ms: r.try_get(1)?,
+                            actor_kind: text(2)?.unwrap_or_default(),
+                            actor_id: text(3)?.unwrap_or_default(),
+                            action: text(4)?.unwrap_or_default(),
+                            outcome: text(5)?.unwrap_or_default(),
+                            person_id: text(6)?,
+                            resources: text(7)?.unwrap_or_default(),
+                            purpose: text(8)?,
+                            detail: text(9)?,
+                        },
+                        prev_hash: r.try_get(10)?,
+                        entry_hash: r.try_get(11)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(read)?
+        }
+        Db::Postgres(pool) => {
+            let rows = sqlx::query(SELECT_ENTRIES)
+                .bind(after)
+                .bind(VERIFY_PAGE)
+                .fetch_all(pool)
+                .await
+                .map_err(read)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(StoredEntry {
+                        seq: r.try_get(0)?,
+                        fields: EntryFields {
+                            at_ms: r.try_get(1)?,
+                            actor_kind: r.try_get(2)?,
+                            actor_id: r.try_get(3)?,
+                            action: r.try_get(4)?,
+                            outcome: r.try_get(5)?,
+                            person_id: r.try_get(6)?,
+                            resources: r.try_get(7)?,
+                            purpose: r.try_get(8)?,
+                            detail: r.try_get(9)?,
+                        },
+                        prev_hash: r.try_get(10)?,
+                        entry_hash: r.try_get(11)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(read)?
+        }
+    };
+    Ok(entries)
+}
+
+/// Walks the whole log in seq order against `checkpoints` (signatures already checked). The outer
+/// error is a read failure; the inner one names the first bad seq.
+pub async fn verify_log(
+    db: &Db,
+    checkpoints: Vec<Checkpoint>,
+) -> Result<Result<VerifySummary, VerifyFailure>, AuditError> {
+    let mut verifier = ChainVerifier::new(checkpoints);
+    let mut after = i64::MIN;
+    loop {
+        let page = read_entries(db, after).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for e in &page {
+            if let Err(f) = verifier.push(e) {
+                return Ok(Err(f));
+            }
+        }
+    }
+    Ok(verifier.finish())
+}
+
+/// The signed notes of the checkpoints stored in the database, oldest first.
+pub async fn stored_checkpoints(db: &Db) -> Result<Vec<String>, AuditError> {
+    let notes = on_db!(db, |pool| {
+        sqlx::query("SELECT note FROM audit_checkpoints ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .map_err(|e| AuditError::Read(Arc::new(e)))?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| AuditError::Read(Arc::new(e)))?
+    });
+    Ok(notes)
+}
+
+/// Number of entries (from the entries themselves, not the head row).
+pub async fn count(db: &Db) -> Result<i64, AuditError> {
+    let n = on_db!(db, |pool| {
+        sqlx::query("SELECT COUNT(*) FROM audit_log")
+            .fetch_one(pool)
+            .await
+            .and_then(|r| r.try_get::<i64, _>(0))
+            .map_err(|e| AuditError::Read(Arc::new(e)))?
+    });
+    Ok(n)
+}
