@@ -49,10 +49,30 @@ pub struct ArchiveInfo {
     pub checkup_documents: u64,
     /// 特定保健指導 documents (`DATA/g….xml`), skipped: hg08 is not read by this converter.
     pub guidance_documents: u64,
-    /// Members under `CLAIMS/`.
+    /// Members under `CLAIMS/` (決済情報 cc08/gc08): counted and checked against su08, not
+    /// converted — billing between institution and insurer is not health data of the iPHR.
     pub claims: u64,
+    /// 集計情報 (`su08_V08.xml`), when the archive has one.
+    pub summary: Option<Summary>,
     /// Things worth telling the user that do not make the archive invalid.
     pub warnings: Vec<String>,
+}
+
+/// 集計情報 (`su08_V08.xml`, domain.md §1.2): totals over the archive's 決済情報 (CLAIMS/).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// `serviceEventType/@code` (実施区分); must equal ix08's.
+    pub service_event_type: Option<String>,
+    /// `totalSubjectCount/@value`: persons billed; must equal the number of CLAIMS/ members.
+    pub total_subject_count: u64,
+    /// `totalCostAmount/@value` (円).
+    pub total_cost_amount: Option<u64>,
+    /// `totalPaymentAmount/@value` (円).
+    pub total_payment_amount: Option<u64>,
+    /// `totalPaymentByOtherProgram/@value` (円).
+    pub total_payment_by_other_program: Option<u64>,
+    /// `totalClaimAmount/@value` (円).
+    pub total_claim_amount: Option<u64>,
 }
 
 /// Whether `name` (a path inside the archive, after the root) is a DATA document, and which kind.
@@ -101,9 +121,43 @@ fn read_member<R: Read + Seek>(
     Ok(buf)
 }
 
+/// Sort key of a `DATA/h<26 digits>.xml` member, packed into one `u128` (16 bytes per document,
+/// the only per-document state kept before conversion): the 26 digits (< 2^87) in the high bits,
+/// then whether the extension is lower case (`.XML` sorts before `.xml`), then the member's index
+/// in the ZIP. Ordering the keys orders the members by name (all share the `…/DATA/h` prefix).
+fn doc_key(rel: &str, index: usize) -> Option<u128> {
+    let f = rel.strip_prefix("DATA/h")?;
+    let (digits, upper) = match (f.strip_suffix(".xml"), f.strip_suffix(".XML")) {
+        (Some(d), _) => (d, 1u128),
+        (None, Some(d)) => (d, 0u128),
+        (None, None) => return None,
+    };
+    if digits.len() != 26 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = digits
+        .bytes()
+        .fold(0u128, |n, b| n * 10 + u128::from(b - b'0'));
+    let index = u32::try_from(index).ok()?;
+    Some((n << 33) | (upper << 32) | u128::from(index))
+}
+
+/// The ZIP index of a packed document key.
+fn key_index(key: u128) -> usize {
+    (key & 0xFFFF_FFFF) as usize
+}
+
+/// 64-bit hash of a person key (for the duplicate index; collisions are resolved exactly).
+fn person_hash(key: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
 /// Reads an archive, calling `each` with every 特定健診 document's result in member-name order.
 /// `each` may stop the reading with `ControlFlow::Break`. Returns the archive facts, or the
-/// archive-level error (broken ZIP, missing ix08, record count mismatch).
+/// archive-level error (broken ZIP, missing ix08, record count mismatch, su08 inconsistent).
 ///
 /// A person appearing in two documents makes the second one an error
 /// ([`ErrorKind::DuplicatePerson`]).
@@ -115,8 +169,25 @@ pub fn read_archive<R: Read + Seek>(
     read_archive_with(reader, file, |_| (), |r| each(r.map(|(rec, ())| rec)))
 }
 
+/// Name of member `i` (no decompression).
+fn member_name<R: Read + Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    i: usize,
+    file: &str,
+) -> Result<(String, bool)> {
+    let f = zip.by_index_raw(i).map_err(|e| zip_err(file, e))?;
+    let dir = f.is_dir();
+    let name = f.name().map_err(|e| zip_err(file, e))?.into_owned();
+    Ok((name, dir))
+}
+
 /// Like [`read_archive`], but also runs `map` on every record inside the parallel workers (e.g. to
 /// serialise it), handing `each` the record's result together with `map`'s output.
+///
+/// Memory: besides the `zip` crate's central-directory index, the reader keeps 16 bytes per
+/// 特定健診 document (a packed sort key, see `doc_key`) and about 20 bytes per distinct person (a
+/// 64-bit hash of the person key and the document's position); member names are looked up again
+/// when needed, and documents are read, converted and handed on in batches of [`BATCH`].
 pub fn read_archive_with<R: Read + Seek, T: Send>(
     reader: R,
     file: &str,
@@ -124,20 +195,27 @@ pub fn read_archive_with<R: Read + Seek, T: Send>(
     mut each: impl FnMut(Result<(Record, T)>) -> ControlFlow<()>,
 ) -> Result<ArchiveInfo> {
     let mut zip = zip::ZipArchive::new(reader).map_err(|e| zip_err(file, e))?;
-    let mut names: Vec<(String, usize)> = Vec::with_capacity(zip.len());
+    // Pass 1 over the central directory: the root folder, i.e. the common first path component
+    // when every (non-directory) member has one.
+    let mut root: Option<String> = None;
+    let mut flat = false;
+    let mut any = false;
     for i in 0..zip.len() {
-        let f = zip.by_index_raw(i).map_err(|e| zip_err(file, e))?;
-        let name = f.name().map_err(|e| zip_err(file, e))?.into_owned();
-        if !f.is_dir() {
-            names.push((name, i));
+        let (name, dir) = member_name(&mut zip, i, file)?;
+        if dir {
+            continue;
+        }
+        if !any {
+            any = true;
+            root = name.split_once('/').map(|(r, _)| r.to_owned());
+            flat = root.is_none();
+        } else if let Some(r) = &root
+            && !(name.len() > r.len() && name.starts_with(r.as_str()) && name.as_bytes()[r.len()] == b'/')
+        {
+            flat = true;
         }
     }
-    // Root folder: the common first path component when every member has one.
-    let root = names
-        .first()
-        .and_then(|(n, _)| n.split_once('/').map(|(r, _)| r.to_owned()))
-        .filter(|r| names.iter().all(|(n, _)| n.starts_with(&format!("{r}/"))))
-        .unwrap_or_default();
+    let root = if flat { String::new() } else { root.unwrap_or_default() };
     let rel = |n: &str| -> String {
         if root.is_empty() {
             n.to_owned()
@@ -159,10 +237,37 @@ pub fn read_archive_with<R: Read + Seek, T: Send>(
         ));
     }
 
-    let ix = names
-        .iter()
-        .find(|(n, _)| rel(n) == "ix08_V08.xml")
-        .cloned();
+    // Pass 2: ix08 / su08, DATA members (packed keys), CLAIMS, anything else.
+    let mut ix: Option<(String, usize)> = None;
+    let mut su: Option<(String, usize)> = None;
+    let mut docs: Vec<u128> = Vec::new();
+    let mut bad_data: Option<String> = None;
+    for i in 0..zip.len() {
+        let (n, dir) = member_name(&mut zip, i, file)?;
+        if dir {
+            continue;
+        }
+        let r = rel(&n);
+        if let Some(k) = doc_key(&r, i) {
+            docs.push(k);
+            continue;
+        }
+        match data_kind(&r) {
+            Some(_) => info.guidance_documents += 1,
+            None if r.starts_with("DATA/") => {
+                bad_data.get_or_insert(n);
+            }
+            None if r.starts_with("CLAIMS/") => info.claims += 1,
+            None if r == "ix08_V08.xml" => {
+                ix.get_or_insert((n, i));
+            }
+            None if r == "su08_V08.xml" => {
+                su.get_or_insert((n, i));
+            }
+            None if r.starts_with("XSD/") => {}
+            None => info.warnings.push(format!("unexpected member {n}")),
+        }
+    }
     let Some((ix_name, ix_index)) = ix else {
         return Err(Error::new(
             Location::file(file),
@@ -171,25 +276,13 @@ pub fn read_archive_with<R: Read + Seek, T: Send>(
     };
     let ix_bytes = read_member(&mut zip, ix_index, file, &ix_name)?;
     read_ix08(&ix_bytes, &format!("{file}!/{ix_name}"), &mut info)?;
-
-    let mut docs: Vec<(String, usize)> = Vec::new();
-    for (n, i) in &names {
-        let r = rel(n);
-        match data_kind(&r) {
-            Some('h') => docs.push((n.clone(), *i)),
-            Some(_) => info.guidance_documents += 1,
-            None if r.starts_with("DATA/") => {
-                return Err(Error::new(
-                    Location::file(&format!("{file}!/{n}")),
-                    ErrorKind::ArchiveLayout("DATA member not named [hg]<26 digits>.xml".into()),
-                ));
-            }
-            None if r.starts_with("CLAIMS/") => info.claims += 1,
-            None if r.starts_with("XSD/") || r == "ix08_V08.xml" || r == "su08_V08.xml" => {}
-            None => info.warnings.push(format!("unexpected member {n}")),
-        }
+    if let Some(n) = bad_data {
+        return Err(Error::new(
+            Location::file(&format!("{file}!/{n}")),
+            ErrorKind::ArchiveLayout("DATA member not named [hg]<26 digits>.xml".into()),
+        ));
     }
-    docs.sort();
+    docs.sort_unstable();
     info.checkup_documents = docs.len() as u64;
     if info.guidance_documents > 0 {
         info.warnings.push(format!(
@@ -210,19 +303,42 @@ pub fn read_archive_with<R: Read + Seek, T: Send>(
             ));
         }
     }
+    match su {
+        Some((su_name, su_index)) => {
+            let bytes = read_member(&mut zip, su_index, file, &su_name)?;
+            let su_file = format!("{file}!/{su_name}");
+            let summary = read_su08(&bytes, &su_file)?;
+            check_summary(&summary, &info, &su_file)?;
+            info.summary = Some(summary);
+        }
+        None if info.claims > 0 => info.warnings.push(format!(
+            "{} CLAIMS/ members (決済情報) but no su08_V08.xml (集計情報)",
+            info.claims
+        )),
+        None => {}
+    }
+    // CLAIMS/ (決済情報 cc08/gc08) are counted and checked against su08 but not converted, on
+    // purpose: they are billing between institution and insurer (unit prices, co-payments,
+    // amounts claimed), not health data of the person, and the iPHR has no place for them.
 
-    // Person key → index of the first document (in `docs`), to report duplicates.
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    // Person-key hash → position in `docs` of the first document with that key; keys whose hash
+    // collides with another person's are kept in full in `collided` (exact, and rare).
+    let mut seen: HashMap<u64, u32> = HashMap::new();
+    let mut collided: HashMap<String, u32> = HashMap::new();
     let mut doc_index = 0usize;
+    let mut batch_names: Vec<String> = Vec::with_capacity(BATCH);
     for chunk in docs.chunks(BATCH) {
         let mut batch: Vec<(String, Result<Vec<u8>>)> = Vec::with_capacity(chunk.len());
-        for (n, i) in chunk {
-            batch.push((n.clone(), read_member(&mut zip, *i, file, n)));
+        batch_names.clear();
+        for &k in chunk {
+            let i = key_index(k);
+            let (n, _) = member_name(&mut zip, i, file)?;
+            let bytes = read_member(&mut zip, i, file, &n);
+            batch.push((format!("{file}!/{n}"), bytes));
         }
         let results: Vec<Result<(Record, T)>> = batch
             .into_par_iter()
-            .map(|(n, bytes)| {
-                let member = format!("{file}!/{n}");
+            .map(|(member, bytes)| {
                 bytes
                     .and_then(|b| read_cda_in(&b, &member, Some(file)))
                     .map(|rec| {
@@ -232,24 +348,24 @@ pub fn read_archive_with<R: Read + Seek, T: Send>(
             })
             .collect();
         for r in results {
-            let this = doc_index;
+            let this = u32::try_from(doc_index).unwrap_or(u32::MAX);
             doc_index += 1;
-            let r = r.and_then(|(rec, t)| {
-                if let Some(key) = rec.person.key() {
-                    if let Some(&first) = seen.get(&key) {
-                        let first = docs
-                            .get(first)
-                            .map_or_else(String::new, |(n, _)| format!("{file}!/{n}"));
-                        return Err(Error::new(
-                            Location::file(&rec.source.file)
-                                .at_path("/ClinicalDocument/recordTarget/patientRole/id"),
-                            ErrorKind::DuplicatePerson { key, first },
-                        ));
+            let r = match r {
+                Ok((rec, t)) => match rec.person.key() {
+                    Some(key) => {
+                        match first_with_key(&mut zip, file, &docs, &mut seen, &mut collided, &key, this)? {
+                            Some(first) => Err(Error::new(
+                                Location::file(&rec.source.file)
+                                    .at_path("/ClinicalDocument/recordTarget/patientRole/id"),
+                                ErrorKind::DuplicatePerson { key, first },
+                            )),
+                            None => Ok((rec, t)),
+                        }
                     }
-                    seen.insert(key, this);
-                }
-                Ok((rec, t))
-            });
+                    None => Ok((rec, t)),
+                },
+                Err(e) => Err(e),
+            };
             if each(r).is_break() {
                 return Ok(info);
             }
@@ -258,8 +374,178 @@ pub fn read_archive_with<R: Read + Seek, T: Send>(
     Ok(info)
 }
 
+/// Looks `key` up in the duplicate index and records it for document `this`; returns the member
+/// name of an earlier document of the same person. On a hash hit, the earlier document is read
+/// again and its person key compared, so a hash collision never reports a false duplicate.
+fn first_with_key<R: Read + Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    file: &str,
+    docs: &[u128],
+    seen: &mut HashMap<u64, u32>,
+    collided: &mut HashMap<String, u32>,
+    key: &str,
+    this: u32,
+) -> Result<Option<String>> {
+    let name_of = |zip: &mut zip::ZipArchive<R>, pos: u32| -> Result<String> {
+        match docs.get(pos as usize) {
+            Some(&k) => Ok(member_name(zip, key_index(k), file)?.0),
+            None => Ok(String::new()),
+        }
+    };
+    if let Some(&pos) = collided.get(key) {
+        return Ok(Some(format!("{file}!/{}", name_of(zip, pos)?)));
+    }
+    let h = person_hash(key);
+    let Some(&pos) = seen.get(&h) else {
+        seen.insert(h, this);
+        return Ok(None);
+    };
+    let name = name_of(zip, pos)?;
+    let member = format!("{file}!/{name}");
+    let Some(&first) = docs.get(pos as usize) else {
+        return Ok(None);
+    };
+    let same = read_member(zip, key_index(first), file, &name)
+        .and_then(|b| read_cda_in(&b, &member, Some(file)))
+        .ok()
+        .and_then(|r| r.person.key())
+        .is_some_and(|k| k == key);
+    if same {
+        Ok(Some(member))
+    } else {
+        collided.insert(key.to_owned(), this);
+        Ok(None)
+    }
+}
+
+/// Checks 集計情報 against what the archive holds.
+fn check_summary(s: &Summary, info: &ArchiveInfo, file: &str) -> Result<()> {
+    if s.total_subject_count != info.claims {
+        return Err(Error::new(
+            Location::file(file).at_path("/summary/totalSubjectCount/@value"),
+            ErrorKind::SummaryMismatch {
+                field: "totalSubjectCount",
+                declared: s.total_subject_count.to_string(),
+                found: format!("{} CLAIMS/ members", info.claims),
+            },
+        ));
+    }
+    if let (Some(a), Some(b)) = (&s.service_event_type, &info.service_event_type)
+        && a != b
+    {
+        return Err(Error::new(
+            Location::file(file).at_path("/summary/serviceEventType/@code"),
+            ErrorKind::SummaryMismatch {
+                field: "serviceEventType",
+                declared: a.clone(),
+                found: format!("{b} in ix08_V08.xml"),
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// Reads 集計情報 (su08_V08.xml, root `summary`, same namespaces as ix08).
+fn read_su08(bytes: &[u8], file: &str) -> Result<Summary> {
+    let mut s = Summary::default();
+    let mut count = None;
+    read_simple_xml(bytes, file, "summary", |path, attrs, at| {
+        let num = |name: &'static str, v: Option<&String>| -> Result<Option<u64>> {
+            match v {
+                None => Ok(None),
+                Some(v) => v.trim().parse().map(Some).map_err(|_| {
+                    Error::new(
+                        at(format!("/summary/{name}/@value")),
+                        ErrorKind::InvalidField {
+                            field: name,
+                            reason: format!("{v:?} is not a non-negative integer"),
+                        },
+                    )
+                }),
+            }
+        };
+        match path {
+            ["summary", "serviceEventType"] => s.service_event_type = attrs.get("code").cloned(),
+            ["summary", "totalSubjectCount"] => {
+                count = num("totalSubjectCount", attrs.get("value"))?;
+            }
+            ["summary", "totalCostAmount"] => {
+                s.total_cost_amount = num("totalCostAmount", attrs.get("value"))?;
+            }
+            ["summary", "totalPaymentAmount"] => {
+                s.total_payment_amount = num("totalPaymentAmount", attrs.get("value"))?;
+            }
+            ["summary", "totalPaymentByOtherProgram"] => {
+                s.total_payment_by_other_program =
+                    num("totalPaymentByOtherProgram", attrs.get("value"))?;
+            }
+            ["summary", "totalClaimAmount"] => {
+                s.total_claim_amount = num("totalClaimAmount", attrs.get("value"))?;
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    let Some(c) = count else {
+        return Err(Error::new(
+            Location::file(file).at_path("/summary/totalSubjectCount"),
+            ErrorKind::Missing("totalSubjectCount (su08 集計情報)"),
+        ));
+    };
+    s.total_subject_count = c;
+    Ok(s)
+}
+
 /// Reads 交換用基本情報 (ix08_V08.xml) into `info`.
 fn read_ix08(bytes: &[u8], file: &str, info: &mut ArchiveInfo) -> Result<()> {
+    read_simple_xml(bytes, file, "index", |path, attrs, at| {
+        match path {
+            ["index", "interactionType"] => info.interaction_type = attrs.get("code").cloned(),
+            ["index", "creationTime"] => {
+                info.creation = attrs.get("value").and_then(|v| v.parse().ok());
+            }
+            ["index", "sender", "id"] => info.sender = attrs.get("extension").cloned(),
+            ["index", "receiver", "id"] => info.receiver = attrs.get("extension").cloned(),
+            ["index", "serviceEventType"] => info.service_event_type = attrs.get("code").cloned(),
+            ["index", "totalRecordCount"] => {
+                let v = attrs.get("value").cloned().unwrap_or_default();
+                info.total_record_count = Some(v.trim().parse().map_err(|_| {
+                    Error::new(
+                        at("/index/totalRecordCount/@value".into()),
+                        ErrorKind::InvalidField {
+                            field: "totalRecordCount",
+                            reason: format!("{v:?} is not a count"),
+                        },
+                    )
+                })?);
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    if let Some(t) = &info.interaction_type
+        && t != "1"
+        && t != "6"
+    {
+        info.warnings
+            .push(format!("ix08 interactionType {t} (expected 1 or 6)"));
+    }
+    Ok(())
+}
+
+/// Streams a small ix08/su08 document whose root must be `root` in [`IX_NS`] or [`IX_NS_2007`],
+/// calling `element` with the path of local names, the attributes and a locator builder
+/// (`at(xpath)` gives file + line of the element) for every element.
+fn read_simple_xml(
+    bytes: &[u8],
+    file: &str,
+    root: &'static str,
+    mut element: impl FnMut(
+        &[&str],
+        &HashMap<String, String>,
+        &dyn Fn(String) -> Location,
+    ) -> Result<()>,
+) -> Result<()> {
     let text = std::str::from_utf8(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes))
         .map_err(|_| Error::new(Location::file(file), ErrorKind::Encoding("UTF-8")))?;
     let mut r = Reader::from_str(text);
@@ -323,54 +609,25 @@ fn read_ix08(bytes: &[u8], file: &str, info: &mut ArchiveInfo) -> Result<()> {
                     },
                 ));
             }
-            if local != "index" {
+            if local != root {
                 return Err(Error::new(
                     Location::file(file)
                         .at_line(line(pos))
                         .at_path(format!("/{qname}")),
                     ErrorKind::WrongRoot {
                         found: local,
-                        expected: "index",
+                        expected: root,
                     },
                 ));
             }
         }
-        path.push(local.clone());
+        path.push(local);
         let p: Vec<&str> = path.iter().map(String::as_str).collect();
-        match p.as_slice() {
-            ["index", "interactionType"] => info.interaction_type = attrs.get("code").cloned(),
-            ["index", "creationTime"] => {
-                info.creation = attrs.get("value").and_then(|v| v.parse().ok());
-            }
-            ["index", "sender", "id"] => info.sender = attrs.get("extension").cloned(),
-            ["index", "receiver", "id"] => info.receiver = attrs.get("extension").cloned(),
-            ["index", "serviceEventType"] => info.service_event_type = attrs.get("code").cloned(),
-            ["index", "totalRecordCount"] => {
-                let v = attrs.get("value").cloned().unwrap_or_default();
-                info.total_record_count = Some(v.trim().parse().map_err(|_| {
-                    Error::new(
-                        Location::file(file)
-                            .at_line(line(pos))
-                            .at_path("/index/totalRecordCount/@value"),
-                        ErrorKind::InvalidField {
-                            field: "totalRecordCount",
-                            reason: format!("{v:?} is not a count"),
-                        },
-                    )
-                })?);
-            }
-            _ => {}
-        }
+        let at = |xp: String| Location::file(file).at_line(line(pos)).at_path(xp);
+        element(&p, &attrs, &at)?;
         if empty {
             path.pop();
         }
-    }
-    if let Some(t) = &info.interaction_type
-        && t != "1"
-        && t != "6"
-    {
-        info.warnings
-            .push(format!("ix08 interactionType {t} (expected 1 or 6)"));
     }
     Ok(())
 }

@@ -155,21 +155,25 @@ struct Frame {
     counts: Vec<(u64, u32)>,
 }
 
-/// Attributes of one element that the reader looks at.
+/// A borrowed attribute value (owned only when normalisation changed it).
+type Val<'a> = Option<Cow<'a, str>>;
+
+/// Attributes of one element that the reader looks at, borrowed from the document bytes.
 #[derive(Default, Debug, Clone)]
-struct Attrs {
-    root: Option<String>,
-    extension: Option<String>,
-    code: Option<String>,
-    code_system: Option<String>,
-    display: Option<String>,
-    value: Option<String>,
-    unit: Option<String>,
-    null_flavor: Option<String>,
-    xsi_type: Option<String>,
-    type_code: Option<String>,
-    negation: Option<String>,
+struct Attrs<'a> {
+    root: Val<'a>,
+    extension: Val<'a>,
+    code: Val<'a>,
+    code_system: Val<'a>,
+    display: Val<'a>,
+    value: Val<'a>,
+    unit: Val<'a>,
+    null_flavor: Val<'a>,
+    xsi_type: Val<'a>,
+    type_code: Val<'a>,
+    negation: Val<'a>,
 }
+
 
 /// What a text capture is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,27 +193,27 @@ struct Capture {
 }
 
 #[derive(Debug, Clone)]
-struct RawValue {
-    attrs: Attrs,
+struct RawValue<'a> {
+    attrs: Attrs<'a>,
     text: String,
     pos: u64,
 }
 
-struct ObsBuilder {
+struct ObsBuilder<'a> {
     /// Index in `path` of the observation element.
     depth: usize,
     slot: usize,
     id: String,
     xpath: String,
     pos: u64,
-    code: Option<Attrs>,
+    code: Option<Attrs<'a>>,
     negated: bool,
-    values: Vec<RawValue>,
-    interpretation: Option<String>,
-    method: Option<Attrs>,
-    effective: Option<String>,
+    values: Vec<RawValue<'a>>,
+    interpretation: Val<'a>,
+    method: Option<Attrs<'a>>,
+    effective: Val<'a>,
     range: Option<ReferenceRange>,
-    range_unit: Option<String>,
+    range_unit: Val<'a>,
     author: Option<String>,
     parent: Option<String>,
     relation: Option<Relation>,
@@ -229,25 +233,25 @@ struct Parser<'a> {
     capture: Option<Capture>,
     // header
     doc_id: Option<String>,
-    report_kind: Option<Attrs>,
-    created: Option<String>,
-    insurer: Option<String>,
-    symbol: Option<String>,
-    number: Option<String>,
-    branch: Option<String>,
+    report_kind: Option<Attrs<'a>>,
+    created: Val<'a>,
+    insurer: Val<'a>,
+    symbol: Val<'a>,
+    number: Val<'a>,
+    branch: Val<'a>,
     other_ids: Vec<Identifier>,
     name: Option<String>,
     postal: Option<String>,
-    sex: Option<(String, u64, String)>,
-    birth: Option<(String, u64, String)>,
-    institution: Option<(String, u64, String)>,
+    sex: Option<(Cow<'a, str>, u64, String)>,
+    birth: Option<(Cow<'a, str>, u64, String)>,
+    institution: Option<(Cow<'a, str>, u64, String)>,
     org_name: Option<String>,
     participant_hld: bool,
-    hld_insurer: Option<String>,
-    program: Option<Attrs>,
-    exam_date: Option<(String, u64, String)>,
+    hld_insurer: Val<'a>,
+    program: Option<Attrs<'a>>,
+    exam_date: Option<(Cow<'a, str>, u64, String)>,
     sections: Vec<Code>,
-    obs: Vec<ObsBuilder>,
+    obs: Vec<ObsBuilder<'a>>,
     entries: Vec<Entry>,
     next_id: u32,
 }
@@ -407,9 +411,37 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn read_attrs(&self, e: &BytesStart<'_>, pos: u64) -> Result<Attrs> {
+    /// The element's tag text (`name attr="…" …`) as a slice of the document, so that attribute
+    /// values can be borrowed for the document's lifetime. `None` if the event does not point
+    /// into the document (never for the slice reader used here).
+    fn tag_text(&self, e: &BytesStart<'_>) -> Option<&'a str> {
+        let raw: &str = e;
+        let off = (raw.as_ptr() as usize).checked_sub(self.text.as_ptr() as usize)?;
+        let bytes = self.text.get(off..off.checked_add(raw.len())?)?;
+        // Re-validates only the tags whose attributes are read (quick-xml checked them already).
+        std::str::from_utf8(bytes).ok()
+    }
+
+    fn read_attrs(&self, e: &BytesStart<'_>, pos: u64) -> Result<Attrs<'a>> {
+        let name_len = e.name().0.len();
+        match self.tag_text(e) {
+            Some(tag) => self.read_attrs_from(
+                quick_xml::events::attributes::Attributes::new(tag, name_len),
+                pos,
+                |v| v,
+            ),
+            None => self.read_attrs_from(e.attributes(), pos, |v| Cow::Owned(v.into_owned())),
+        }
+    }
+
+    fn read_attrs_from<'b>(
+        &self,
+        mut attrs: quick_xml::events::attributes::Attributes<'b>,
+        pos: u64,
+        keep: impl Fn(Cow<'b, str>) -> Cow<'a, str>,
+    ) -> Result<Attrs<'a>> {
         let mut a = Attrs::default();
-        for attr in e.attributes().with_checks(false) {
+        for attr in attrs.with_checks(false) {
             let attr = attr
                 .map_err(|err| self.err_at(pos, self.xpath(), ErrorKind::Xml(err.to_string())))?;
             let key = attr.key.0;
@@ -432,13 +464,16 @@ impl<'a> Parser<'a> {
             let v = attr
                 .normalized_value(quick_xml::XmlVersion::Implicit1_0)
                 .map_err(|err| self.err_at(pos, self.xpath(), ErrorKind::Xml(err.to_string())))?;
-            *slot = Some(v.into_owned());
+            *slot = Some(keep(v));
         }
         // xsi:type is a QName (`PQ` or `hl7:PQ`): keep the local part.
         if let Some(t) = &mut a.xsi_type
-            && let Some((_, local)) = t.split_once(':')
+            && let Some(i) = t.find(':')
         {
-            *t = local.to_owned();
+            *t = match std::mem::take(t) {
+                Cow::Borrowed(b) => Cow::Borrowed(&b[i + 1..]),
+                Cow::Owned(o) => Cow::Owned(o[i + 1..].to_owned()),
+            };
         }
         Ok(a)
     }
@@ -575,7 +610,7 @@ impl<'a> Parser<'a> {
                 let a = self.read_attrs(e, pos)?;
                 self.doc_id = match (a.root, a.extension) {
                     (Some(r), Some(x)) => Some(format!("{r}^{x}")),
-                    (Some(r), None) => Some(r),
+                    (Some(r), None) => Some(r.into_owned()),
                     _ => None,
                 };
             }
@@ -586,14 +621,14 @@ impl<'a> Parser<'a> {
                 let (Some(root), Some(ext)) = (a.root, a.extension) else {
                     return Ok(());
                 };
-                match root.as_str() {
+                match root.as_ref() {
                     "1.2.392.200119.6.101" => self.insurer = Some(ext),
                     "1.2.392.200119.6.204" => self.symbol = Some(ext),
                     "1.2.392.200119.6.205" => self.number = Some(ext),
                     "1.2.392.200119.6.211" => self.branch = Some(ext),
                     _ => self.other_ids.push(Identifier {
                         system: format!("urn:oid:{root}"),
-                        value: ext,
+                        value: ext.into_owned(),
                     }),
                 }
             }
@@ -659,7 +694,7 @@ impl<'a> Parser<'a> {
                 if let (Some(r), Some(x)) = (a.root, a.extension) {
                     self.other_ids.push(Identifier {
                         system: format!("urn:oid:{r}"),
-                        value: x,
+                        value: x.into_owned(),
                     });
                 }
             }
@@ -706,8 +741,8 @@ impl<'a> Parser<'a> {
             ] => {
                 let a = self.read_attrs(e, pos)?;
                 if let Some(c) = a.code {
-                    let mut code = crate::iphr::Code::new(systems::SECTION, c);
-                    code.display = a.display.map(Into::into);
+                    let mut code = crate::iphr::Code::new(systems::SECTION, c.into_owned());
+                    code.display = a.display.map(|d| d.into_owned().into());
                     self.sections.push(code);
                 }
             }
@@ -847,7 +882,7 @@ impl<'a> Parser<'a> {
                             pos,
                             xp.clone(),
                             ErrorKind::InvalidValue {
-                                value: v.clone(),
+                                value: v.to_string(),
                                 reason: err.reason.to_owned(),
                             },
                         )
@@ -930,7 +965,7 @@ impl<'a> Parser<'a> {
             && top.depth + 1 == depth
             && let Some(b) = self.obs.pop()
         {
-            self.close_obs(&b)?;
+            self.close_obs(b)?;
         }
         self.path.pop();
         Ok(())
@@ -961,20 +996,21 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn close_obs(&mut self, b: &ObsBuilder) -> Result<()> {
+    fn close_obs(&mut self, b: ObsBuilder<'a>) -> Result<()> {
+        let slot = b.slot;
         let entry = self.build_entry(b)?;
-        self.entries[b.slot] = entry;
+        self.entries[slot] = entry;
         Ok(())
     }
 
-    fn build_entry(&self, b: &ObsBuilder) -> Result<Entry> {
+    fn build_entry(&self, b: ObsBuilder<'a>) -> Result<Entry> {
         let loc = || {
             Location::file(self.file)
                 .at_line(self.line(b.pos))
                 .at_path(b.xpath.clone())
         };
         let code_attrs = b.code.as_ref();
-        let item_code = code_attrs.and_then(|c| c.code.clone());
+        let item_code = code_attrs.and_then(|c| c.code.as_deref());
         let Some(item_code) = item_code else {
             // 一連検査グループ parent: code nullFlavor="NA" and members below.
             if b.children == 0 {
@@ -992,13 +1028,13 @@ impl<'a> Parser<'a> {
                 Some(g) => Code::with_display(systems::IPHR_GROUP, &g.id, &g.name),
                 None => Code::new(systems::IPHR_GROUP, "unidentified"),
             };
-            let mut e = Entry::observation(b.id.clone(), code, b.xpath.clone());
+            let mut e = Entry::observation(b.id, code, b.xpath);
             e.kind = EntryKind::Group;
             e.parent.clone_from(&b.parent);
             e.relation = b.relation;
             return Ok(e);
         };
-        let loc_item = || loc().with_item(item_code.clone());
+        let loc_item = || loc().with_item(item_code.to_owned());
         if let Some(sys) = code_attrs.and_then(|c| c.code_system.as_deref())
             && sys != ITEM_OID
         {
@@ -1007,15 +1043,17 @@ impl<'a> Parser<'a> {
                 ErrorKind::UnknownItemCode(format!("{item_code} in code system {sys}")),
             ));
         }
-        let Some(item) = self.cat.item(&item_code) else {
+        let Some(item) = self.cat.item(item_code) else {
             return Err(Error::new(
                 loc_item(),
-                ErrorKind::UnknownItemCode(item_code.clone()),
+                ErrorKind::UnknownItemCode(item_code.to_owned()),
             ));
         };
-        let display = code_attrs
-            .and_then(|c| c.display.clone())
-            .unwrap_or_else(|| item.name.clone());
+        // The catalogue's name is borrowed (no allocation) when the source's display equals it.
+        let display: Cow<'static, str> = match code_attrs.and_then(|c| c.display.as_deref()) {
+            Some(d) if d != item.name => Cow::Owned(d.to_owned()),
+            _ => Cow::Borrowed(item.name.as_str()),
+        };
         let code = Code::with_display(systems::TOKUTEI_ITEM, item.code.as_str(), display);
         let mut e = Entry::observation(b.id.clone(), code, b.xpath.clone());
         if item.jlac10 {
@@ -1029,7 +1067,7 @@ impl<'a> Parser<'a> {
             && let Some(c) = &m.code
         {
             let sys = m.code_system.as_deref().unwrap_or("1.2.392.200119.6.1007");
-            e.method = Some(Code::new(format!("urn:oid:{sys}"), c.clone()));
+            e.method = Some(Code::new(format!("urn:oid:{sys}"), c.to_string()));
         }
         if let Some(t) = &b.effective {
             let d = t.parse::<Date>().map_err(|err| {
@@ -1058,11 +1096,11 @@ impl<'a> Parser<'a> {
                         loc_item().at_path(format!("{}/referenceRange", b.xpath)),
                         ErrorKind::UnitMismatch {
                             expected: item.unit.clone().unwrap_or_default(),
-                            found: u.clone(),
+                            found: u.to_string(),
                         },
                     ));
                 }
-                r.unit = item.ucum.clone().or_else(|| Some(u.clone()));
+                r.unit = item.ucum.clone().or_else(|| Some(u.to_string()));
             }
             e.reference_range = Some(r);
         }
@@ -1071,7 +1109,7 @@ impl<'a> Parser<'a> {
             return Ok(e);
         }
         // Partition values: out-of-range marker, nullFlavor, the value proper.
-        let mut main: Option<(usize, &RawValue)> = None;
+        let mut main: Option<(usize, &RawValue<'_>)> = None;
         for (i, v) in b.values.iter().enumerate() {
             let vpath = || {
                 if b.values.len() > 1 {
@@ -1094,7 +1132,7 @@ impl<'a> Parser<'a> {
                             Location::file(self.file)
                                 .at_line(self.line(v.pos))
                                 .at_path(vpath())
-                                .with_item(item_code.clone()),
+                                .with_item(item_code),
                             ErrorKind::InvalidValue {
                                 value: other.unwrap_or("").to_owned(),
                                 reason: "out-of-range marker must be H or L".into(),
@@ -1109,7 +1147,7 @@ impl<'a> Parser<'a> {
                     Location::file(self.file)
                         .at_line(self.line(v.pos))
                         .at_path(vpath())
-                        .with_item(item_code.clone()),
+                        .with_item(item_code),
                     ErrorKind::InvalidValue {
                         value: String::new(),
                         reason: "more than one value".into(),
@@ -1139,7 +1177,7 @@ impl<'a> Parser<'a> {
             Location::file(self.file)
                 .at_line(self.line(v.pos))
                 .at_path(p)
-                .with_item(item_code.clone())
+                .with_item(item_code)
         };
         e.value = Some(self.read_value(item, v, e.out_of_range, &vloc)?);
         Ok(e)
@@ -1148,7 +1186,7 @@ impl<'a> Parser<'a> {
     fn read_value(
         &self,
         item: &'static Item,
-        v: &RawValue,
+        v: &RawValue<'_>,
         out_of_range: Option<Bound>,
         vloc: &dyn Fn() -> Location,
     ) -> Result<Value> {
@@ -1223,7 +1261,7 @@ impl<'a> Parser<'a> {
     fn finish(self, bytes: &[u8], archive: Option<&str>) -> Result<Record> {
         let file = self.file;
         let hdr = |p: &str| Location::file(file).at_path(p.to_owned());
-        let at = |(_, pos, xp): &(String, u64, String)| {
+        let at = |(_, pos, xp): &(Cow<'_, str>, u64, String)| {
             Location::file(file)
                 .at_line(self.line(*pos))
                 .at_path(xp.clone())
@@ -1257,9 +1295,9 @@ impl<'a> Parser<'a> {
                     })?;
                 Some(InsuredId {
                     insurer,
-                    symbol: self.symbol.clone(),
-                    number: num.clone(),
-                    branch: self.branch.clone(),
+                    symbol: self.symbol.clone().map(Cow::into_owned),
+                    number: num.to_string(),
+                    branch: self.branch.clone().map(Cow::into_owned),
                 })
             }
             _ => None,
@@ -1318,7 +1356,7 @@ impl<'a> Parser<'a> {
         let insurer_org = insured
             .as_ref()
             .map(|i| i.insurer.to_string())
-            .or_else(|| self.hld_insurer.clone())
+            .or_else(|| self.hld_insurer.clone().map(Cow::into_owned))
             .map(|v| Organization {
                 id: Identifier {
                     system: systems::INSURER.into(),
@@ -1338,15 +1376,15 @@ impl<'a> Parser<'a> {
         let header = Header {
             report_kind: self.report_kind.as_ref().and_then(|a| {
                 a.code.as_ref().map(|c| {
-                    let mut code = Code::new(systems::REPORT_KIND, c.clone());
-                    code.display = a.display.clone().map(Into::into);
+                    let mut code = Code::new(systems::REPORT_KIND, c.clone().into_owned());
+                    code.display = a.display.clone().map(|d| d.into_owned().into());
                     code
                 })
             }),
             program: self.program.as_ref().and_then(|a| {
                 a.code.as_ref().map(|c| {
-                    let mut code = Code::new(systems::PROGRAM, c.clone());
-                    code.display = a.display.clone().map(Into::into);
+                    let mut code = Code::new(systems::PROGRAM, c.clone().into_owned());
+                    code.display = a.display.clone().map(|d| d.into_owned().into());
                     code
                 })
             }),

@@ -40,6 +40,13 @@ fn archive_reads_ix08_and_all_documents() {
     assert_eq!(info.checkup_documents, 2);
     assert_eq!(info.claims, 1);
     assert!(info.warnings.is_empty(), "{:?}", info.warnings);
+    // su08 集計情報 read and consistent with the one CLAIMS/ member.
+    let su = info.summary.as_ref().unwrap();
+    assert_eq!(su.total_subject_count, 1);
+    assert_eq!(su.service_event_type.as_deref(), Some("1"));
+    assert_eq!(su.total_cost_amount, Some(9800));
+    assert_eq!(su.total_payment_amount, Some(1000));
+    assert_eq!(su.total_claim_amount, Some(8800));
     let recs: Vec<_> = recs.into_iter().map(Result::unwrap).collect();
     assert_eq!(recs.len(), 2);
     assert!(
@@ -83,4 +90,40 @@ fn synthetic_archive_round_trip() {
     .unwrap();
     assert_eq!(n, 600);
     assert_eq!(info.checkup_documents, 600);
+}
+
+#[test]
+fn su08_subject_count_must_match_claims() {
+    let (info, recs) = read_all("bad/archive-su08-count-mismatch.zip");
+    let e = info.unwrap_err();
+    assert!(
+        matches!(&e.kind, data_converter::ErrorKind::SummaryMismatch { field: "totalSubjectCount", declared, found } if declared == "2" && found.starts_with("1 CLAIMS")),
+        "{e}"
+    );
+    assert!(e.location.file.ends_with("!/1399999991_06139999_202406100_1/su08_V08.xml"), "{e}");
+    assert_eq!(e.location.path.as_deref(), Some("/summary/totalSubjectCount/@value"));
+    assert!(recs.is_empty(), "no document is converted from an inconsistent archive");
+}
+
+#[test]
+fn su08_service_event_type_must_match_ix08() {
+    let (info, _) = read_all("bad/archive-su08-service-event-type.zip");
+    let e = info.unwrap_err();
+    assert!(
+        matches!(&e.kind, data_converter::ErrorKind::SummaryMismatch { field: "serviceEventType", declared, .. } if declared == "4"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("su08 serviceEventType 4 but 1 in ix08_V08.xml"), "{e}");
+}
+
+#[test]
+fn claims_without_su08_are_counted_and_warned_about() {
+    let (info, recs) = read_all("bad/archive-claims-without-su08.zip");
+    let info = info.unwrap();
+    assert_eq!(info.claims, 1);
+    assert!(info.summary.is_none());
+    assert_eq!(info.warnings.len(), 1, "{:?}", info.warnings);
+    assert!(info.warnings[0].contains("no su08_V08.xml"), "{:?}", info.warnings);
+    assert_eq!(recs.len(), 1);
+    assert!(recs[0].is_ok());
 }
