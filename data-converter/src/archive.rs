@@ -210,12 +210,18 @@ pub fn read_archive_with<R: Read + Seek, T: Send>(
             root = name.split_once('/').map(|(r, _)| r.to_owned());
             flat = root.is_none();
         } else if let Some(r) = &root
-            && !(name.len() > r.len() && name.starts_with(r.as_str()) && name.as_bytes()[r.len()] == b'/')
+            && !(name.len() > r.len()
+                && name.starts_with(r.as_str())
+                && name.as_bytes()[r.len()] == b'/')
         {
             flat = true;
         }
     }
-    let root = if flat { String::new() } else { root.unwrap_or_default() };
+    let root = if flat {
+        String::new()
+    } else {
+        root.unwrap_or_default()
+    };
     let rel = |n: &str| -> String {
         if root.is_empty() {
             n.to_owned()
@@ -353,7 +359,15 @@ pub fn read_archive_with<R: Read + Seek, T: Send>(
             let r = match r {
                 Ok((rec, t)) => match rec.person.key() {
                     Some(key) => {
-                        match first_with_key(&mut zip, file, &docs, &mut seen, &mut collided, &key, this)? {
+                        match first_with_key(
+                            &mut zip,
+                            file,
+                            &docs,
+                            &mut seen,
+                            &mut collided,
+                            &key,
+                            this,
+                        )? {
                             Some(first) => Err(Error::new(
                                 Location::file(&rec.source.file)
                                     .at_path("/ClinicalDocument/recordTarget/patientRole/id"),

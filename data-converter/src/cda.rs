@@ -174,6 +174,35 @@ struct Attrs<'a> {
     negation: Val<'a>,
 }
 
+/// xsi:type is a QName (`PQ` or `hl7:PQ`): keeps the local part.
+fn xsi_local(mut a: Attrs<'_>) -> Attrs<'_> {
+    if let Some(t) = &mut a.xsi_type
+        && let Some(i) = t.find(':')
+    {
+        *t = match std::mem::take(t) {
+            Cow::Borrowed(b) => Cow::Borrowed(&b[i + 1..]),
+            Cow::Owned(o) => Cow::Owned(o[i + 1..].to_owned()),
+        };
+    }
+    a
+}
+
+/// Appends the decimal digits of `n` (no formatting machinery).
+fn push_u32(s: &mut String, mut n: u32) {
+    let mut buf = [0u8; 10];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        s.push(char::from(b));
+    }
+}
 
 /// What a text capture is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,13 +327,16 @@ impl<'a> Parser<'a> {
     }
 
     fn xpath(&self) -> String {
-        let mut s = String::with_capacity(16 * self.path.len());
-        for f in &self.frames[..self.path.len()] {
+        let frames = &self.frames[..self.path.len()];
+        let len: usize = frames.iter().map(|f| f.local.len() + 8).sum();
+        let mut s = String::with_capacity(len);
+        for f in frames {
             s.push('/');
             s.push_str(&f.local);
             if f.index > 1 {
-                use std::fmt::Write as _;
-                let _ = write!(s, "[{}]", f.index);
+                s.push('[');
+                push_u32(&mut s, f.index);
+                s.push(']');
             }
         }
         s
@@ -422,7 +454,84 @@ impl<'a> Parser<'a> {
         std::str::from_utf8(bytes).ok()
     }
 
+    /// Fast path of [`Self::read_attrs`]: scans the tag bytes for the attributes the reader
+    /// needs and borrows their values. Gives up (`None`, and the caller uses quick-xml's attribute
+    /// iterator, with its exact errors) on anything unusual: an entity or a character that
+    /// normalisation would change in a value, a malformed or unusual key, missing quotes.
+    fn fast_attrs(&self, e: &BytesStart<'_>) -> Option<Attrs<'a>> {
+        let raw: &str = e;
+        let off = (raw.as_ptr() as usize).checked_sub(self.text.as_ptr() as usize)?;
+        let tag: &'a [u8] = self.text.get(off..off.checked_add(raw.len())?)?;
+        let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+        let key_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-' | b'.');
+        let mut i = e.name().0.len();
+        let mut a = Attrs::default();
+        loop {
+            while i < tag.len() && ws(tag[i]) {
+                i += 1;
+            }
+            if i >= tag.len() {
+                break;
+            }
+            let ks = i;
+            while i < tag.len() && key_byte(tag[i]) {
+                i += 1;
+            }
+            let key = &tag[ks..i];
+            if key.is_empty() {
+                return None;
+            }
+            while i < tag.len() && ws(tag[i]) {
+                i += 1;
+            }
+            if tag.get(i) != Some(&b'=') {
+                return None;
+            }
+            i += 1;
+            while i < tag.len() && ws(tag[i]) {
+                i += 1;
+            }
+            let q = *tag.get(i)?;
+            if q != b'"' && q != b'\'' {
+                return None;
+            }
+            let vs = i + 1;
+            let len = tag.get(vs..)?.iter().position(|&b| b == q)?;
+            let v = &tag[vs..vs + len];
+            i = vs + len + 1;
+            if i < tag.len() && !ws(tag[i]) {
+                return None;
+            }
+            let slot = match key {
+                b"root" => &mut a.root,
+                b"extension" => &mut a.extension,
+                b"code" => &mut a.code,
+                b"codeSystem" => &mut a.code_system,
+                b"displayName" => &mut a.display,
+                b"value" => &mut a.value,
+                b"unit" => &mut a.unit,
+                b"nullFlavor" => &mut a.null_flavor,
+                b"typeCode" => &mut a.type_code,
+                b"negationInd" => &mut a.negation,
+                _ => match key.strip_suffix(b":type") {
+                    Some(p) if p == self.xsi_prefix.as_bytes() => &mut a.xsi_type,
+                    _ => continue,
+                },
+            };
+            if v.iter()
+                .any(|&b| matches!(b, b'&' | b'<' | b'\t' | b'\r' | b'\n'))
+            {
+                return None;
+            }
+            *slot = Some(Cow::Borrowed(std::str::from_utf8(v).ok()?));
+        }
+        Some(xsi_local(a))
+    }
+
     fn read_attrs(&self, e: &BytesStart<'_>, pos: u64) -> Result<Attrs<'a>> {
+        if let Some(a) = self.fast_attrs(e) {
+            return Ok(a);
+        }
         let name_len = e.name().0.len();
         match self.tag_text(e) {
             Some(tag) => self.read_attrs_from(
@@ -466,16 +575,7 @@ impl<'a> Parser<'a> {
                 .map_err(|err| self.err_at(pos, self.xpath(), ErrorKind::Xml(err.to_string())))?;
             *slot = Some(keep(v));
         }
-        // xsi:type is a QName (`PQ` or `hl7:PQ`): keep the local part.
-        if let Some(t) = &mut a.xsi_type
-            && let Some(i) = t.find(':')
-        {
-            *t = match std::mem::take(t) {
-                Cow::Borrowed(b) => Cow::Borrowed(&b[i + 1..]),
-                Cow::Owned(o) => Cow::Owned(o[i + 1..].to_owned()),
-            };
-        }
-        Ok(a)
+        Ok(xsi_local(a))
     }
 
     fn check_root(&mut self, e: &BytesStart<'_>, pos: u64) -> Result<()> {
@@ -778,7 +878,9 @@ impl<'a> Parser<'a> {
         relation: Option<Relation>,
     ) {
         self.next_id += 1;
-        let id = format!("e{}", self.next_id);
+        let mut id = String::with_capacity(8);
+        id.push('e');
+        push_u32(&mut id, self.next_id);
         let slot = self.entries.len();
         self.entries.push(Entry::observation(
             String::new(),

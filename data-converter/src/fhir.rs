@@ -563,7 +563,13 @@ fn grade_observation(
         Grade::E => ("E", "治療中"),
     };
     let item = item_of(cat, e).map_or_else(
-        || e.code.display.clone().unwrap_or_else(|| e.code.code.clone()).into_owned(),
+        || {
+            e.code
+                .display
+                .clone()
+                .unwrap_or_else(|| e.code.code.clone())
+                .into_owned()
+        },
         |i| i.name.clone(),
     );
     let date = e.effective.unwrap_or(ctx.rec.effective).start().to_string();
@@ -618,7 +624,8 @@ fn derived_observation(ctx: &Ctx<'_>, e: &Entry, id: &str, pid: &str) -> Json {
     if let Some((c, d)) = official {
         codings.push(json!({ "system": systems::TOKUTEI_ITEM, "code": c, "display": d }));
     }
-    codings.push(coding(&e.code));
+    // The iPHR's `urn:iphr:derived` code, in the FHIR-facing code system of derived judgements.
+    codings.push(json!({ "system": JUDGEMENT_CS, "code": e.code.code, "display": e.code.display }));
     let text = e
         .code
         .display
@@ -647,7 +654,9 @@ fn derived_observation(ctx: &Ctx<'_>, e: &Entry, id: &str, pid: &str) -> Json {
         .filter(|m| {
             m.kind == EntryKind::Observation
                 && m.absent.is_none()
-                && m.analyte.as_deref().is_some_and(|a| RISK_ANALYTES.contains(&a))
+                && m.analyte
+                    .as_deref()
+                    .is_some_and(|a| RISK_ANALYTES.contains(&a))
         })
         .map(|m| ctx.reference("Observation", &ctx.entry_id(&m.id)))
         .collect();
