@@ -31,7 +31,9 @@ const OUT_OF_RANGE_OID: &str = "2.16.840.1.113883.5.83";
 
 /// Converter name and version written in provenance.
 pub fn converter_id() -> String {
-    format!("data-converter {}", env!("CARGO_PKG_VERSION"))
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| format!("data-converter {}", env!("CARGO_PKG_VERSION")))
+        .clone()
 }
 
 /// Reads one standalone 特定健診 CDA document.
@@ -175,7 +177,7 @@ struct Attrs<'a> {
 }
 
 /// xsi:type is a QName (`PQ` or `hl7:PQ`): keeps the local part.
-fn xsi_local(mut a: Attrs<'_>) -> Attrs<'_> {
+fn xsi_local(a: &mut Attrs<'_>) {
     if let Some(t) = &mut a.xsi_type
         && let Some(i) = t.find(':')
     {
@@ -184,7 +186,6 @@ fn xsi_local(mut a: Attrs<'_>) -> Attrs<'_> {
             Cow::Owned(o) => Cow::Owned(o[i + 1..].to_owned()),
         };
     }
-    a
 }
 
 /// Appends the decimal digits of `n` (no formatting machinery).
@@ -463,43 +464,32 @@ impl<'a> Parser<'a> {
         let off = (raw.as_ptr() as usize).checked_sub(self.text.as_ptr() as usize)?;
         let tag: &'a [u8] = self.text.get(off..off.checked_add(raw.len())?)?;
         let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
-        let key_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-' | b'.');
-        let mut i = e.name().0.len();
+        let mut rest: &'a [u8] = tag.get(e.name().0.len()..)?;
         let mut a = Attrs::default();
         loop {
-            while i < tag.len() && ws(tag[i]) {
-                i += 1;
-            }
-            if i >= tag.len() {
+            // Skip whitespace; the key runs to `=` (no whitespace around it in the common case).
+            let Some(ks) = rest.iter().position(|&b| !ws(b)) else {
                 break;
-            }
-            let ks = i;
-            while i < tag.len() && key_byte(tag[i]) {
-                i += 1;
-            }
-            let key = &tag[ks..i];
-            if key.is_empty() {
+            };
+            rest = &rest[ks..];
+            let eq = rest.iter().position(|&b| b == b'=')?;
+            let key = &rest[..eq];
+            if key.is_empty()
+                || !key
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-' | b'.'))
+            {
                 return None;
             }
-            while i < tag.len() && ws(tag[i]) {
-                i += 1;
-            }
-            if tag.get(i) != Some(&b'=') {
-                return None;
-            }
-            i += 1;
-            while i < tag.len() && ws(tag[i]) {
-                i += 1;
-            }
-            let q = *tag.get(i)?;
+            let q = *rest.get(eq + 1)?;
             if q != b'"' && q != b'\'' {
                 return None;
             }
-            let vs = i + 1;
-            let len = tag.get(vs..)?.iter().position(|&b| b == q)?;
-            let v = &tag[vs..vs + len];
-            i = vs + len + 1;
-            if i < tag.len() && !ws(tag[i]) {
+            let after = rest.get(eq + 2..)?;
+            let len = after.iter().position(|&b| b == q)?;
+            let v = &after[..len];
+            rest = &after[len + 1..];
+            if rest.first().is_some_and(|&b| !ws(b)) {
                 return None;
             }
             let slot = match key {
@@ -525,7 +515,8 @@ impl<'a> Parser<'a> {
             }
             *slot = Some(Cow::Borrowed(std::str::from_utf8(v).ok()?));
         }
-        Some(xsi_local(a))
+        xsi_local(&mut a);
+        Some(a)
     }
 
     fn read_attrs(&self, e: &BytesStart<'_>, pos: u64) -> Result<Attrs<'a>> {
@@ -575,7 +566,8 @@ impl<'a> Parser<'a> {
                 .map_err(|err| self.err_at(pos, self.xpath(), ErrorKind::Xml(err.to_string())))?;
             *slot = Some(keep(v));
         }
-        Ok(xsi_local(a))
+        xsi_local(&mut a);
+        Ok(a)
     }
 
     fn check_root(&mut self, e: &BytesStart<'_>, pos: u64) -> Result<()> {
@@ -1105,11 +1097,19 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn build_entry(&self, b: ObsBuilder<'a>) -> Result<Entry> {
+    fn build_entry(&self, mut b: ObsBuilder<'a>) -> Result<Entry> {
+        let xpath = std::mem::take(&mut b.xpath);
+        let mut e = self.build_entry_at(b, &xpath)?;
+        e.locator = xpath;
+        Ok(e)
+    }
+
+    /// Builds the entry of observation `b` found at `xpath` (the caller sets the locator).
+    fn build_entry_at(&self, b: ObsBuilder<'a>, xpath: &str) -> Result<Entry> {
         let loc = || {
             Location::file(self.file)
                 .at_line(self.line(b.pos))
-                .at_path(b.xpath.clone())
+                .at_path(xpath.to_owned())
         };
         let code_attrs = b.code.as_ref();
         let item_code = code_attrs.and_then(|c| c.code.as_deref());
@@ -1117,7 +1117,7 @@ impl<'a> Parser<'a> {
             // 一連検査グループ parent: code nullFlavor="NA" and members below.
             if b.children == 0 {
                 return Err(Error::new(
-                    loc().at_path(format!("{}/code", b.xpath)),
+                    loc().at_path(format!("{}/code", xpath)),
                     ErrorKind::Missing("observation/code/@code"),
                 ));
             }
@@ -1130,7 +1130,7 @@ impl<'a> Parser<'a> {
                 Some(g) => Code::with_display(systems::IPHR_GROUP, &g.id, &g.name),
                 None => Code::new(systems::IPHR_GROUP, "unidentified"),
             };
-            let mut e = Entry::observation(b.id, code, b.xpath);
+            let mut e = Entry::observation(b.id, code, String::new());
             e.kind = EntryKind::Group;
             e.parent.clone_from(&b.parent);
             e.relation = b.relation;
@@ -1157,7 +1157,7 @@ impl<'a> Parser<'a> {
             _ => Cow::Borrowed(item.name.as_str()),
         };
         let code = Code::with_display(systems::TOKUTEI_ITEM, item.code.as_str(), display);
-        let mut e = Entry::observation(b.id.clone(), code, b.xpath.clone());
+        let mut e = Entry::observation(b.id, code, String::new());
         if item.jlac10 {
             e.codings.push(Code::new(systems::JLAC10, &item.code));
         }
@@ -1174,7 +1174,7 @@ impl<'a> Parser<'a> {
         if let Some(t) = &b.effective {
             let d = t.parse::<Date>().map_err(|err| {
                 Error::new(
-                    loc_item().at_path(format!("{}/effectiveTime", b.xpath)),
+                    loc_item().at_path(format!("{}/effectiveTime", xpath)),
                     ErrorKind::InvalidField {
                         field: "observation/effectiveTime",
                         reason: err.to_string(),
@@ -1195,7 +1195,7 @@ impl<'a> Parser<'a> {
             if let Some(u) = &b.range_unit {
                 if item.value_type == ValueType::Pq && !item.unit_matches(u) {
                     return Err(Error::new(
-                        loc_item().at_path(format!("{}/referenceRange", b.xpath)),
+                        loc_item().at_path(format!("{}/referenceRange", xpath)),
                         ErrorKind::UnitMismatch {
                             expected: item.unit.clone().unwrap_or_default(),
                             found: u.to_string(),
@@ -1215,9 +1215,9 @@ impl<'a> Parser<'a> {
         for (i, v) in b.values.iter().enumerate() {
             let vpath = || {
                 if b.values.len() > 1 {
-                    format!("{}/value[{}]", b.xpath, i + 1)
+                    format!("{}/value[{}]", xpath, i + 1)
                 } else {
-                    format!("{}/value", b.xpath)
+                    format!("{}/value", xpath)
                 }
             };
             if v.attrs.null_flavor.is_some() {
@@ -1261,7 +1261,7 @@ impl<'a> Parser<'a> {
         let Some((i, v)) = main else {
             if e.absent.is_none() && e.out_of_range.is_none() {
                 return Err(Error::new(
-                    loc_item().at_path(format!("{}/value", b.xpath)),
+                    loc_item().at_path(format!("{}/value", xpath)),
                     ErrorKind::Missing("observation/value"),
                 ));
             }
@@ -1272,9 +1272,9 @@ impl<'a> Parser<'a> {
         }
         let vloc = || {
             let p = if b.values.len() > 1 {
-                format!("{}/value[{}]", b.xpath, i + 1)
+                format!("{}/value[{}]", xpath, i + 1)
             } else {
-                format!("{}/value", b.xpath)
+                format!("{}/value", xpath)
             };
             Location::file(self.file)
                 .at_line(self.line(v.pos))
@@ -1363,9 +1363,10 @@ impl<'a> Parser<'a> {
     fn finish(self, bytes: &[u8], archive: Option<&str>) -> Result<Record> {
         let file = self.file;
         let hdr = |p: &str| Location::file(file).at_path(p.to_owned());
+        let text = self.text;
         let at = |(_, pos, xp): &(Cow<'_, str>, u64, String)| {
             Location::file(file)
-                .at_line(self.line(*pos))
+                .at_line(line_of(text, usize::try_from(*pos).unwrap_or(usize::MAX)))
                 .at_path(xp.clone())
         };
         let Some(exam) = &self.exam_date else {
@@ -1468,12 +1469,12 @@ impl<'a> Parser<'a> {
             });
         let person = Person {
             insured,
-            identifiers: self.other_ids.clone(),
-            name_kana: self.name.clone(),
+            identifiers: self.other_ids,
+            name_kana: self.name,
             name: None,
             sex,
             birth_date,
-            postal_code: self.postal.clone(),
+            postal_code: self.postal,
         };
         let header = Header {
             report_kind: self.report_kind.as_ref().and_then(|a| {
@@ -1493,7 +1494,7 @@ impl<'a> Parser<'a> {
             created: self.created.as_deref().and_then(|c| c.parse().ok()),
             performer,
             insurer: insurer_org,
-            sections: self.sections.clone(),
+            sections: self.sections,
         };
         let mut record = Record {
             schema: SCHEMA.into(),
@@ -1545,7 +1546,7 @@ pub(crate) fn check_range(
 /// Builds a coded value for a CD item, checking the result table.
 pub(crate) fn coded_value(
     cat: &'static Catalogue,
-    item: &Item,
+    item: &'static Item,
     code: Option<&str>,
     system: Option<&str>,
 ) -> std::result::Result<Value, ErrorKind> {
@@ -1564,13 +1565,18 @@ pub(crate) fn coded_value(
             reason: format!("code system {sys} is not the item's result table {table}"),
         });
     }
-    let Some(display) = cat.value_display(table, code) else {
+    let Some((code, display)) = cat.value_entry(table, code) else {
         return Err(ErrorKind::InvalidValue {
             value: code.to_owned(),
             reason: format!("not a code of result table {table}"),
         });
     };
+    // System, code and display are borrowed from the catalogue (no allocation).
+    let system: Cow<'static, str> = match item.values_system() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(format!("urn:oid:{table}")),
+    };
     Ok(Value::Coded {
-        code: Code::with_display(format!("urn:oid:{table}"), code.to_owned(), display),
+        code: Code::with_display(system, code, display),
     })
 }
