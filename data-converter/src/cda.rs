@@ -466,11 +466,8 @@ impl<'a> Parser<'a> {
         let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
         let mut rest: &'a [u8] = tag.get(e.name().0.len()..)?;
         let mut a = Attrs::default();
-        loop {
-            // Skip whitespace; the key runs to `=` (no whitespace around it in the common case).
-            let Some(ks) = rest.iter().position(|&b| !ws(b)) else {
-                break;
-            };
+        // Skip whitespace; the key runs to `=` (no whitespace around it in the common case).
+        while let Some(ks) = rest.iter().position(|&b| !ws(b)) {
             rest = &rest[ks..];
             let eq = rest.iter().position(|&b| b == b'=')?;
             let key = &rest[..eq];
