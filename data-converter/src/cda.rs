@@ -236,11 +236,12 @@ struct ObsBuilder<'a> {
     id: String,
     xpath: String,
     pos: u64,
-    code: Option<Attrs<'a>>,
+    /// `code/@code`, `@codeSystem`, `@displayName` (not the whole [`Attrs`]: the builder is moved).
+    code: Option<[Val<'a>; 3]>,
     negated: bool,
     values: Vec<RawValue<'a>>,
     interpretation: Val<'a>,
-    method: Option<Attrs<'a>>,
+    method: Option<Box<Attrs<'a>>>,
     effective: Val<'a>,
     range: Option<ReferenceRange>,
     range_unit: Val<'a>,
@@ -472,9 +473,9 @@ impl<'a> Parser<'a> {
             let eq = rest.iter().position(|&b| b == b'=')?;
             let key = &rest[..eq];
             if key.is_empty()
-                || !key
-                    .iter()
-                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-' | b'.'))
+                || !key.iter().all(|&b| {
+                    b.is_ascii_alphabetic() || matches!(b, b':' | b'_' | b'-' | b'.' | b'0'..=b'9')
+                })
             {
                 return None;
             }
@@ -914,7 +915,7 @@ impl<'a> Parser<'a> {
             [Code] => {
                 let a = self.read_attrs(e, pos)?;
                 if let Some(top) = self.obs.last_mut() {
-                    top.code = Some(a);
+                    top.code = Some([a.code, a.code_system, a.display]);
                 }
             }
             [Value] => {
@@ -943,7 +944,7 @@ impl<'a> Parser<'a> {
             [MethodCode] => {
                 let a = self.read_attrs(e, pos)?;
                 if let Some(top) = self.obs.last_mut() {
-                    top.method = Some(a);
+                    top.method = Some(Box::new(a));
                 }
             }
             [EffectiveTime] | [EffectiveTime, Low] => {
@@ -1109,7 +1110,7 @@ impl<'a> Parser<'a> {
                 .at_path(xpath.to_owned())
         };
         let code_attrs = b.code.as_ref();
-        let item_code = code_attrs.and_then(|c| c.code.as_deref());
+        let item_code = code_attrs.and_then(|[c, _, _]| c.as_deref());
         let Some(item_code) = item_code else {
             // 一連検査グループ parent: code nullFlavor="NA" and members below.
             if b.children == 0 {
@@ -1134,7 +1135,7 @@ impl<'a> Parser<'a> {
             return Ok(e);
         };
         let loc_item = || loc().with_item(item_code.to_owned());
-        if let Some(sys) = code_attrs.and_then(|c| c.code_system.as_deref())
+        if let Some(sys) = code_attrs.and_then(|[_, s, _]| s.as_deref())
             && sys != ITEM_OID
         {
             return Err(Error::new(
@@ -1149,7 +1150,7 @@ impl<'a> Parser<'a> {
             ));
         };
         // The catalogue's name is borrowed (no allocation) when the source's display equals it.
-        let display: Cow<'static, str> = match code_attrs.and_then(|c| c.display.as_deref()) {
+        let display: Cow<'static, str> = match code_attrs.and_then(|[_, _, d]| d.as_deref()) {
             Some(d) if d != item.name => Cow::Owned(d.to_owned()),
             _ => Cow::Borrowed(item.name.as_str()),
         };
