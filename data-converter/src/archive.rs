@@ -7,7 +7,7 @@
 //! all-or-nothing (see the CLI): this module reports every document's result.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek};
+use std::io::{Read, Seek, SeekFrom};
 use std::ops::ControlFlow;
 
 use quick_xml::Reader;
@@ -94,38 +94,267 @@ fn zip_err(file: &str, e: impl std::fmt::Display) -> Error {
 }
 
 fn read_member<R: Read + Seek>(
-    zip: &mut zip::ZipArchive<R>,
-    index: usize,
+    zip: &mut Zip<R>,
+    rel: u64,
     file: &str,
     name: &str,
 ) -> Result<Vec<u8>> {
-    let member = format!("{file}!/{name}");
-    let mut f = zip.by_index(index).map_err(|e| zip_err(&member, e))?;
-    if f.size() > MAX_MEMBER {
-        return Err(Error::new(
-            Location::file(&member),
-            ErrorKind::ArchiveLayout(format!("member larger than {MAX_MEMBER} bytes")),
-        ));
+    let m = zip.member_at(file, rel)?;
+    zip.read(&m, &format!("{file}!/{name}"))
+}
+
+/// One member as listed in the ZIP central directory (APPNOTE 4.3.12), kept only while needed.
+#[derive(Debug, Clone, Default)]
+struct Member {
+    name: String,
+    flags: u16,
+    method: u16,
+    crc32: u32,
+    compressed: u64,
+    size: u64,
+    /// Offset of the local file header.
+    offset: u64,
+}
+
+impl Member {
+    fn is_dir(&self) -> bool {
+        self.name.ends_with('/')
     }
-    let mut buf = Vec::with_capacity(usize::try_from(f.size()).unwrap_or(0).min(1 << 20));
-    (&mut f)
-        .take(MAX_MEMBER + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| zip_err(&member, e))?;
-    if buf.len() as u64 > MAX_MEMBER {
-        return Err(Error::new(
-            Location::file(&member),
-            ErrorKind::ArchiveLayout(format!("member larger than {MAX_MEMBER} bytes")),
-        ));
+}
+
+/// Reads one central-directory entry into `m`; returns its length in bytes.
+fn read_entry(r: &mut impl Read, var: &mut Vec<u8>, m: &mut Member, file: &str) -> Result<u64> {
+    let bad = |msg: &str| zip_err(file, format!("invalid Zip archive: {msg}"));
+    let mut fixed = [0u8; 46];
+    r.read_exact(&mut fixed)
+        .map_err(|_| bad("central directory truncated"))?;
+    if le32(&fixed, 0) != 0x0201_4b50 {
+        return Err(bad("bad central directory entry signature"));
     }
-    Ok(buf)
+    let (nl, el, cl) = (
+        usize::from(le16(&fixed, 28)),
+        usize::from(le16(&fixed, 30)),
+        usize::from(le16(&fixed, 32)),
+    );
+    var.resize(nl + el + cl, 0);
+    r.read_exact(var)
+        .map_err(|_| bad("central directory truncated"))?;
+    m.flags = le16(&fixed, 8);
+    m.method = le16(&fixed, 10);
+    m.crc32 = le32(&fixed, 16);
+    m.compressed = u64::from(le32(&fixed, 20));
+    m.size = u64::from(le32(&fixed, 24));
+    m.offset = u64::from(le32(&fixed, 42));
+    // ZIP64 extended information (0x0001): only the fields that overflowed, in this order.
+    let extra = &var[nl..nl + el];
+    let mut p = 0;
+    while p + 4 <= extra.len() {
+        let (id, sz) = (le16(extra, p), usize::from(le16(extra, p + 2)));
+        if id == 0x0001 {
+            let mut q = p + 4;
+            for v in [&mut m.size, &mut m.compressed, &mut m.offset] {
+                if *v == 0xFFFF_FFFF && q + 8 <= p + 4 + sz {
+                    *v = le64(extra, q);
+                    q += 8;
+                }
+            }
+        }
+        p += 4 + sz;
+    }
+    let raw = &var[..nl];
+    m.name.clear();
+    match std::str::from_utf8(raw) {
+        Ok(s) => m.name.push_str(s),
+        // Not UTF-8: IBM437 per APPNOTE; bytes ≥ 0x80 are rare in 特定健診 archives.
+        Err(_) => m.name.extend(raw.iter().map(|&b| char::from(b))),
+    }
+    Ok((46 + nl + el + cl) as u64)
+}
+
+/// Where the central directory is (from the end-of-central-directory records, ZIP64 included).
+#[derive(Debug, Clone, Copy)]
+struct CentralDir {
+    entries: u64,
+    offset: u64,
+    size: u64,
+}
+
+fn le16(b: &[u8], at: usize) -> u16 {
+    b.get(at..at + 2)
+        .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8).map_or(0, |s| {
+        u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]])
+    })
+}
+
+/// A minimal, streaming ZIP reader: the central directory is walked, never stored, so memory
+/// does not grow with the number of members (the `zip` crate keeps an index entry of a few
+/// hundred bytes per member). Reads stored and deflated members, checks sizes and CRC-32.
+struct Zip<R> {
+    r: R,
+    len: u64,
+    cd: CentralDir,
+}
+
+impl<R: Read + Seek> Zip<R> {
+    fn open(mut r: R, file: &str) -> Result<Self> {
+        let bad = |m: &str| zip_err(file, format!("invalid Zip archive: {m}"));
+        let io = |e: std::io::Error| zip_err(file, e);
+        let len = r.seek(SeekFrom::End(0)).map_err(io)?;
+        // EOCD: 22 bytes + a comment of at most 65535 bytes.
+        let tail = len.min(22 + 65_535);
+        r.seek(SeekFrom::Start(len - tail)).map_err(io)?;
+        let mut buf = vec![0u8; usize::try_from(tail).unwrap_or(0)];
+        r.read_exact(&mut buf).map_err(io)?;
+        let Some(at) = (0..buf.len().saturating_sub(21))
+            .rev()
+            .find(|&i| le32(&buf, i) == 0x0605_4b50)
+        else {
+            return Err(bad(
+                "could not find the end of the central directory (truncated?)",
+            ));
+        };
+        let eocd_pos = len - tail + at as u64;
+        let mut cd = CentralDir {
+            entries: u64::from(le16(&buf, at + 10)),
+            size: u64::from(le32(&buf, at + 12)),
+            offset: u64::from(le32(&buf, at + 16)),
+        };
+        if cd.entries == 0xFFFF || cd.size == 0xFFFF_FFFF || cd.offset == 0xFFFF_FFFF {
+            // ZIP64: the locator sits just before the EOCD and points at the ZIP64 EOCD.
+            let loc = at
+                .checked_sub(20)
+                .filter(|&l| le32(&buf, l) == 0x0706_4b50)
+                .ok_or_else(|| bad("ZIP64 end of central directory locator missing"))?;
+            let z64 = le64(&buf, loc + 8);
+            let mut rec = [0u8; 56];
+            if z64.checked_add(56).is_none_or(|e| e > eocd_pos) {
+                return Err(bad("ZIP64 end of central directory out of range"));
+            }
+            r.seek(SeekFrom::Start(z64)).map_err(io)?;
+            r.read_exact(&mut rec).map_err(io)?;
+            if le32(&rec, 0) != 0x0606_4b50 {
+                return Err(bad("ZIP64 end of central directory not found"));
+            }
+            cd = CentralDir {
+                entries: le64(&rec, 32),
+                size: le64(&rec, 40),
+                offset: le64(&rec, 48),
+            };
+        }
+        if cd.offset.checked_add(cd.size).is_none_or(|e| e > eocd_pos) {
+            return Err(bad("central directory out of range (truncated?)"));
+        }
+        Ok(Self { r, len, cd })
+    }
+
+    /// Calls `f` with every member of the central directory, in directory order, and the
+    /// member's entry offset within the directory (for [`Self::member_at`]).
+    fn each(&mut self, file: &str, mut f: impl FnMut(u64, &Member) -> Result<()>) -> Result<()> {
+        self.r
+            .seek(SeekFrom::Start(self.cd.offset))
+            .map_err(|e| zip_err(file, e))?;
+        let mut dir =
+            std::io::BufReader::with_capacity(64 * 1024, (&mut self.r).take(self.cd.size));
+        let mut var = Vec::new();
+        let mut m = Member::default();
+        let mut rel = 0u64;
+        for _ in 0..self.cd.entries {
+            let n = read_entry(&mut dir, &mut var, &mut m, file)?;
+            f(rel, &m)?;
+            rel += n;
+        }
+        Ok(())
+    }
+
+    /// The member whose central-directory entry is at offset `rel` of the directory.
+    fn member_at(&mut self, file: &str, rel: u64) -> Result<Member> {
+        if rel >= self.cd.size {
+            return Err(zip_err(file, "invalid Zip archive: entry out of range"));
+        }
+        self.r
+            .seek(SeekFrom::Start(self.cd.offset + rel))
+            .map_err(|e| zip_err(file, e))?;
+        let mut m = Member::default();
+        let mut var = Vec::new();
+        read_entry(
+            &mut (&mut self.r).take(self.cd.size - rel),
+            &mut var,
+            &mut m,
+            file,
+        )?;
+        Ok(m)
+    }
+
+    /// Reads and decompresses one member, checking its size and CRC-32.
+    fn read(&mut self, m: &Member, member: &str) -> Result<Vec<u8>> {
+        let err = |e: &dyn std::fmt::Display| zip_err(member, e);
+        if m.size > MAX_MEMBER {
+            return Err(Error::new(
+                Location::file(member),
+                ErrorKind::ArchiveLayout(format!("member larger than {MAX_MEMBER} bytes")),
+            ));
+        }
+        if m.flags & 1 != 0 {
+            return Err(err(&"encrypted members are not supported"));
+        }
+        if m.offset.checked_add(30).is_none_or(|e| e > self.len) {
+            return Err(err(&"local header out of range (truncated?)"));
+        }
+        self.r
+            .seek(SeekFrom::Start(m.offset))
+            .map_err(|e| err(&e))?;
+        let mut h = [0u8; 30];
+        self.r.read_exact(&mut h).map_err(|e| err(&e))?;
+        if le32(&h, 0) != 0x0403_4b50 {
+            return Err(err(&"bad local header signature"));
+        }
+        let skip = i64::from(le16(&h, 26)) + i64::from(le16(&h, 28));
+        self.r.seek(SeekFrom::Current(skip)).map_err(|e| err(&e))?;
+        let data = (&mut self.r).take(m.compressed);
+        let mut buf = Vec::with_capacity(usize::try_from(m.size).unwrap_or(0).min(1 << 20));
+        let limit = MAX_MEMBER + 1;
+        match m.method {
+            0 => data.take(limit).read_to_end(&mut buf),
+            8 => flate2::read::DeflateDecoder::new(data)
+                .take(limit)
+                .read_to_end(&mut buf),
+            other => return Err(err(&format!("unsupported compression method {other}"))),
+        }
+        .map_err(|e| err(&e))?;
+        if buf.len() as u64 > MAX_MEMBER {
+            return Err(Error::new(
+                Location::file(member),
+                ErrorKind::ArchiveLayout(format!("member larger than {MAX_MEMBER} bytes")),
+            ));
+        }
+        if buf.len() as u64 != m.size {
+            return Err(err(&format!(
+                "member is {} bytes, the directory says {} (truncated?)",
+                buf.len(),
+                m.size
+            )));
+        }
+        if crc32fast::hash(&buf) != m.crc32 {
+            return Err(err(&"invalid checksum"));
+        }
+        Ok(buf)
+    }
 }
 
 /// Sort key of a `DATA/h<26 digits>.xml` member, packed into one `u128` (16 bytes per document,
 /// the only per-document state kept before conversion): the 26 digits (< 2^87) in the high bits,
-/// then whether the extension is lower case (`.XML` sorts before `.xml`), then the member's index
-/// in the ZIP. Ordering the keys orders the members by name (all share the `…/DATA/h` prefix).
-fn doc_key(rel: &str, index: usize) -> Option<u128> {
+/// then whether the extension is lower case (`.XML` sorts before `.xml`), then the offset of the
+/// member's entry in the central directory (32 bits). Ordering the keys orders the members by name (all share the `…/DATA/h` prefix).
+fn doc_key(rel: &str, index: u64) -> Option<u128> {
     let f = rel.strip_prefix("DATA/h")?;
     let (digits, upper) = match (f.strip_suffix(".xml"), f.strip_suffix(".XML")) {
         (Some(d), _) => (d, 1u128),
@@ -142,9 +371,9 @@ fn doc_key(rel: &str, index: usize) -> Option<u128> {
     Some((n << 33) | (upper << 32) | u128::from(index))
 }
 
-/// The ZIP index of a packed document key.
-fn key_index(key: u128) -> usize {
-    (key & 0xFFFF_FFFF) as usize
+/// The central-directory entry offset of a packed document key.
+fn key_index(key: u128) -> u64 {
+    (key & 0xFFFF_FFFF) as u64
 }
 
 /// 64-bit hash of a person key (for the duplicate index; collisions are resolved exactly).
@@ -169,22 +398,10 @@ pub fn read_archive<R: Read + Seek>(
     read_archive_with(reader, file, |_| (), |r| each(r.map(|(rec, ())| rec)))
 }
 
-/// Name of member `i` (no decompression).
-fn member_name<R: Read + Seek>(
-    zip: &mut zip::ZipArchive<R>,
-    i: usize,
-    file: &str,
-) -> Result<(String, bool)> {
-    let f = zip.by_index_raw(i).map_err(|e| zip_err(file, e))?;
-    let dir = f.is_dir();
-    let name = f.name().map_err(|e| zip_err(file, e))?.into_owned();
-    Ok((name, dir))
-}
-
 /// Like [`read_archive`], but also runs `map` on every record inside the parallel workers (e.g. to
 /// serialise it), handing `each` the record's result together with `map`'s output.
 ///
-/// Memory: besides the `zip` crate's central-directory index, the reader keeps 16 bytes per
+/// Memory: the central directory is walked, not stored (see `Zip`); the reader keeps 16 bytes per
 /// 特定健診 document (a packed sort key, see `doc_key`) and about 20 bytes per distinct person (a
 /// 64-bit hash of the person key and the document's position); member names are looked up again
 /// when needed, and documents are read, converted and handed on in batches of [`BATCH`].
@@ -194,17 +411,23 @@ pub fn read_archive_with<R: Read + Seek, T: Send>(
     map: impl Fn(&Record) -> T + Sync,
     mut each: impl FnMut(Result<(Record, T)>) -> ControlFlow<()>,
 ) -> Result<ArchiveInfo> {
-    let mut zip = zip::ZipArchive::new(reader).map_err(|e| zip_err(file, e))?;
+    let mut zip = Zip::open(reader, file)?;
+    if zip.cd.size > u64::from(u32::MAX) {
+        return Err(zip_err(
+            file,
+            "central directory larger than 4 GiB is not supported",
+        ));
+    }
     // Pass 1 over the central directory: the root folder, i.e. the common first path component
     // when every (non-directory) member has one.
     let mut root: Option<String> = None;
     let mut flat = false;
     let mut any = false;
-    for i in 0..zip.len() {
-        let (name, dir) = member_name(&mut zip, i, file)?;
-        if dir {
-            continue;
+    zip.each(file, |_, m| {
+        if m.is_dir() {
+            return Ok(());
         }
+        let name = &m.name;
         if !any {
             any = true;
             root = name.split_once('/').map(|(r, _)| r.to_owned());
@@ -216,7 +439,8 @@ pub fn read_archive_with<R: Read + Seek, T: Send>(
         {
             flat = true;
         }
-    }
+        Ok(())
+    })?;
     let root = if flat {
         String::new()
     } else {
@@ -244,36 +468,37 @@ pub fn read_archive_with<R: Read + Seek, T: Send>(
     }
 
     // Pass 2: ix08 / su08, DATA members (packed keys), CLAIMS, anything else.
-    let mut ix: Option<(String, usize)> = None;
-    let mut su: Option<(String, usize)> = None;
+    let mut ix: Option<(String, u64)> = None;
+    let mut su: Option<(String, u64)> = None;
     let mut docs: Vec<u128> = Vec::new();
     let mut bad_data: Option<String> = None;
-    for i in 0..zip.len() {
-        let (n, dir) = member_name(&mut zip, i, file)?;
-        if dir {
-            continue;
+    zip.each(file, |i, m| {
+        if m.is_dir() {
+            return Ok(());
         }
-        let r = rel(&n);
+        let n = &m.name;
+        let r = rel(n);
         if let Some(k) = doc_key(&r, i) {
             docs.push(k);
-            continue;
+            return Ok(());
         }
         match data_kind(&r) {
             Some(_) => info.guidance_documents += 1,
             None if r.starts_with("DATA/") => {
-                bad_data.get_or_insert(n);
+                bad_data.get_or_insert_with(|| n.clone());
             }
             None if r.starts_with("CLAIMS/") => info.claims += 1,
             None if r == "ix08_V08.xml" => {
-                ix.get_or_insert((n, i));
+                ix.get_or_insert_with(|| (n.clone(), i));
             }
             None if r == "su08_V08.xml" => {
-                su.get_or_insert((n, i));
+                su.get_or_insert_with(|| (n.clone(), i));
             }
             None if r.starts_with("XSD/") => {}
             None => info.warnings.push(format!("unexpected member {n}")),
         }
-    }
+        Ok(())
+    })?;
     let Some((ix_name, ix_index)) = ix else {
         return Err(Error::new(
             Location::file(file),
@@ -337,10 +562,10 @@ pub fn read_archive_with<R: Read + Seek, T: Send>(
         let mut batch: Vec<(String, Result<Vec<u8>>)> = Vec::with_capacity(chunk.len());
         batch_names.clear();
         for &k in chunk {
-            let i = key_index(k);
-            let (n, _) = member_name(&mut zip, i, file)?;
-            let bytes = read_member(&mut zip, i, file, &n);
-            batch.push((format!("{file}!/{n}"), bytes));
+            let m = zip.member_at(file, key_index(k))?;
+            let member = format!("{file}!/{}", m.name);
+            let bytes = zip.read(&m, &member);
+            batch.push((member, bytes));
         }
         let results: Vec<Result<(Record, T)>> = batch
             .into_par_iter()
@@ -392,7 +617,7 @@ pub fn read_archive_with<R: Read + Seek, T: Send>(
 /// name of an earlier document of the same person. On a hash hit, the earlier document is read
 /// again and its person key compared, so a hash collision never reports a false duplicate.
 fn first_with_key<R: Read + Seek>(
-    zip: &mut zip::ZipArchive<R>,
+    zip: &mut Zip<R>,
     file: &str,
     docs: &[u128],
     seen: &mut HashMap<u64, u32>,
@@ -400,9 +625,9 @@ fn first_with_key<R: Read + Seek>(
     key: &str,
     this: u32,
 ) -> Result<Option<String>> {
-    let name_of = |zip: &mut zip::ZipArchive<R>, pos: u32| -> Result<String> {
+    let name_of = |zip: &mut Zip<R>, pos: u32| -> Result<String> {
         match docs.get(pos as usize) {
-            Some(&k) => Ok(member_name(zip, key_index(k), file)?.0),
+            Some(&k) => Ok(zip.member_at(file, key_index(k))?.name),
             None => Ok(String::new()),
         }
     };

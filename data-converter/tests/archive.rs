@@ -151,3 +151,61 @@ fn claims_without_su08_are_counted_and_warned_about() {
     assert_eq!(recs.len(), 1);
     assert!(recs[0].is_ok());
 }
+
+/// Writes an archive of the fixture documents with the `zip` crate in streaming mode (sizes in
+/// data descriptors after the data, not in the local headers), the ix08 member stored
+/// uncompressed, and optionally one member with a corrupted byte.
+fn streamed_archive(corrupt: bool) -> Vec<u8> {
+    use std::io::Write;
+    let root = "1399999991_06139999_202406100_1";
+    let mut z = zip::ZipWriter::new_stream(Vec::new());
+    let deflated = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    let stored = deflated.compression_method(zip::CompressionMethod::Stored);
+    z.start_file(format!("{root}/ix08_V08.xml"), stored)
+        .unwrap();
+    let ix = data_converter::synth::ix08(2);
+    z.write_all(ix.as_bytes()).unwrap();
+    for (i, f) in ["cda/full.xml", "cda/minimal.xml"].iter().enumerate() {
+        z.start_file(
+            format!("{root}/DATA/h1399999991202406100100000{}.xml", i + 1),
+            deflated,
+        )
+        .unwrap();
+        z.write_all(&common::read(f)).unwrap();
+    }
+    let mut bytes = z.finish().unwrap().into_inner();
+    if corrupt {
+        // Flip a byte of the stored ix08 text (after its 30-byte local header and name).
+        let at = 30 + root.len() + "/ix08_V08.xml".len() + 10;
+        bytes[at] ^= 0x20;
+    }
+    bytes
+}
+
+#[test]
+fn streamed_zip_with_data_descriptors_and_stored_members() {
+    let mut n = 0;
+    let info = read_archive(Cursor::new(streamed_archive(false)), "s.zip", |r| {
+        assert!(r.is_ok(), "{:?}", r.err());
+        n += 1;
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(info.checkup_documents, 2);
+    assert_eq!(info.total_record_count, Some(2));
+}
+
+#[test]
+fn corrupted_member_fails_its_checksum() {
+    let err = read_archive(Cursor::new(streamed_archive(true)), "s.zip", |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&err.kind, data_converter::ErrorKind::Zip(m) if m.contains("checksum")),
+        "{err}"
+    );
+    assert!(err.location.file.ends_with("ix08_V08.xml"), "{err}");
+}
