@@ -197,8 +197,9 @@ pub fn apply_with(record: &mut Record, tables: &Tables) {
         tables
             .grades
             .treated_by
-            .get(analyte)
-            .is_some_and(|med| on_meds.iter().any(|m| m == med))
+            .iter()
+            .find(|(a, _)| a.as_str() == analyte)
+            .is_some_and(|(_, med)| on_meds.iter().any(|m| m == med))
     };
     for e in &mut record.entries {
         e.flags.clear();
