@@ -2,9 +2,16 @@
 //! optional `su08_V08.xml` (集計情報), `DATA/[hg]<26 digits>.xml` (one CDA per person), `CLAIMS/`
 //! (決済情報) and `XSD/`, usually under one root folder named like the ZIP.
 //!
-//! Streaming: members are read in batches of [`BATCH`] and converted in parallel (rayon), then
-//! handed to the caller in name order; memory stays flat in the archive size. The caller decides
-//! all-or-nothing (see the CLI): this module reports every document's result.
+//! ix08 is required and its `totalRecordCount` checked; su08 is read and checked against the
+//! `CLAIMS/` members and ix08 (`SummaryMismatch`); `CLAIMS/` are counted, not converted (billing, not
+//! health data); `DATA/g…` (hg08) are counted and skipped.
+//!
+//! Streaming: the ZIP (APPNOTE 6.3: end of central directory, ZIP64, central directory, local
+//! headers; stored and deflated members) is read by the small reader below, which walks the central
+//! directory without keeping it; members are read in batches of [`BATCH`] and converted in parallel
+//! (rayon), then handed to the caller in name order; memory stays flat in the archive size (16 bytes
+//! per document, ~20 per person). The caller decides all-or-nothing (see the CLI): this module
+//! reports every document's result.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
