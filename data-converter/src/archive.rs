@@ -564,10 +564,8 @@ pub fn read_archive_with<R: Read + Seek, T: Send>(
     let mut seen: HashMap<u64, u32> = HashMap::new();
     let mut collided: HashMap<String, u32> = HashMap::new();
     let mut doc_index = 0usize;
-    let mut batch_names: Vec<String> = Vec::with_capacity(BATCH);
     for chunk in docs.chunks(BATCH) {
         let mut batch: Vec<(String, Result<Vec<u8>>)> = Vec::with_capacity(chunk.len());
-        batch_names.clear();
         for &k in chunk {
             let m = zip.member_at(file, key_index(k))?;
             let member = format!("{file}!/{}", m.name);
