@@ -97,19 +97,56 @@ pub struct Item {
     /// The item code is a JLAC10 code.
     #[serde(default)]
     pub jlac10: bool,
+    /// `urn:oid:` + `values` (the result table as a code system URI), computed at load.
+    #[serde(skip)]
+    values_system: Option<String>,
+    /// [`unit_key`] of `unit` and `ucum`, computed once when the catalogue is loaded.
+    #[serde(skip)]
+    unit_keys: [Option<String>; 2],
 }
 
 impl Item {
+    /// The result table as a code system URI (`urn:oid:…`), if the item is coded.
+    pub fn values_system(&self) -> Option<&str> {
+        self.values_system.as_deref()
+    }
+
     /// Whether `unit` (as found in a CDA or CSV) denotes this item's unit.
     pub fn unit_matches(&self, unit: &str) -> bool {
         if self.unit.as_deref() == Some(unit) || self.ucum.as_deref() == Some(unit) {
             return true;
         }
-        let k = unit_key(unit);
-        self.unit.as_deref().is_some_and(|u| unit_key(u) == k)
-            || self.ucum.as_deref().is_some_and(|u| unit_key(u) == k)
-            || (k == "u/l" && self.unit.as_deref() == Some("U/l"))
+        if self.unit_keys.iter().all(Option::is_none)
+            && (self.unit.is_some() || self.ucum.is_some())
+        {
+            // Not loaded through `Catalogue::from_toml`: compute the keys here.
+            let k = unit_key(unit);
+            return self.unit.as_deref().is_some_and(|u| unit_key(u) == k)
+                || self.ucum.as_deref().is_some_and(|u| unit_key(u) == k)
+                || (k == "u/l" && self.unit.as_deref() == Some("U/l"));
+        }
+        let [ku, kc] = &self.unit_keys;
+        ku.as_deref().is_some_and(|k| unit_key_is(unit, k))
+            || kc.as_deref().is_some_and(|k| unit_key_is(unit, k))
+            || (unit_key_is(unit, "u/l") && self.unit.as_deref() == Some("U/l"))
     }
+}
+
+/// Whether [`unit_key`]`(unit) == key`, without allocating for ASCII units.
+fn unit_key_is(unit: &str, key: &str) -> bool {
+    if !unit.is_ascii() {
+        return unit_key(unit) == key;
+    }
+    let mut k = key.bytes();
+    for b in unit.bytes() {
+        if matches!(b, b'[' | b']' | b' ' | b'{' | b'}' | b'_') {
+            continue;
+        }
+        if k.next() != Some(b.to_ascii_lowercase()) {
+            return false;
+        }
+    }
+    k.next().is_none()
 }
 
 /// A 一連検査グループ recognised by one of its member codes.
@@ -153,7 +190,12 @@ impl Catalogue {
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let f: File = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut items = HashMap::new();
-        for it in f.item {
+        for mut it in f.item {
+            it.values_system = it.values.as_deref().map(|v| format!("urn:oid:{v}"));
+            it.unit_keys = [
+                it.unit.as_deref().map(unit_key),
+                it.ucum.as_deref().map(unit_key),
+            ];
             if it.value_type == ValueType::Pq && (it.unit.is_none() || it.ucum.is_none()) {
                 return Err(format!("PQ item {} lacks unit/ucum", it.code));
             }
@@ -176,6 +218,15 @@ impl Catalogue {
     /// Looks up an item.
     pub fn item(&self, code: &str) -> Option<&Item> {
         self.items.get(code)
+    }
+
+    /// The code as stored in the result table and its display text (both borrowed from the
+    /// catalogue); `None` if the table or code is unknown.
+    pub fn value_entry(&self, table: &str, code: &str) -> Option<(&str, &str)> {
+        self.values
+            .get(table)?
+            .get_key_value(code)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// Display text of a code in a result table; `None` if the table or code is unknown.

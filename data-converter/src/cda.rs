@@ -31,7 +31,9 @@ const OUT_OF_RANGE_OID: &str = "2.16.840.1.113883.5.83";
 
 /// Converter name and version written in provenance.
 pub fn converter_id() -> String {
-    format!("data-converter {}", env!("CARGO_PKG_VERSION"))
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| format!("data-converter {}", env!("CARGO_PKG_VERSION")))
+        .clone()
 }
 
 /// Reads one standalone 特定健診 CDA document.
@@ -155,20 +157,52 @@ struct Frame {
     counts: Vec<(u64, u32)>,
 }
 
-/// Attributes of one element that the reader looks at.
+/// A borrowed attribute value (owned only when normalisation changed it).
+type Val<'a> = Option<Cow<'a, str>>;
+
+/// Attributes of one element that the reader looks at, borrowed from the document bytes.
 #[derive(Default, Debug, Clone)]
-struct Attrs {
-    root: Option<String>,
-    extension: Option<String>,
-    code: Option<String>,
-    code_system: Option<String>,
-    display: Option<String>,
-    value: Option<String>,
-    unit: Option<String>,
-    null_flavor: Option<String>,
-    xsi_type: Option<String>,
-    type_code: Option<String>,
-    negation: Option<String>,
+struct Attrs<'a> {
+    root: Val<'a>,
+    extension: Val<'a>,
+    code: Val<'a>,
+    code_system: Val<'a>,
+    display: Val<'a>,
+    value: Val<'a>,
+    unit: Val<'a>,
+    null_flavor: Val<'a>,
+    xsi_type: Val<'a>,
+    type_code: Val<'a>,
+    negation: Val<'a>,
+}
+
+/// xsi:type is a QName (`PQ` or `hl7:PQ`): keeps the local part.
+fn xsi_local(a: &mut Attrs<'_>) {
+    if let Some(t) = &mut a.xsi_type
+        && let Some(i) = t.find(':')
+    {
+        *t = match std::mem::take(t) {
+            Cow::Borrowed(b) => Cow::Borrowed(&b[i + 1..]),
+            Cow::Owned(o) => Cow::Owned(o[i + 1..].to_owned()),
+        };
+    }
+}
+
+/// Appends the decimal digits of `n` (no formatting machinery).
+fn push_u32(s: &mut String, mut n: u32) {
+    let mut buf = [0u8; 10];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        s.push(char::from(b));
+    }
 }
 
 /// What a text capture is for.
@@ -189,27 +223,28 @@ struct Capture {
 }
 
 #[derive(Debug, Clone)]
-struct RawValue {
-    attrs: Attrs,
+struct RawValue<'a> {
+    attrs: Attrs<'a>,
     text: String,
     pos: u64,
 }
 
-struct ObsBuilder {
+struct ObsBuilder<'a> {
     /// Index in `path` of the observation element.
     depth: usize,
     slot: usize,
     id: String,
     xpath: String,
     pos: u64,
-    code: Option<Attrs>,
+    /// `code/@code`, `@codeSystem`, `@displayName` (not the whole [`Attrs`]: the builder is moved).
+    code: Option<[Val<'a>; 3]>,
     negated: bool,
-    values: Vec<RawValue>,
-    interpretation: Option<String>,
-    method: Option<Attrs>,
-    effective: Option<String>,
+    values: Vec<RawValue<'a>>,
+    interpretation: Val<'a>,
+    method: Option<Box<Attrs<'a>>>,
+    effective: Val<'a>,
     range: Option<ReferenceRange>,
-    range_unit: Option<String>,
+    range_unit: Val<'a>,
     author: Option<String>,
     parent: Option<String>,
     relation: Option<Relation>,
@@ -229,25 +264,25 @@ struct Parser<'a> {
     capture: Option<Capture>,
     // header
     doc_id: Option<String>,
-    report_kind: Option<Attrs>,
-    created: Option<String>,
-    insurer: Option<String>,
-    symbol: Option<String>,
-    number: Option<String>,
-    branch: Option<String>,
+    report_kind: Option<Attrs<'a>>,
+    created: Val<'a>,
+    insurer: Val<'a>,
+    symbol: Val<'a>,
+    number: Val<'a>,
+    branch: Val<'a>,
     other_ids: Vec<Identifier>,
     name: Option<String>,
     postal: Option<String>,
-    sex: Option<(String, u64, String)>,
-    birth: Option<(String, u64, String)>,
-    institution: Option<(String, u64, String)>,
+    sex: Option<(Cow<'a, str>, u64, String)>,
+    birth: Option<(Cow<'a, str>, u64, String)>,
+    institution: Option<(Cow<'a, str>, u64, String)>,
     org_name: Option<String>,
     participant_hld: bool,
-    hld_insurer: Option<String>,
-    program: Option<Attrs>,
-    exam_date: Option<(String, u64, String)>,
+    hld_insurer: Val<'a>,
+    program: Option<Attrs<'a>>,
+    exam_date: Option<(Cow<'a, str>, u64, String)>,
     sections: Vec<Code>,
-    obs: Vec<ObsBuilder>,
+    obs: Vec<ObsBuilder<'a>>,
     entries: Vec<Entry>,
     next_id: u32,
 }
@@ -294,13 +329,16 @@ impl<'a> Parser<'a> {
     }
 
     fn xpath(&self) -> String {
-        let mut s = String::with_capacity(16 * self.path.len());
-        for f in &self.frames[..self.path.len()] {
+        let frames = &self.frames[..self.path.len()];
+        let len: usize = frames.iter().map(|f| f.local.len() + 8).sum();
+        let mut s = String::with_capacity(len);
+        for f in frames {
             s.push('/');
             s.push_str(&f.local);
             if f.index > 1 {
-                use std::fmt::Write as _;
-                let _ = write!(s, "[{}]", f.index);
+                s.push('[');
+                push_u32(&mut s, f.index);
+                s.push(']');
             }
         }
         s
@@ -407,9 +445,101 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn read_attrs(&self, e: &BytesStart<'_>, pos: u64) -> Result<Attrs> {
+    /// The element's tag text (`name attr="…" …`) as a slice of the document, so that attribute
+    /// values can be borrowed for the document's lifetime. `None` if the event does not point
+    /// into the document (never for the slice reader used here).
+    fn tag_text(&self, e: &BytesStart<'_>) -> Option<&'a str> {
+        let raw: &str = e;
+        let off = (raw.as_ptr() as usize).checked_sub(self.text.as_ptr() as usize)?;
+        let bytes = self.text.get(off..off.checked_add(raw.len())?)?;
+        // Re-validates only the tags whose attributes are read (quick-xml checked them already).
+        std::str::from_utf8(bytes).ok()
+    }
+
+    /// Fast path of [`Self::read_attrs`]: scans the tag bytes for the attributes the reader
+    /// needs and borrows their values. Gives up (`None`, and the caller uses quick-xml's attribute
+    /// iterator, with its exact errors) on anything unusual: an entity or a character that
+    /// normalisation would change in a value, a malformed or unusual key, missing quotes.
+    fn fast_attrs(&self, e: &BytesStart<'_>) -> Option<Attrs<'a>> {
+        let raw: &str = e;
+        let off = (raw.as_ptr() as usize).checked_sub(self.text.as_ptr() as usize)?;
+        let tag: &'a [u8] = self.text.get(off..off.checked_add(raw.len())?)?;
+        let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+        let mut rest: &'a [u8] = tag.get(e.name().0.len()..)?;
         let mut a = Attrs::default();
-        for attr in e.attributes().with_checks(false) {
+        // Skip whitespace; the key runs to `=` (no whitespace around it in the common case).
+        while let Some(ks) = rest.iter().position(|&b| !ws(b)) {
+            rest = &rest[ks..];
+            let eq = rest.iter().position(|&b| b == b'=')?;
+            let key = &rest[..eq];
+            if key.is_empty()
+                || !key.iter().all(|&b| {
+                    b.is_ascii_alphabetic() || matches!(b, b':' | b'_' | b'-' | b'.' | b'0'..=b'9')
+                })
+            {
+                return None;
+            }
+            let q = *rest.get(eq + 1)?;
+            if q != b'"' && q != b'\'' {
+                return None;
+            }
+            let after = rest.get(eq + 2..)?;
+            let len = after.iter().position(|&b| b == q)?;
+            let v = &after[..len];
+            rest = &after[len + 1..];
+            if rest.first().is_some_and(|&b| !ws(b)) {
+                return None;
+            }
+            let slot = match key {
+                b"root" => &mut a.root,
+                b"extension" => &mut a.extension,
+                b"code" => &mut a.code,
+                b"codeSystem" => &mut a.code_system,
+                b"displayName" => &mut a.display,
+                b"value" => &mut a.value,
+                b"unit" => &mut a.unit,
+                b"nullFlavor" => &mut a.null_flavor,
+                b"typeCode" => &mut a.type_code,
+                b"negationInd" => &mut a.negation,
+                _ => match key.strip_suffix(b":type") {
+                    Some(p) if p == self.xsi_prefix.as_bytes() => &mut a.xsi_type,
+                    _ => continue,
+                },
+            };
+            if v.iter()
+                .any(|&b| matches!(b, b'&' | b'<' | b'\t' | b'\r' | b'\n'))
+            {
+                return None;
+            }
+            *slot = Some(Cow::Borrowed(std::str::from_utf8(v).ok()?));
+        }
+        xsi_local(&mut a);
+        Some(a)
+    }
+
+    fn read_attrs(&self, e: &BytesStart<'_>, pos: u64) -> Result<Attrs<'a>> {
+        if let Some(a) = self.fast_attrs(e) {
+            return Ok(a);
+        }
+        let name_len = e.name().0.len();
+        match self.tag_text(e) {
+            Some(tag) => self.read_attrs_from(
+                quick_xml::events::attributes::Attributes::new(tag, name_len),
+                pos,
+                |v| v,
+            ),
+            None => self.read_attrs_from(e.attributes(), pos, |v| Cow::Owned(v.into_owned())),
+        }
+    }
+
+    fn read_attrs_from<'b>(
+        &self,
+        mut attrs: quick_xml::events::attributes::Attributes<'b>,
+        pos: u64,
+        keep: impl Fn(Cow<'b, str>) -> Cow<'a, str>,
+    ) -> Result<Attrs<'a>> {
+        let mut a = Attrs::default();
+        for attr in attrs.with_checks(false) {
             let attr = attr
                 .map_err(|err| self.err_at(pos, self.xpath(), ErrorKind::Xml(err.to_string())))?;
             let key = attr.key.0;
@@ -432,14 +562,9 @@ impl<'a> Parser<'a> {
             let v = attr
                 .normalized_value(quick_xml::XmlVersion::Implicit1_0)
                 .map_err(|err| self.err_at(pos, self.xpath(), ErrorKind::Xml(err.to_string())))?;
-            *slot = Some(v.into_owned());
+            *slot = Some(keep(v));
         }
-        // xsi:type is a QName (`PQ` or `hl7:PQ`): keep the local part.
-        if let Some(t) = &mut a.xsi_type
-            && let Some((_, local)) = t.split_once(':')
-        {
-            *t = local.to_owned();
-        }
+        xsi_local(&mut a);
         Ok(a)
     }
 
@@ -575,7 +700,7 @@ impl<'a> Parser<'a> {
                 let a = self.read_attrs(e, pos)?;
                 self.doc_id = match (a.root, a.extension) {
                     (Some(r), Some(x)) => Some(format!("{r}^{x}")),
-                    (Some(r), None) => Some(r),
+                    (Some(r), None) => Some(r.into_owned()),
                     _ => None,
                 };
             }
@@ -586,14 +711,14 @@ impl<'a> Parser<'a> {
                 let (Some(root), Some(ext)) = (a.root, a.extension) else {
                     return Ok(());
                 };
-                match root.as_str() {
+                match root.as_ref() {
                     "1.2.392.200119.6.101" => self.insurer = Some(ext),
                     "1.2.392.200119.6.204" => self.symbol = Some(ext),
                     "1.2.392.200119.6.205" => self.number = Some(ext),
                     "1.2.392.200119.6.211" => self.branch = Some(ext),
                     _ => self.other_ids.push(Identifier {
                         system: format!("urn:oid:{root}"),
-                        value: ext,
+                        value: ext.into_owned(),
                     }),
                 }
             }
@@ -659,7 +784,7 @@ impl<'a> Parser<'a> {
                 if let (Some(r), Some(x)) = (a.root, a.extension) {
                     self.other_ids.push(Identifier {
                         system: format!("urn:oid:{r}"),
-                        value: x,
+                        value: x.into_owned(),
                     });
                 }
             }
@@ -706,8 +831,8 @@ impl<'a> Parser<'a> {
             ] => {
                 let a = self.read_attrs(e, pos)?;
                 if let Some(c) = a.code {
-                    let mut code = crate::iphr::Code::new(systems::SECTION, c);
-                    code.display = a.display.map(Into::into);
+                    let mut code = crate::iphr::Code::new(systems::SECTION, c.into_owned());
+                    code.display = a.display.map(|d| d.into_owned().into());
                     self.sections.push(code);
                 }
             }
@@ -743,7 +868,9 @@ impl<'a> Parser<'a> {
         relation: Option<Relation>,
     ) {
         self.next_id += 1;
-        let id = format!("e{}", self.next_id);
+        let mut id = String::with_capacity(8);
+        id.push('e');
+        push_u32(&mut id, self.next_id);
         let slot = self.entries.len();
         self.entries.push(Entry::observation(
             String::new(),
@@ -788,7 +915,7 @@ impl<'a> Parser<'a> {
             [Code] => {
                 let a = self.read_attrs(e, pos)?;
                 if let Some(top) = self.obs.last_mut() {
-                    top.code = Some(a);
+                    top.code = Some([a.code, a.code_system, a.display]);
                 }
             }
             [Value] => {
@@ -817,7 +944,7 @@ impl<'a> Parser<'a> {
             [MethodCode] => {
                 let a = self.read_attrs(e, pos)?;
                 if let Some(top) = self.obs.last_mut() {
-                    top.method = Some(a);
+                    top.method = Some(Box::new(a));
                 }
             }
             [EffectiveTime] | [EffectiveTime, Low] => {
@@ -847,7 +974,7 @@ impl<'a> Parser<'a> {
                             pos,
                             xp.clone(),
                             ErrorKind::InvalidValue {
-                                value: v.clone(),
+                                value: v.to_string(),
                                 reason: err.reason.to_owned(),
                             },
                         )
@@ -930,7 +1057,7 @@ impl<'a> Parser<'a> {
             && top.depth + 1 == depth
             && let Some(b) = self.obs.pop()
         {
-            self.close_obs(&b)?;
+            self.close_obs(b)?;
         }
         self.path.pop();
         Ok(())
@@ -961,25 +1088,34 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn close_obs(&mut self, b: &ObsBuilder) -> Result<()> {
+    fn close_obs(&mut self, b: ObsBuilder<'a>) -> Result<()> {
+        let slot = b.slot;
         let entry = self.build_entry(b)?;
-        self.entries[b.slot] = entry;
+        self.entries[slot] = entry;
         Ok(())
     }
 
-    fn build_entry(&self, b: &ObsBuilder) -> Result<Entry> {
+    fn build_entry(&self, mut b: ObsBuilder<'a>) -> Result<Entry> {
+        let xpath = std::mem::take(&mut b.xpath);
+        let mut e = self.build_entry_at(b, &xpath)?;
+        e.locator = xpath;
+        Ok(e)
+    }
+
+    /// Builds the entry of observation `b` found at `xpath` (the caller sets the locator).
+    fn build_entry_at(&self, b: ObsBuilder<'a>, xpath: &str) -> Result<Entry> {
         let loc = || {
             Location::file(self.file)
                 .at_line(self.line(b.pos))
-                .at_path(b.xpath.clone())
+                .at_path(xpath.to_owned())
         };
         let code_attrs = b.code.as_ref();
-        let item_code = code_attrs.and_then(|c| c.code.clone());
+        let item_code = code_attrs.and_then(|[c, _, _]| c.as_deref());
         let Some(item_code) = item_code else {
             // 一連検査グループ parent: code nullFlavor="NA" and members below.
             if b.children == 0 {
                 return Err(Error::new(
-                    loc().at_path(format!("{}/code", b.xpath)),
+                    loc().at_path(format!("{}/code", xpath)),
                     ErrorKind::Missing("observation/code/@code"),
                 ));
             }
@@ -992,14 +1128,14 @@ impl<'a> Parser<'a> {
                 Some(g) => Code::with_display(systems::IPHR_GROUP, &g.id, &g.name),
                 None => Code::new(systems::IPHR_GROUP, "unidentified"),
             };
-            let mut e = Entry::observation(b.id.clone(), code, b.xpath.clone());
+            let mut e = Entry::observation(b.id, code, String::new());
             e.kind = EntryKind::Group;
             e.parent.clone_from(&b.parent);
             e.relation = b.relation;
             return Ok(e);
         };
-        let loc_item = || loc().with_item(item_code.clone());
-        if let Some(sys) = code_attrs.and_then(|c| c.code_system.as_deref())
+        let loc_item = || loc().with_item(item_code.to_owned());
+        if let Some(sys) = code_attrs.and_then(|[_, s, _]| s.as_deref())
             && sys != ITEM_OID
         {
             return Err(Error::new(
@@ -1007,17 +1143,19 @@ impl<'a> Parser<'a> {
                 ErrorKind::UnknownItemCode(format!("{item_code} in code system {sys}")),
             ));
         }
-        let Some(item) = self.cat.item(&item_code) else {
+        let Some(item) = self.cat.item(item_code) else {
             return Err(Error::new(
                 loc_item(),
-                ErrorKind::UnknownItemCode(item_code.clone()),
+                ErrorKind::UnknownItemCode(item_code.to_owned()),
             ));
         };
-        let display = code_attrs
-            .and_then(|c| c.display.clone())
-            .unwrap_or_else(|| item.name.clone());
+        // The catalogue's name is borrowed (no allocation) when the source's display equals it.
+        let display: Cow<'static, str> = match code_attrs.and_then(|[_, _, d]| d.as_deref()) {
+            Some(d) if d != item.name => Cow::Owned(d.to_owned()),
+            _ => Cow::Borrowed(item.name.as_str()),
+        };
         let code = Code::with_display(systems::TOKUTEI_ITEM, item.code.as_str(), display);
-        let mut e = Entry::observation(b.id.clone(), code, b.xpath.clone());
+        let mut e = Entry::observation(b.id, code, String::new());
         if item.jlac10 {
             e.codings.push(Code::new(systems::JLAC10, &item.code));
         }
@@ -1029,12 +1167,12 @@ impl<'a> Parser<'a> {
             && let Some(c) = &m.code
         {
             let sys = m.code_system.as_deref().unwrap_or("1.2.392.200119.6.1007");
-            e.method = Some(Code::new(format!("urn:oid:{sys}"), c.clone()));
+            e.method = Some(Code::new(format!("urn:oid:{sys}"), c.to_string()));
         }
         if let Some(t) = &b.effective {
             let d = t.parse::<Date>().map_err(|err| {
                 Error::new(
-                    loc_item().at_path(format!("{}/effectiveTime", b.xpath)),
+                    loc_item().at_path(format!("{}/effectiveTime", xpath)),
                     ErrorKind::InvalidField {
                         field: "observation/effectiveTime",
                         reason: err.to_string(),
@@ -1055,14 +1193,14 @@ impl<'a> Parser<'a> {
             if let Some(u) = &b.range_unit {
                 if item.value_type == ValueType::Pq && !item.unit_matches(u) {
                     return Err(Error::new(
-                        loc_item().at_path(format!("{}/referenceRange", b.xpath)),
+                        loc_item().at_path(format!("{}/referenceRange", xpath)),
                         ErrorKind::UnitMismatch {
                             expected: item.unit.clone().unwrap_or_default(),
-                            found: u.clone(),
+                            found: u.to_string(),
                         },
                     ));
                 }
-                r.unit = item.ucum.clone().or_else(|| Some(u.clone()));
+                r.unit = item.ucum.clone().or_else(|| Some(u.to_string()));
             }
             e.reference_range = Some(r);
         }
@@ -1071,13 +1209,13 @@ impl<'a> Parser<'a> {
             return Ok(e);
         }
         // Partition values: out-of-range marker, nullFlavor, the value proper.
-        let mut main: Option<(usize, &RawValue)> = None;
+        let mut main: Option<(usize, &RawValue<'_>)> = None;
         for (i, v) in b.values.iter().enumerate() {
             let vpath = || {
                 if b.values.len() > 1 {
-                    format!("{}/value[{}]", b.xpath, i + 1)
+                    format!("{}/value[{}]", xpath, i + 1)
                 } else {
-                    format!("{}/value", b.xpath)
+                    format!("{}/value", xpath)
                 }
             };
             if v.attrs.null_flavor.is_some() {
@@ -1094,7 +1232,7 @@ impl<'a> Parser<'a> {
                             Location::file(self.file)
                                 .at_line(self.line(v.pos))
                                 .at_path(vpath())
-                                .with_item(item_code.clone()),
+                                .with_item(item_code),
                             ErrorKind::InvalidValue {
                                 value: other.unwrap_or("").to_owned(),
                                 reason: "out-of-range marker must be H or L".into(),
@@ -1109,7 +1247,7 @@ impl<'a> Parser<'a> {
                     Location::file(self.file)
                         .at_line(self.line(v.pos))
                         .at_path(vpath())
-                        .with_item(item_code.clone()),
+                        .with_item(item_code),
                     ErrorKind::InvalidValue {
                         value: String::new(),
                         reason: "more than one value".into(),
@@ -1121,7 +1259,7 @@ impl<'a> Parser<'a> {
         let Some((i, v)) = main else {
             if e.absent.is_none() && e.out_of_range.is_none() {
                 return Err(Error::new(
-                    loc_item().at_path(format!("{}/value", b.xpath)),
+                    loc_item().at_path(format!("{}/value", xpath)),
                     ErrorKind::Missing("observation/value"),
                 ));
             }
@@ -1132,14 +1270,14 @@ impl<'a> Parser<'a> {
         }
         let vloc = || {
             let p = if b.values.len() > 1 {
-                format!("{}/value[{}]", b.xpath, i + 1)
+                format!("{}/value[{}]", xpath, i + 1)
             } else {
-                format!("{}/value", b.xpath)
+                format!("{}/value", xpath)
             };
             Location::file(self.file)
                 .at_line(self.line(v.pos))
                 .at_path(p)
-                .with_item(item_code.clone())
+                .with_item(item_code)
         };
         e.value = Some(self.read_value(item, v, e.out_of_range, &vloc)?);
         Ok(e)
@@ -1148,7 +1286,7 @@ impl<'a> Parser<'a> {
     fn read_value(
         &self,
         item: &'static Item,
-        v: &RawValue,
+        v: &RawValue<'_>,
         out_of_range: Option<Bound>,
         vloc: &dyn Fn() -> Location,
     ) -> Result<Value> {
@@ -1223,9 +1361,10 @@ impl<'a> Parser<'a> {
     fn finish(self, bytes: &[u8], archive: Option<&str>) -> Result<Record> {
         let file = self.file;
         let hdr = |p: &str| Location::file(file).at_path(p.to_owned());
-        let at = |(_, pos, xp): &(String, u64, String)| {
+        let text = self.text;
+        let at = |(_, pos, xp): &(Cow<'_, str>, u64, String)| {
             Location::file(file)
-                .at_line(self.line(*pos))
+                .at_line(line_of(text, usize::try_from(*pos).unwrap_or(usize::MAX)))
                 .at_path(xp.clone())
         };
         let Some(exam) = &self.exam_date else {
@@ -1257,9 +1396,9 @@ impl<'a> Parser<'a> {
                     })?;
                 Some(InsuredId {
                     insurer,
-                    symbol: self.symbol.clone(),
-                    number: num.clone(),
-                    branch: self.branch.clone(),
+                    symbol: self.symbol.clone().map(Cow::into_owned),
+                    number: num.to_string(),
+                    branch: self.branch.clone().map(Cow::into_owned),
                 })
             }
             _ => None,
@@ -1318,7 +1457,7 @@ impl<'a> Parser<'a> {
         let insurer_org = insured
             .as_ref()
             .map(|i| i.insurer.to_string())
-            .or_else(|| self.hld_insurer.clone())
+            .or_else(|| self.hld_insurer.clone().map(Cow::into_owned))
             .map(|v| Organization {
                 id: Identifier {
                     system: systems::INSURER.into(),
@@ -1328,32 +1467,32 @@ impl<'a> Parser<'a> {
             });
         let person = Person {
             insured,
-            identifiers: self.other_ids.clone(),
-            name_kana: self.name.clone(),
+            identifiers: self.other_ids,
+            name_kana: self.name,
             name: None,
             sex,
             birth_date,
-            postal_code: self.postal.clone(),
+            postal_code: self.postal,
         };
         let header = Header {
             report_kind: self.report_kind.as_ref().and_then(|a| {
                 a.code.as_ref().map(|c| {
-                    let mut code = Code::new(systems::REPORT_KIND, c.clone());
-                    code.display = a.display.clone().map(Into::into);
+                    let mut code = Code::new(systems::REPORT_KIND, c.clone().into_owned());
+                    code.display = a.display.clone().map(|d| d.into_owned().into());
                     code
                 })
             }),
             program: self.program.as_ref().and_then(|a| {
                 a.code.as_ref().map(|c| {
-                    let mut code = Code::new(systems::PROGRAM, c.clone());
-                    code.display = a.display.clone().map(Into::into);
+                    let mut code = Code::new(systems::PROGRAM, c.clone().into_owned());
+                    code.display = a.display.clone().map(|d| d.into_owned().into());
                     code
                 })
             }),
             created: self.created.as_deref().and_then(|c| c.parse().ok()),
             performer,
             insurer: insurer_org,
-            sections: self.sections.clone(),
+            sections: self.sections,
         };
         let mut record = Record {
             schema: SCHEMA.into(),
@@ -1405,7 +1544,7 @@ pub(crate) fn check_range(
 /// Builds a coded value for a CD item, checking the result table.
 pub(crate) fn coded_value(
     cat: &'static Catalogue,
-    item: &Item,
+    item: &'static Item,
     code: Option<&str>,
     system: Option<&str>,
 ) -> std::result::Result<Value, ErrorKind> {
@@ -1424,13 +1563,18 @@ pub(crate) fn coded_value(
             reason: format!("code system {sys} is not the item's result table {table}"),
         });
     }
-    let Some(display) = cat.value_display(table, code) else {
+    let Some((code, display)) = cat.value_entry(table, code) else {
         return Err(ErrorKind::InvalidValue {
             value: code.to_owned(),
             reason: format!("not a code of result table {table}"),
         });
     };
+    // System, code and display are borrowed from the catalogue (no allocation).
+    let system: Cow<'static, str> = match item.values_system() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(format!("urn:oid:{table}")),
+    };
     Ok(Value::Coded {
-        code: Code::with_display(format!("urn:oid:{table}"), code.to_owned(), display),
+        code: Code::with_display(system, code, display),
     })
 }

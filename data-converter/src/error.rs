@@ -149,6 +149,16 @@ pub enum ErrorKind {
         /// Documents found.
         found: u64,
     },
+    /// The archive's 集計情報 (su08) disagrees with what the archive holds.
+    #[error("su08 {field} {declared} but {found}")]
+    SummaryMismatch {
+        /// The su08 element.
+        field: &'static str,
+        /// What su08 declares.
+        declared: String,
+        /// What the archive holds.
+        found: String,
+    },
     /// The bytes are not valid in the file's encoding.
     #[error("not valid {0}")]
     Encoding(&'static str),

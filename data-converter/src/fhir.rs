@@ -16,8 +16,22 @@
 //!
 //! Ids are deterministic (UUIDs from SHA-256 of the record's content hash and the entry id; the
 //! Patient's from the person key), so exporting twice gives identical output and the same person
-//! keeps one Patient id. Derived entries (メタボ判定/階層化 computed here) and flags stay in the iPHR
-//! and are not exported.
+//! keeps one Patient id.
+//!
+//! **Derived judgements** (computed by `judgement.rs`, never present in the source) are exported
+//! too, each marked as derived:
+//! - 保健指導判定値 / 受診勧奨判定値 flags → extra `Observation.interpretation` codings in
+//!   [`FLAG_CS`] (`guidance-level`, `referral-level`); no official code system exists for them.
+//! - per-item 判定区分 A–E → a separate `Observation` (JP_Observation_Common, category `exam`), code
+//!   [`GRADE_CODE`] in [`JUDGEMENT_CS`], value in [`GRADE_CS`] (the 日本人間ドック・予防医療学会 scale,
+//!   domain.md §7.1; no official FHIR code system), `derivedFrom` the item's Observation.
+//! - メタボ判定 and 階層化 → `Observation` (JP_Observation_Common, `exam`) coded with the official
+//!   特定健診 item codes 9N501000000000011 / 9N506000000000011 (`urn:oid:1.2.392.200119.6.1005`)
+//!   plus the iPHR derived code, valued in the official MHLW tables `urn:oid:1.2.392.200119.6.1008`
+//!   / `…6.3001`, `derivedFrom` the Observations the rules read.
+//!
+//! Every derived Observation carries `meta.tag` [`DERIVED_TAG`] and a note naming the judgement
+//! tables, so a consumer can tell them from the institution's own judgements.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -26,8 +40,8 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::catalogue::{Catalogue, Category, Item, Material};
 use crate::iphr::{
-    Absent, Bound, ContentHash, Entry, EntryKind, Interpretation, Record, Relation, Sex,
-    SourceFormat, Value, systems,
+    Absent, Bound, ContentHash, Entry, EntryKind, Flag, Grade, Interpretation, Record, Relation,
+    Sex, SourceFormat, Value, systems,
 };
 
 const JP: &str = "http://jpfhir.jp/fhir/core/StructureDefinition/";
@@ -40,6 +54,17 @@ pub const MEMBER_ID: &str = "http://jpfhir.jp/fhir/clins/Idsystem/JP_Insurance_m
 pub const INSURER_NUMBER: &str = "http://jpfhir.jp/fhir/core/mhlw/IdSystem/InsurerNumber";
 /// Identifier system of the source content hash on the DiagnosticReport.
 pub const SOURCE_HASH: &str = "urn:iphr:source-content-hash";
+
+/// Our code system of the 判定値 flags (no official one exists).
+pub const FLAG_CS: &str = "http://iphr.example.jp/fhir/CodeSystem/judgement-flag";
+/// Our code system of the 判定区分 scale A–E (no official FHIR code system exists).
+pub const GRADE_CS: &str = "http://iphr.example.jp/fhir/CodeSystem/judgement-grade";
+/// Our code system of the derived judgement kinds (the Observation.code of a 判定区分).
+pub const JUDGEMENT_CS: &str = "http://iphr.example.jp/fhir/CodeSystem/derived-judgement";
+/// Code of a per-item 判定区分 Observation in [`JUDGEMENT_CS`].
+pub const GRADE_CODE: &str = "item-grade";
+/// `meta.tag` of every Observation computed by the converter rather than read from the source.
+pub const DERIVED_TAG: &str = "http://iphr.example.jp/fhir/CodeSystem/provenance-tag";
 
 /// How resources reference each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,19 +242,32 @@ pub fn record_resources(rec: &Record, style: RefStyle) -> Vec<Resource> {
 
     let mut results = Vec::new();
     for e in &rec.entries {
-        if e.kind == EntryKind::Derived || e.kind == EntryKind::Document {
+        if e.kind == EntryKind::Document {
             continue;
         }
         let id = ctx.entry_id(&e.id);
-        let j = observation(&ctx, cat, e, &id, &pid, performer_ref.as_ref(), &materials);
+        let j = if e.kind == EntryKind::Derived {
+            derived_observation(&ctx, e, &id, &pid)
+        } else {
+            observation(&ctx, cat, e, &id, &pid, performer_ref.as_ref(), &materials)
+        };
         if e.parent.is_none() {
             results.push(ctx.reference("Observation", &id));
         }
         out.push(Resource {
             resource_type: "Observation",
-            id,
+            id: id.clone(),
             json: j,
         });
+        if let Some(g) = e.grade {
+            let gid = uuid_of(&["Observation", &ctx.hash, &e.id, GRADE_CODE]);
+            results.push(ctx.reference("Observation", &gid));
+            out.push(Resource {
+                resource_type: "Observation",
+                json: grade_observation(&ctx, cat, e, g, &gid, &id, &pid),
+                id: gid,
+            });
+        }
     }
 
     let rid = uuid_of(&["DiagnosticReport", &ctx.hash]);
@@ -462,6 +500,7 @@ fn observation(
     if let Some(b) = e.out_of_range {
         j["note"] = json!([{ "text": match b { Bound::Above => "入力範囲外(以上)", Bound::Below => "入力範囲外(以下)" } }]);
     }
+    let mut interpretations = Vec::new();
     if let Some(i) = e.interpretation {
         let (code, display) = match i {
             Interpretation::H => ("H", "High"),
@@ -469,7 +508,20 @@ fn observation(
             Interpretation::N => ("N", "Normal"),
             Interpretation::A => ("A", "Abnormal"),
         };
-        j["interpretation"] = json!([{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": code, "display": display }] }]);
+        interpretations.push(json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": code, "display": display }] }));
+    }
+    for f in &e.flags {
+        let (code, display) = match f {
+            Flag::GuidanceLevel => ("guidance-level", "保健指導判定値以上"),
+            Flag::ReferralLevel => ("referral-level", "受診勧奨判定値以上"),
+        };
+        interpretations.push(json!({
+            "coding": [{ "system": FLAG_CS, "code": code, "display": display }],
+            "text": format!("{display}(導出)"),
+        }));
+    }
+    if !interpretations.is_empty() {
+        j["interpretation"] = Json::Array(interpretations);
     }
     if let Some(r) = &e.reference_range {
         let mut rr = Map::new();
@@ -512,6 +564,139 @@ fn observation(
             })
             .collect();
         j["hasMember"] = Json::Array(members);
+    }
+    j
+}
+
+/// `meta` of a derived Observation: the JP Core profile and the derived tag.
+fn derived_meta() -> Json {
+    json!({
+        "profile": [format!("{JP}JP_Observation_Common")],
+        "tag": [{ "system": DERIVED_TAG, "code": "derived", "display": "変換時に判定表から導出" }],
+    })
+}
+
+fn derived_note(ctx: &Ctx<'_>) -> Json {
+    json!([{ "text": format!("導出: {}", ctx.rec.provenance.tables.join(", ")) }])
+}
+
+/// The per-item 判定区分 of `e` as an Observation derived from the item's Observation `obs_id`.
+fn grade_observation(
+    ctx: &Ctx<'_>,
+    cat: &Catalogue,
+    e: &Entry,
+    g: Grade,
+    id: &str,
+    obs_id: &str,
+    pid: &str,
+) -> Json {
+    let (code, display) = match g {
+        Grade::A => ("A", "異常なし"),
+        Grade::B => ("B", "軽度異常"),
+        Grade::C => ("C", "要再検査・生活改善"),
+        Grade::D => ("D", "要精密検査・治療"),
+        Grade::E => ("E", "治療中"),
+    };
+    let item = item_of(cat, e).map_or_else(
+        || {
+            e.code
+                .display
+                .clone()
+                .unwrap_or_else(|| e.code.code.clone())
+                .into_owned()
+        },
+        |i| i.name.clone(),
+    );
+    let date = e.effective.unwrap_or(ctx.rec.effective).start().to_string();
+    json!({
+        "resourceType": "Observation",
+        "id": id,
+        "meta": derived_meta(),
+        "status": "final",
+        "category": [{ "coding": [{ "system": CATEGORY_CS, "code": "exam" }] }],
+        "code": {
+            "coding": [{ "system": JUDGEMENT_CS, "code": GRADE_CODE, "display": "判定区分(項目別)" }],
+            "text": format!("判定区分: {item}"),
+        },
+        "subject": ctx.reference("Patient", pid),
+        "effectiveDateTime": date,
+        "valueCodeableConcept": {
+            "coding": [{ "system": GRADE_CS, "code": code, "display": display }],
+            "text": format!("{code} {display}"),
+        },
+        "derivedFrom": [ctx.reference("Observation", obs_id)],
+        "note": derived_note(ctx),
+    })
+}
+
+/// Analytes each record-level derived judgement reads (for `derivedFrom`).
+const RISK_ANALYTES: &[&str] = &[
+    "waist",
+    "visceral-fat-area",
+    "bmi",
+    "glucose-fasting",
+    "glucose-casual",
+    "hba1c",
+    "tg-fasting",
+    "tg-casual",
+    "hdl",
+    "sbp",
+    "dbp",
+    "medication-bp",
+    "medication-glucose",
+    "medication-lipid",
+    "smoking",
+];
+
+/// A record-level derived entry (メタボ判定, 階層化) as an Observation.
+fn derived_observation(ctx: &Ctx<'_>, e: &Entry, id: &str, pid: &str) -> Json {
+    let mut codings = Vec::new();
+    let official = match e.code.code.as_ref() {
+        "metabolic-syndrome" => Some(("9N501000000000011", "メタボリックシンドローム判定")),
+        "guidance-level" => Some(("9N506000000000011", "保健指導レベル")),
+        _ => None,
+    };
+    if let Some((c, d)) = official {
+        codings.push(json!({ "system": systems::TOKUTEI_ITEM, "code": c, "display": d }));
+    }
+    // The iPHR's `urn:iphr:derived` code, in the FHIR-facing code system of derived judgements.
+    codings.push(json!({ "system": JUDGEMENT_CS, "code": e.code.code, "display": e.code.display }));
+    let text = e
+        .code
+        .display
+        .clone()
+        .unwrap_or_else(|| e.code.code.clone())
+        .into_owned();
+    let date = e.effective.unwrap_or(ctx.rec.effective).start().to_string();
+    let mut j = json!({
+        "resourceType": "Observation",
+        "id": id,
+        "meta": derived_meta(),
+        "status": "final",
+        "category": [{ "coding": [{ "system": CATEGORY_CS, "code": "exam" }] }],
+        "code": { "coding": codings, "text": text },
+        "subject": ctx.reference("Patient", pid),
+        "effectiveDateTime": date,
+        "note": derived_note(ctx),
+    });
+    if let Some(Value::Coded { code }) = &e.value {
+        j["valueCodeableConcept"] = json!({ "coding": [coding(code)], "text": code.display.clone().unwrap_or_else(|| code.code.clone()) });
+    }
+    let from: Vec<Json> = ctx
+        .rec
+        .entries
+        .iter()
+        .filter(|m| {
+            m.kind == EntryKind::Observation
+                && m.absent.is_none()
+                && m.analyte
+                    .as_deref()
+                    .is_some_and(|a| RISK_ANALYTES.contains(&a))
+        })
+        .map(|m| ctx.reference("Observation", &ctx.entry_id(&m.id)))
+        .collect();
+    if !from.is_empty() {
+        j["derivedFrom"] = Json::Array(from);
     }
     j
 }

@@ -197,8 +197,9 @@ pub fn apply_with(record: &mut Record, tables: &Tables) {
         tables
             .grades
             .treated_by
-            .get(analyte)
-            .is_some_and(|med| on_meds.iter().any(|m| m == med))
+            .iter()
+            .find(|(a, _)| a.as_str() == analyte)
+            .is_some_and(|(_, med)| on_meds.iter().any(|m| m == med))
     };
     for e in &mut record.entries {
         e.flags.clear();
@@ -241,9 +242,19 @@ pub fn apply_with(record: &mut Record, tables: &Tables) {
     let metabolic = metabolic(&facts, &tables.metabolic);
     let level = stratify(&facts, &tables.stratification);
     let cat = Catalogue::builtin();
-    for (i, (name, table, code)) in [
-        ("metabolic-syndrome", "1.2.392.200119.6.1008", metabolic),
-        ("guidance-level", "1.2.392.200119.6.3001", level),
+    for (i, (name, table, system, code)) in [
+        (
+            "metabolic-syndrome",
+            "1.2.392.200119.6.1008",
+            systems::METABOLIC,
+            metabolic,
+        ),
+        (
+            "guidance-level",
+            "1.2.392.200119.6.3001",
+            systems::GUIDANCE_LEVEL,
+            level,
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -264,7 +275,7 @@ pub fn apply_with(record: &mut Record, tables: &Tables) {
         e.kind = EntryKind::Derived;
         e.analyte = Some(name.into());
         e.value = Some(Value::Coded {
-            code: Code::with_display(format!("urn:oid:{table}"), code, display),
+            code: Code::with_display(system, code, display),
         });
         record.entries.push(e);
     }
@@ -296,40 +307,75 @@ struct Facts {
 
 impl Facts {
     fn of(r: &Record) -> Self {
-        let mean = |a: &str| {
-            let (sum, n) = r
-                .by_analyte(a)
-                .filter(|e| e.kind == EntryKind::Observation)
-                .filter_map(Entry::quantity)
-                .fold((0.0, 0u32), |(s, n), x| (s + x, n + 1));
+        // One pass over the entries: sums and counts of the quantities (means over repeated
+        // readings, summed in source order), and whether a 服薬/喫煙 answer is "1" (はい).
+        const Q: [&str; 11] = [
+            "waist",
+            "visceral-fat-area",
+            "bmi",
+            "glucose-fasting",
+            "glucose-casual",
+            "hba1c",
+            "tg-fasting",
+            "tg-casual",
+            "hdl",
+            "sbp",
+            "dbp",
+        ];
+        const Y: [&str; 4] = [
+            "medication-bp",
+            "medication-glucose",
+            "medication-lipid",
+            "smoking",
+        ];
+        let mut sums = [(0.0f64, 0u32); Q.len()];
+        let mut yes = [false; Y.len()];
+        for e in &r.entries {
+            let Some(a) = e.analyte.as_deref() else {
+                continue;
+            };
+            if let Some(i) = Q.iter().position(|q| *q == a) {
+                if e.kind == EntryKind::Observation
+                    && let Some(x) = e.quantity()
+                {
+                    sums[i].0 += x;
+                    sums[i].1 += 1;
+                }
+            } else if let Some(i) = Y.iter().position(|y| *y == a)
+                && e.coded() == Some("1")
+            {
+                yes[i] = true;
+            }
+        }
+        let mean = |i: usize| {
+            let (sum, n) = sums[i];
             if n == 0 {
                 None
             } else {
                 Some(sum / f64::from(n))
             }
         };
-        let yes = |a: &str| r.by_analyte(a).any(|e| e.coded() == Some("1"));
         Facts {
             sex: r.person.sex,
             age: r
                 .person
                 .birth_date
                 .map(|b| r.effective.start().years_since(b)),
-            waist: mean("waist"),
-            visceral: mean("visceral-fat-area"),
-            bmi: mean("bmi"),
-            glucose_fasting: mean("glucose-fasting"),
-            glucose_casual: mean("glucose-casual"),
-            hba1c: mean("hba1c"),
-            tg_fasting: mean("tg-fasting"),
-            tg_casual: mean("tg-casual"),
-            hdl: mean("hdl"),
-            sbp: mean("sbp"),
-            dbp: mean("dbp"),
-            med_bp: yes("medication-bp"),
-            med_glucose: yes("medication-glucose"),
-            med_lipid: yes("medication-lipid"),
-            smoker: yes("smoking"),
+            waist: mean(0),
+            visceral: mean(1),
+            bmi: mean(2),
+            glucose_fasting: mean(3),
+            glucose_casual: mean(4),
+            hba1c: mean(5),
+            tg_fasting: mean(6),
+            tg_casual: mean(7),
+            hdl: mean(8),
+            sbp: mean(9),
+            dbp: mean(10),
+            med_bp: yes[0],
+            med_glucose: yes[1],
+            med_lipid: yes[2],
+            smoker: yes[3],
         }
     }
 

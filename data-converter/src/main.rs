@@ -86,7 +86,8 @@ struct Stats {
     observations: AtomicU64,
     warnings: AtomicU64,
     errors: AtomicU64,
-    persons: Mutex<HashSet<String>>,
+    /// 64-bit hashes of the distinct person keys (8 bytes per person, not the keys).
+    persons: Mutex<HashSet<u64>>,
 }
 
 struct Run<'a> {
@@ -113,7 +114,8 @@ struct Sink {
     w: BufWriter<File>,
     format: Format,
     count: u64,
-    seen: HashSet<(&'static str, String)>,
+    /// Patients and Organizations written, by their 128-bit UUID ids (16 bytes each).
+    seen: HashSet<u128>,
 }
 
 impl Sink {
@@ -174,7 +176,7 @@ impl Sink {
             Rendered::Resources(list) => {
                 for (ty, id, bytes) in list {
                     let shared = fhir::is_shared_type(ty);
-                    if shared && !self.seen.insert((ty, id)) {
+                    if shared && !self.seen.insert(uuid_bits(&id)) {
                         continue;
                     }
                     if self.format == Format::Bundle {
@@ -202,6 +204,20 @@ impl Sink {
     }
 }
 
+/// The 128 bits of a UUID id (FHIR ids written here are name-based UUIDs); another id is hashed.
+fn uuid_bits(id: &str) -> u128 {
+    let hex: String = id.chars().filter(|c| *c != '-').collect();
+    u128::from_str_radix(&hex, 16).unwrap_or_else(|_| u128::from(hash64(id)))
+}
+
+/// A 64-bit hash for the distinct-person count (a collision, ~n²/2⁶⁵, would undercount by one).
+fn hash64<T: std::hash::Hash + ?Sized>(v: &T) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
 impl Run<'_> {
     fn error(&self, e: &dyn std::fmt::Display) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -227,7 +243,7 @@ impl Run<'_> {
         if let Some(k) = rec.person.key()
             && let Ok(mut p) = self.stats.persons.lock()
         {
-            p.insert(k);
+            p.insert(hash64(&k));
         }
         self.pb.inc(1);
     }
