@@ -146,6 +146,51 @@
     }
   }
 
+  const ACTIONS = { read: "1件の読み取り", search: "検索", everything: "全データの取得", export: "一括エクスポート" };
+
+  function dateTime(ms) {
+    const d = new Date(ms);
+    const pad = (n) => String(n).padStart(2, "0");
+    return `${date(ms)} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  }
+
+  async function showHistory() {
+    const rows = $("history-rows");
+    rows.textContent = "";
+    $("history-message").textContent = "";
+    try {
+      const r = await fetch("/api/history");
+      if (!r.ok) {
+        $("history-message").textContent = "アクセス履歴を読み込めませんでした";
+        return;
+      }
+      const { accesses } = await r.json();
+      if (accesses.length === 0) {
+        $("history-table").hidden = true;
+        $("history-message").textContent = "あなたのデータを読んだサービスはまだありません";
+        return;
+      }
+      for (const a of accesses) {
+        const tr = document.createElement("tr");
+        for (const text of [
+          dateTime(a.at_ms),
+          a.partner_name || a.partner,
+          ACTIONS[a.action] || a.action,
+          a.outcome === "permit" ? "提供" : "拒否",
+          String(a.served),
+        ]) {
+          const td = document.createElement("td");
+          td.textContent = text;
+          tr.append(td);
+        }
+        rows.append(tr);
+      }
+      $("history-table").hidden = false;
+    } catch (_) {
+      $("history-message").textContent = "アクセス履歴を読み込めませんでした";
+    }
+  }
+
   async function changeConsent(p, action, button) {
     consentSay("");
     button.disabled = true;
@@ -260,9 +305,10 @@
     } catch (_) {
       // The server session also ends on its own idle timeout.
     }
-    for (const id of ["person-id", "card-type", "subject", "issuer", "validity", "partners", "consent-message"]) {
+    for (const id of ["person-id", "card-type", "subject", "issuer", "validity", "partners", "consent-message", "history-rows", "history-message"]) {
       $(id).textContent = "";
     }
+    $("history-table").hidden = true;
     show("start");
     say(message, "info");
   }
@@ -285,6 +331,7 @@
   document.addEventListener("DOMContentLoaded", async () => {
     $("sign-in").addEventListener("click", signIn);
     $("sign-out").addEventListener("click", () => signOut("サインアウトしました"));
+    $("show-history").addEventListener("click", showHistory);
     try {
       const r = await fetch("/api/session");
       if (r.ok) {

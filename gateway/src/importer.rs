@@ -196,7 +196,7 @@ pub async fn watch_drop_dir(
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::error!(error = %e, dir = %dir.display(), "drop directory scan failed")
+                tracing::error!(error = %e, dir = %dir.display(), "drop directory scan failed");
             }
         }
         tokio::select! {

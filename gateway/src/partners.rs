@@ -66,7 +66,7 @@ pub async fn reload(
                 directory.register(client);
             }
             None => {
-                tracing::warn!(partner = %s.id, "partner without keys or certificate: not served")
+                tracing::warn!(partner = %s.id, "partner without keys or certificate: not served");
             }
         }
     }

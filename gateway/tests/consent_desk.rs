@@ -267,3 +267,69 @@ async fn e9_a_document_prepared_before_another_change_cannot_be_committed_after_
     gw.stop().await;
     db.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_history_shows_every_partner_read_of_the_workers_data() {
+    use gateway::domain::access::{AccessError, PartnerAccess};
+    use gateway::store::audit::AuditLog;
+    let (db, gw, _clock, mut browser, card, person) = signed_in(Backend::Sqlite).await;
+    let r = browser.get("/api/history").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json["accesses"].as_array().unwrap().len(), 0);
+
+    let r = browser
+        .post("/api/consent/prepare", Some(prepare_body("grant", &[])))
+        .await;
+    let nonce = r.json["nonce"].as_str().unwrap().to_owned();
+    let r = browser
+        .post("/api/consent/commit", Some(card.token(&gw.origin, &nonce)))
+        .await;
+    assert_eq!(r.status, 200);
+
+    // The partner reads through the real audit log of the same database.
+    let audit = AuditLog::start(db.db.clone()).await.unwrap();
+    let access = PartnerAccess::new(
+        db.db.clone(),
+        std::sync::Arc::new(gateway::clock::SystemClock),
+        std::sync::Arc::new(audit.clone()),
+    );
+    access.patient("partner-a", &person).await.unwrap();
+    access.everything("partner-a", &person).await.unwrap();
+    // Another partner, never consented: refused, and shown as refused.
+    add_partner(&db.db, "partner-z").await;
+    assert!(matches!(
+        access.patient("partner-z", &person).await,
+        Err(AccessError::NotFound)
+    ));
+    // A read of somebody else's id does not appear in this worker's history.
+    let _ = access.patient("partner-a", "someone-else").await;
+
+    let r = browser.get("/api/history").await;
+    assert_eq!(r.status, 200);
+    let accesses = r.json["accesses"].as_array().unwrap();
+    let seen: Vec<(String, String, String)> = accesses
+        .iter()
+        .map(|a| {
+            (
+                a["partner_name"].as_str().unwrap_or("").to_owned(),
+                a["action"].as_str().unwrap().to_owned(),
+                a["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("partner-z PHR".into(), "read".into(), "deny".into()),
+            ("partner-a PHR".into(), "everything".into(), "permit".into()),
+            ("partner-a PHR".into(), "read".into(), "permit".into()),
+        ]
+    );
+    assert_eq!(accesses[2]["served"], 1);
+    // Signed out: no history.
+    let mut anonymous = gw.browser();
+    assert_eq!(anonymous.get("/api/history").await.status, 401);
+    audit.shutdown().await;
+    gw.stop().await;
+    db.cleanup().await;
+}

@@ -666,3 +666,37 @@ async fn a_revoked_card_cannot_sign_in_over_https() {
     gw.stop().await;
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn d4_there_is_no_sign_in_without_a_card_signature() {
+    let (db, gw, _clock) = start(Backend::Sqlite).await;
+    let mut browser = gw.browser();
+    browser.nonce().await;
+    // No password or card-only login route exists.
+    for path in [
+        "/api/auth/password",
+        "/api/auth/login",
+        "/api/login",
+        "/api/auth/card",
+    ] {
+        let r = browser
+            .post(
+                path,
+                Some(br#"{"user":"worker","password":"secret"}"#.to_vec()),
+            )
+            .await;
+        assert!(r.status == 404 || r.status == 405, "{path}: {}", r.status);
+    }
+    // A certificate alone (a card read without PIN: no signature) is not a sign-in.
+    let card = Card::new();
+    let unsigned = token_json(
+        &card.certificate(),
+        gateway::domain::token::SignatureAlgorithm::Rs256,
+        Vec::new(),
+    );
+    let r = browser.post("/api/auth/token", Some(unsigned)).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(browser.get("/api/session").await.status, 401);
+    gw.stop().await;
+    db.cleanup().await;
+}

@@ -313,6 +313,18 @@ impl ConsentDesk {
         }
     }
 
+    /// The newest partner accesses to the signed-in person's data (the worker's access history).
+    pub async fn history(
+        &self,
+        cookie: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<crate::store::audit::PartnerAccessEntry>, ConsentError> {
+        let (_, person) = self.signed_in(cookie).await?;
+        crate::store::audit::partner_accesses_of(self.auth.db(), &person, limit.clamp(1, 500))
+            .await
+            .map_err(|e| ConsentError::AuditUnavailable(e.to_string()))
+    }
+
     /// Whether the current consent of the session's person towards `service_id` permits.
     pub async fn status(
         &self,

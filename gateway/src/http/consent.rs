@@ -95,3 +95,12 @@ pub async fn commit(
         Err(e) => consent_error(&e),
     })
 }
+
+/// `GET /api/history`: every partner access to the signed-in worker's data, newest first.
+pub async fn history(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let cookie = session_cookie(&headers);
+    match state.consent.history(cookie.as_deref(), 200).await {
+        Ok(entries) => Json(serde_json::json!({ "accesses": entries })).into_response(),
+        Err(e) => consent_error(&e),
+    }
+}

@@ -17,6 +17,8 @@
 //!   200 `{"nonce","origin","document","expires_at_ms"}`: the card signs this nonce
 //! - `POST /api/consent/commit` (the card token) → 200 `{"consent":{…}}` / 401
 //!   `signature_refused` / 409 `no_pending_document` | `consent_changed`
+//! - `GET  /api/history` → 200 `{"accesses":[{"at_ms","partner","partner_name","action",
+//!   "outcome","served"}]}`: partner reads of the signed-in worker's data, newest first / 401
 //! - `GET  /kiosk` → the kiosk sign-in page (plus `/kiosk/kiosk.js`, `/kiosk/kiosk.css`), see
 //!   [`kiosk`] and `docs/kiosk.md`
 
@@ -65,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/consent", get(consent::list))
         .route("/api/consent/prepare", post(consent::prepare))
         .route("/api/consent/commit", post(consent::commit))
+        .route("/api/history", get(consent::history))
         .merge(kiosk::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(security_headers))

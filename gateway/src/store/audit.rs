@@ -59,6 +59,8 @@ pub struct AuditLog {
     /// for PostgreSQL the shared pool (commits are durable with the default synchronous_commit).
     writer: Db,
     task: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Tells the writer to stop accepting records (clones may still hold senders).
+    closing: Arc<tokio::sync::Notify>,
 }
 
 impl AuditLog {
@@ -79,11 +81,13 @@ impl AuditLog {
             Db::Postgres(pool) => Db::Postgres(pool.clone()),
         };
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run_writer(writer.clone(), rx));
+        let closing = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(run_writer(writer.clone(), rx, closing.clone()));
         Ok(AuditLog {
             tx,
             writer,
             task: Arc::new(tokio::sync::Mutex::new(Some(task))),
+            closing,
         })
     }
 
@@ -138,10 +142,17 @@ impl AuditLog {
         Ok(signed)
     }
 
-    /// Stops accepting records, lets the writer finish what is queued, and waits for it.
+    /// Stops accepting records (on every clone), lets the writer finish what is queued, and
+    /// waits for it.
     pub async fn shutdown(self) {
-        let AuditLog { tx, writer, task } = self;
+        let AuditLog {
+            tx,
+            writer,
+            task,
+            closing,
+        } = self;
         drop(tx);
+        closing.notify_one();
         if let Some(task) = task.lock().await.take() {
             let _ = task.await;
         }
@@ -157,12 +168,24 @@ fn parse_head(seq: i64, hash: &[u8]) -> Result<(u64, [u8; 32]), AuditError> {
     Ok((seq, hash))
 }
 
-/// The writer task: one batch at a time until every sender is gone.
-async fn run_writer(db: Db, mut rx: mpsc::Receiver<(EntryFields, Reply)>) {
+/// The writer task: one batch at a time until every sender is gone or `closing` is notified
+/// (then what is queued is still written, and later records are refused as `Closed`).
+async fn run_writer(
+    db: Db,
+    mut rx: mpsc::Receiver<(EntryFields, Reply)>,
+    closing: Arc<tokio::sync::Notify>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         batch.clear();
-        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+        let received = tokio::select! {
+            n = rx.recv_many(&mut batch, MAX_BATCH) => n,
+            () = closing.notified() => {
+                rx.close();
+                rx.recv_many(&mut batch, MAX_BATCH).await
+            }
+        };
+        if received == 0 {
             break;
         }
         let fields: Vec<&EntryFields> = batch.iter().map(|(f, _)| f).collect();
@@ -466,4 +489,60 @@ pub async fn count(db: &Db) -> Result<i64, AuditError> {
             .map_err(|e| AuditError::Read(Arc::new(e)))?
     });
     Ok(n)
+}
+
+/// One partner access to a person's data, for the worker's access history.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartnerAccessEntry {
+    /// When (ms).
+    pub at_ms: i64,
+    /// The partner's id.
+    pub partner: String,
+    /// The partner's name, when registered.
+    pub partner_name: Option<String>,
+    /// `read`, `search`, `everything`, `export`.
+    pub action: String,
+    /// `permit` or `deny`.
+    pub outcome: String,
+    /// Resources served (0 for a deny).
+    pub served: i64,
+}
+
+/// The newest `limit` partner accesses to `person_id`'s data, newest first.
+pub async fn partner_accesses_of(
+    db: &Db,
+    person_id: &str,
+    limit: i64,
+) -> Result<Vec<PartnerAccessEntry>, AuditError> {
+    let read = |e| AuditError::Read(Arc::new(e));
+    const SQL: &str = "SELECT a.at_ms, a.actor_id, s.name, a.action, a.outcome, a.detail \
+         FROM audit_log a LEFT JOIN services s ON s.id = a.actor_id \
+         WHERE a.person_id = $1 AND a.actor_kind = 'partner' ORDER BY a.seq DESC LIMIT $2";
+    let rows = on_db!(db, |pool| {
+        sqlx::query(SQL)
+            .bind(person_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .map_err(read)?
+            .into_iter()
+            .map(|r| {
+                let detail: Option<String> = r.try_get(5)?;
+                let served = detail
+                    .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+                    .and_then(|d| d.get("served").and_then(serde_json::Value::as_i64))
+                    .unwrap_or(0);
+                Ok(PartnerAccessEntry {
+                    at_ms: r.try_get(0)?,
+                    partner: r.try_get(1)?,
+                    partner_name: r.try_get(2)?,
+                    action: r.try_get(3)?,
+                    outcome: r.try_get(4)?,
+                    served,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(read)?
+    });
+    Ok(rows)
 }
