@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs the system without hardware: pcscd with vsmartcard's virtual reader, a virtual My Number
-# card in it, and the card agent showing the card. On a terminal it keeps the card inserted until
-# Enter is pressed, so that other `card-agent` commands can be tried beside it.
+# The demo, without hardware: pcscd with vsmartcard's virtual reader and a virtual My Number card
+# in it; the gateway on SQLite with sample data imported (特定健診 archive and CDA, レセプト, stress
+# check), a partner PHR service registered (mTLS certificate + private_key_jwt keys), the kiosk page
+# and the card agent's localhost API. On a terminal it runs until Enter is pressed; otherwise
+# (scripts, CI) it checks that everything answers and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -11,13 +13,21 @@ IPHR_CLEANUP=()
 trap iphr_cleanup EXIT
 
 require_cargo
-apt_install pcscd libpcsclite-dev pkg-config vsmartcard-vpcd opensc pcsc-tools
+apt_install pcscd libpcsclite-dev pkg-config vsmartcard-vpcd opensc pcsc-tools openssl curl python3
 source scripts/test-setup.d/10-pcscd.sh
 
 step "build"
-cargo build --release -p card-agent --locked
+cargo build --release -p card-agent -p gateway --locked
 AGENT="$CARGO_TARGET_DIR/release/card-agent"
-CARD_DIR="${IPHR_DEMO_DIR:-.iphr/demo}/virtual-my-number-card"
+GATEWAY="$CARGO_TARGET_DIR/release/iphr-gateway"
+DEMO="$(mkdir -p "${IPHR_DEMO_DIR:-.iphr/demo}" && cd "${IPHR_DEMO_DIR:-.iphr/demo}" && pwd)"
+CARD_DIR="$DEMO/virtual-my-number-card"
+GW="$DEMO/gateway"
+mkdir -p "$GW"
+KIOSK_PORT="${IPHR_DEMO_PORT:-8443}"
+PARTNER_PORT="${IPHR_DEMO_PARTNER_PORT:-9443}"
+AGENT_PORT="${IPHR_DEMO_AGENT_PORT:-24700}"
+ORIGIN="https://localhost:$KIOSK_PORT"
 
 step "virtual My Number card"
 # The vpcd readers are shared with the tests: hold the same lock they hold.
@@ -29,17 +39,110 @@ CARD_PID=$!
 IPHR_CLEANUP+=("kill $CARD_PID 2>/dev/null")
 card_seen() { "$AGENT" readers | grep -q "Virtual PCD 00 00: card"; }
 wait_for 15 card_seen || { echo "the virtual card did not appear in 'Virtual PCD 00 00'" >&2; exit 1; }
-
-step "card-agent status"
 "$AGENT" status --reader "Virtual PCD 00 00"
+
+step "gateway configuration (TLS, the test CA and its CRL, a partner's keys)"
+if [ ! -f "$GW/tls.pem" ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
+    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost" \
+    -keyout "$GW/tls.key" -out "$GW/tls.pem" 2>/dev/null
+fi
+# The virtual card's JPKI-like test CA, and a CRL it signs (openssl's minimal CA database).
+CA="$CARD_DIR/ca"
+openssl x509 -inform DER -in "$CA/auth-ca.der" -out "$GW/jpki-auth-ca.pem"
+mkdir -p "$GW/crl-db"
+: >"$GW/crl-db/index.txt"
+[ -f "$GW/crl-db/crlnumber" ] || echo 01 >"$GW/crl-db/crlnumber"
+cat >"$GW/crl-db/ca.cnf" <<CNF
+[ ca ]
+default_ca = demo
+[ demo ]
+database = $GW/crl-db/index.txt
+crlnumber = $GW/crl-db/crlnumber
+default_md = sha256
+default_crl_days = 30
+CNF
+openssl ca -gencrl -config "$GW/crl-db/ca.cnf" -keyfile "$CA/auth-ca.key.pem" \
+  -cert "$GW/jpki-auth-ca.pem" -out "$GW/jpki-auth.crl.pem" 2>/dev/null
+# The partner: a self-signed mTLS client certificate and a P-256 key for private_key_jwt.
+if [ ! -f "$GW/partner.pem" ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
+    -subj "/CN=demo-phr-app" -keyout "$GW/partner.key" -out "$GW/partner.pem" 2>/dev/null
+  openssl ec -in "$GW/partner.key" -pubout -outform DER -out "$GW/partner.pub.der" 2>/dev/null
+  python3 - "$GW/partner.pub.der" >"$GW/partner.jwks.json" <<'PY'
+import base64, json, sys
+point = open(sys.argv[1], "rb").read()[-64:]  # SubjectPublicKeyInfo ends with X || Y
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+print(json.dumps({"keys": [{"kty": "EC", "crv": "P-256", "kid": "demo-1", "use": "sig",
+                            "alg": "ES256", "x": b64(point[:32]), "y": b64(point[32:])}]}))
+PY
+fi
+cat >"$GW/gateway.toml" <<TOML
+public_origin = "$ORIGIN"
+listen = "127.0.0.1:$KIOSK_PORT"
+[tls]
+cert = "$GW/tls.pem"
+key = "$GW/tls.key"
+[database]
+url = "sqlite://$GW/gateway.db"
+[kiosk]
+agent_url = "http://127.0.0.1:$AGENT_PORT"
+[[trust]]
+card_type = "jpki"
+key = "auth"
+anchors = ["$GW/jpki-auth-ca.pem"]
+crls = ["$GW/jpki-auth.crl.pem"]
+[partner]
+listen = "127.0.0.1:$PARTNER_PORT"
+public_url = "https://localhost:$PARTNER_PORT"
+[import]
+drop_dir = "$GW/drop"
+TOML
+
+step "sample data and the partner"
+FIX=data-converter/tests/fixtures
+cp "$FIX/stress/workers.csv" "$GW/workers.stress.csv"
+"$GATEWAY" --config "$GW/gateway.toml" import \
+  "$FIX"/archive/1399999991_06139999_202406100_1.zip "$FIX/cda/full.xml" \
+  "$FIX/uke/sample.uke" "$GW/workers.stress.csv"
+"$GATEWAY" --config "$GW/gateway.toml" register-partner --id demo-phr-app \
+  --name "けんこう手帳アプリ" --purpose "健診結果の経年表示と生活習慣の助言" \
+  --categories A.checkup,A.stress-check --certificate "$GW/partner.pem" \
+  --jwks "$GW/partner.jwks.json"
+
+step "gateway"
+"$GATEWAY" --config "$GW/gateway.toml" 2>"$GW/gateway.log" &
+GATEWAY_PID=$!
+IPHR_CLEANUP+=("kill -INT $GATEWAY_PID 2>/dev/null; wait $GATEWAY_PID 2>/dev/null")
+healthy() { curl -sfk "$ORIGIN/healthz" >/dev/null; }
+wait_for 30 healthy || { cat "$GW/gateway.log" >&2; echo "the gateway did not answer" >&2; exit 1; }
+curl -sfk -o /dev/null "$ORIGIN/kiosk"
+# The partner listener refuses a client without a registered certificate, and serves the
+# CapabilityStatement to the registered one.
+if curl -sk -o /dev/null "https://localhost:$PARTNER_PORT/fhir/metadata"; then
+  echo "the partner listener accepted a client without a certificate" >&2; exit 1
+fi
+curl -sfk --cert "$GW/partner.pem" --key "$GW/partner.key" \
+  "https://localhost:$PARTNER_PORT/fhir/metadata" | grep -q CapabilityStatement
+
+cat <<MSG
+
+iPHR gateway demo
+  kiosk page:        $ORIGIN/kiosk   (self-signed certificate: accept it in the browser)
+  partner FHIR API:  https://localhost:$PARTNER_PORT/fhir   (mTLS: $GW/partner.pem, key $GW/partner.key;
+                     OAuth: POST /oauth/token with a private_key_jwt assertion signed by that key, client_id demo-phr-app)
+  database:          $GW/gateway.db   (drop files into $GW/drop/incoming to import them)
+  virtual card:      'Virtual PCD 00 00', PIN 1234
+MSG
 
 if [ -t 0 ]; then
   cat <<MSG
 
-The virtual card stays in 'Virtual PCD 00 00'. Try, in another terminal:
-  $AGENT sign --challenge 0123456789abcdef      (PIN: 1234)
-  opensc-tool -n; pkcs15-tool --list-certificates
-Press Enter to remove the card and stop.
+The card agent runs below: open the kiosk page, press 「カードで本人確認」 and type the PIN here.
+After signing in, consent to the partner on the page. Imported records are linked to the person by
+  $GATEWAY --config $GW/gateway.toml link-person --key KEY --person PERSON_ID
+(KEY as in the record, e.g. 保険者番号:記号:番号:枝番; PERSON_ID as shown on the page).
+Press Ctrl-C to stop.
 MSG
-  read -r _
+  "$AGENT" serve --port "$AGENT_PORT" --allow-origin "$ORIGIN" --reader "Virtual PCD 00 00"
 fi
