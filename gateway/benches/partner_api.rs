@@ -218,7 +218,8 @@ fn load(
         let deadline = Instant::now() + Duration::from_secs(secs);
         let started = Instant::now();
         let mut tasks = Vec::new();
-        for c in clients.iter().cloned() {
+        for c in clients {
+            let c = c.clone();
             let url = url.to_owned();
             let bearer = bearer.map(str::to_owned);
             tasks.push(tokio::spawn(async move {
