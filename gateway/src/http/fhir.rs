@@ -235,8 +235,9 @@ fn valid_date(d: &str) -> bool {
     }
 }
 
-/// A searchset Bundle written as text around the stored JSON (no re-serialisation).
-fn searchset(base: &str, served: &Served, next: Option<String>) -> String {
+/// A searchset Bundle written as text around the stored JSON (no re-serialisation); `base` is the
+/// FHIR base URL for `fullUrl`.
+pub fn searchset(base: &str, served: &Served, next: Option<String>) -> String {
     let size: usize = served.iter().map(|r| r.json.len() + base.len() + 80).sum();
     let mut out = String::with_capacity(size + 256);
     out.push_str("{\"resourceType\":\"Bundle\",\"type\":\"searchset\",\"total\":");
