@@ -161,6 +161,11 @@ pub enum ErrorKind {
     /// The mapping file is invalid.
     #[error("invalid mapping: {0}")]
     Mapping(String),
+    // --- issue 5 part 2 (conv3) ---
+    /// An occupational-health JSON document violates its schema (`docs/oh-records.md`); the
+    /// location's path is the JSON pointer.
+    #[error("schema violation: {0}")]
+    Schema(String),
 }
 
 /// A conversion error with its location.

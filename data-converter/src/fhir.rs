@@ -50,7 +50,7 @@ pub enum RefStyle {
     Relative,
 }
 
-fn uuid_of(parts: &[&str]) -> String {
+pub(crate) fn uuid_of(parts: &[&str]) -> String {
     let mut buf = Vec::new();
     for p in parts {
         buf.extend_from_slice(p.as_bytes());
@@ -137,6 +137,13 @@ pub struct Resource {
 /// All resources of one record, in a stable order: Patient, Organizations, Specimens,
 /// Observations, DiagnosticReport.
 pub fn record_resources(rec: &Record, style: RefStyle) -> Vec<Resource> {
+    // issue 5 part 2 (conv3): attendance and occupational-health records have their own mapping.
+    if matches!(
+        rec.source.format,
+        crate::iphr::SourceFormat::Attendance | crate::iphr::SourceFormat::OhRecords
+    ) {
+        return crate::oh::fhir::record_resources(rec, style);
+    }
     let cat = Catalogue::builtin();
     let ctx = Ctx {
         rec,

@@ -452,6 +452,11 @@ pub enum SourceFormat {
     TokuteiCda,
     /// Health-check CSV with a TOML mapping.
     HealthCheckCsv,
+    // --- issue 5 part 2 (conv3): attendance and occupational-health records ---
+    /// 勤怠 daily CSV, summarised per worker and month (unit B).
+    Attendance,
+    /// Occupational-physician records JSON (`oh-records/1`, unit C; `docs/oh-records.md`).
+    OhRecords,
 }
 
 /// Where a record came from.
