@@ -524,7 +524,9 @@ pub struct AttendanceCounts {
 }
 
 impl AttendanceCounts {
-    /// Counts over the non-holiday days of `worker` from `start` to `end` (inclusive).
+    /// Counts over the scheduled days of `worker` from `start` to `end` (inclusive): rows that are
+    /// not 法定休日 and either have hours worked or are marked absent (a row with neither is a day
+    /// off).
     pub fn from_days(att: &Attendance, worker: &str, start: Date, end: Date) -> Self {
         let mut c = Self {
             scheduled_days: 0,
@@ -536,6 +538,7 @@ impl AttendanceCounts {
             .days
             .iter()
             .filter(|d| d.worker == worker && d.date >= start && d.date <= end && !d.holiday)
+            .filter(|d| d.absent || d.minutes > 0)
         {
             c.scheduled_days += 1;
             c.absent_days += u32::from(d.absent);
