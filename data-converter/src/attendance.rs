@@ -553,7 +553,7 @@ impl AttendanceCounts {
     pub fn half_days(&self) -> Option<(u64, u64)> {
         let s2 = 2 * u64::from(self.scheduled_days);
         let missed = 2 * u64::from(self.absent_days) + u64::from(self.late) + u64::from(self.early);
-        (s2 > 0 && missed <= s2).then_some((s2 - missed, s2))
+        (s2 > 0 && missed <= s2).then(|| (s2 - missed, s2))
     }
 
     /// Score of item 1: 4 ≥ 95 %, 3 ≥ 90 %, 2 ≥ 80 %, else 1 (seed 004); `None` as in

@@ -274,7 +274,10 @@ fn mutated_inputs_never_panic() {
                 1 => {
                     b.remove(i);
                 }
-                _ => b.insert(i, b"0123456789:,-\n"[(next() % 14) as usize]),
+                _ => {
+                    let alphabet = b"0123456789:,-\n";
+                    b.insert(i, alphabet[(next() % alphabet.len() as u64) as usize]);
+                }
             }
         }
         data_converter::fuzzing::attendance(&b);
