@@ -240,7 +240,7 @@ fn bad_files_are_errors() {
     assert!(matches!(e.kind, ErrorKind::MissingColumn(_)), "{e}");
     assert_eq!(e.location.line, Some(1));
     let e = read_attendance(
-        format!("{}", HEADER.replace("early\n", "early,overtime\n")).as_bytes(),
+        HEADER.replace("early\n", "early,overtime\n").as_bytes(),
         "u.csv",
     )
     .unwrap_err();
