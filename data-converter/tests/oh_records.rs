@@ -100,6 +100,9 @@ fn rework_item_1_from_attendance_and_from_counts() {
     assert_eq!(items[0], ("3", rework::ITEMS[1].anchors[2]));
 }
 
+/// An edit of the fixture JSON.
+type Edit = Box<dyn FnOnce(&mut Json)>;
+
 /// Applies `edit` to the fixture and returns the error.
 fn broken(edit: impl FnOnce(&mut Json)) -> Error {
     let mut j = fixture();
@@ -118,7 +121,7 @@ fn at(e: &Error) -> (&str, &str) {
 
 #[test]
 fn schema_violations_name_pointer_and_field() {
-    let cases: Vec<(Box<dyn FnOnce(&mut Json)>, &str, &str)> = vec![
+    let cases: Vec<(Edit, &str, &str)> = vec![
         (
             Box::new(|j| j["records"][6]["scores"]["coping"] = json!(5)),
             "/records/6/scores/coping",
