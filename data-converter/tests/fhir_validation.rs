@@ -71,6 +71,20 @@ fn all_fixture_records() -> Vec<(String, Vec<Record>)> {
         assert!(o.errors.is_empty());
         out.push((format!("{layout}.csv"), o.records));
     }
+    // issue 5 part 2 (conv3): attendance months and occupational-health records.
+    let att = data_converter::attendance::read_attendance(
+        &common::read("attendance/feb-2026.csv"),
+        "feb-2026.csv",
+    )
+    .unwrap();
+    out.push((
+        "attendance-feb-2026.csv".to_owned(),
+        data_converter::attendance::records(&att),
+    ));
+    let oh =
+        data_converter::oh::read_oh(&common::read("oh/export.json"), "export.json", Some(&att))
+            .unwrap();
+    out.push(("oh-export.json".to_owned(), oh));
     out
 }
 
@@ -185,6 +199,8 @@ fn jp_core_profiles_accept_every_fixture_output() {
         "JP_Observation_Common",
         "JP_DiagnosticReport_Common",
         "JP_Specimen_Common",
+        // issue 5 part 2 (conv3): OH records
+        "JP_DocumentReference",
     ] {
         assert!(
             out.contains(&format!("\"{p}\":")),
@@ -234,5 +250,50 @@ fn validators_reject_a_broken_resource() {
     assert!(
         !o.status.success() && text.contains("Observation.specimen"),
         "Medplum accepted a LabResult without specimen:\n{text}"
+    );
+}
+
+/// issue 5 part 2 (conv3): both validators reject a DocumentReference of an OH record without its
+/// required `content` and with a date that is not an instant.
+#[test]
+fn validators_reject_a_broken_document_reference() {
+    let att = data_converter::attendance::read_attendance(
+        &common::read("attendance/feb-2026.csv"),
+        "feb-2026.csv",
+    )
+    .unwrap();
+    let oh =
+        data_converter::oh::read_oh(&common::read("oh/export.json"), "export.json", Some(&att))
+            .unwrap();
+    let mut doc = fhir::record_resources(&oh[1], fhir::RefStyle::Relative)
+        .into_iter()
+        .find(|r| r.resource_type == "DocumentReference")
+        .unwrap()
+        .json;
+    doc.as_object_mut().unwrap().remove("content");
+    doc["date"] = serde_json::json!("2026-03-04");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("broken-doc.ndjson");
+    std::fs::write(&f, format!("{doc}\n")).unwrap();
+    let python = tool("IPHR_FHIR_PYTHON", "fhir-venv/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validators/validate_r4.py");
+    let o = Command::new(python).arg(script).arg(&f).output().unwrap();
+    assert!(
+        !o.status.success(),
+        "R4 validators accepted a DocumentReference without content"
+    );
+    let node_path = tool("IPHR_FHIR_NODE_PATH", "medplum/node_modules");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validators/validate_jpcore.cjs");
+    let o = Command::new("node")
+        .env("NODE_PATH", &node_path)
+        .arg(script)
+        .arg(shared_dir().join("testdata/jp-core"))
+        .arg(&f)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !o.status.success() && text.contains("DocumentReference.content"),
+        "Medplum accepted a DocumentReference without content:\n{text}"
     );
 }
