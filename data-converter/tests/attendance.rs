@@ -283,3 +283,40 @@ fn mutated_inputs_never_panic() {
         data_converter::fuzzing::attendance(&b);
     }
 }
+
+#[test]
+fn cli_converts_and_writes_the_interview_list() {
+    let out = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_data-converter"))
+        .arg(common::fixture("attendance/feb-2026.csv"))
+        .args(["--to", "ndjson", "-q", "-o"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let list = std::fs::read_to_string(out.path().join("feb-2026.csv.interviews.csv")).unwrap();
+    let att = read_attendance(&common::read("attendance/feb-2026.csv"), "x").unwrap();
+    assert_eq!(list, interview_csv(&monthly(&att)));
+    let nd = std::fs::read_to_string(out.path().join("feb-2026.csv.fhir.ndjson")).unwrap();
+    // 12 Patients + 13 months × 10 Observations
+    assert_eq!(nd.lines().count(), 12 + 13 * 10);
+
+    // a bad row: exit 1, the error names file, line and column, and nothing is written
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        format!("{HEADER}2026-02-02,X1,general,08:00,17:00,-5,0,0,0,0\n"),
+    )
+    .unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_data-converter"))
+        .arg(&bad)
+        .args(["-q", "-o"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("bad.csv:2: at break_minutes"), "{err}");
+    assert!(!out.path().join("bad.csv.iphr.jsonl").exists());
+}

@@ -316,3 +316,32 @@ fn mutated_inputs_never_panic() {
         data_converter::fuzzing::oh_json(&b);
     }
 }
+
+#[test]
+fn cli_uses_the_attendance_file_for_item_1() {
+    let out = tempfile::tempdir().unwrap();
+    let run = |extra: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_data-converter"))
+            .arg(common::fixture("oh/export.json"))
+            .args(["--to", "bundle", "-q", "-o"])
+            .arg(out.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("at /records/6/attendance: item attendance"),
+        "{err}"
+    );
+    assert!(!out.path().join("export.json.bundle.json").exists());
+    let att = common::fixture("attendance/feb-2026.csv");
+    let o = run(&["--attendance".as_ref(), att.as_os_str()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b: Json =
+        serde_json::from_slice(&std::fs::read(out.path().join("export.json.bundle.json")).unwrap())
+            .unwrap();
+    assert_eq!(b, fhir::bundle(&records()));
+}
