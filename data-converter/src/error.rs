@@ -166,6 +166,9 @@ pub enum ErrorKind {
     /// location's path is the JSON pointer.
     #[error("schema violation: {0}")]
     Schema(String),
+    /// The bytes are not well-formed JSON (the location has the line).
+    #[error("not well-formed JSON: {0}")]
+    Json(String),
 }
 
 /// A conversion error with its location.

@@ -41,7 +41,7 @@ fn coded(v: &Value) -> &str {
 fn golden_iphr_and_fhir() {
     let recs = records();
     assert_eq!(recs.len(), 8);
-    assert!(recs.iter().all(|r| r.unit == Unit::C));
+    assert_eq!(recs.iter().filter(|r| r.unit == Unit::C).count(), 7);
     common::assert_golden("oh-export.iphr.json", &serde_json::to_value(&recs).unwrap());
     common::assert_golden("oh-export.bundle.json", &fhir::bundle(&recs));
     assert_eq!(recs, records(), "stable");
@@ -67,6 +67,15 @@ fn opinion_has_work_status_measures_and_period() {
     assert!(recs[4].person.key().is_none());
     assert_eq!(entry(&recs[4], "finding").len(), 2);
     assert_eq!(coded(entry(&recs[5], "verdict")[0]), "fit_with_conditions");
+    // DESIGN §5: the attending physician's opinion is unit A, the rest unit C
+    assert_eq!(recs[5].unit, Unit::A);
+    // 健診 2025-12-10, 判定 2026-02-20: within 3 months (安衛法66条の4)
+    assert_eq!(coded(entry(&recs[2], "opinion_within_3_months")[0]), "yes");
+    let mut j = fixture();
+    j["records"][2]["date"] = json!("2026-03-11");
+    let att = read_attendance(&common::read("attendance/feb-2026.csv"), "a.csv").unwrap();
+    let late = read_oh(&serde_json::to_vec(&j).unwrap(), "x.json", Some(&att)).unwrap();
+    assert_eq!(coded(entry(&late[2], "opinion_within_3_months")[0]), "no");
 }
 
 #[test]
@@ -279,6 +288,7 @@ fn not_json_names_the_line() {
     )
     .unwrap_err();
     assert_eq!(e.location.line, Some(3), "{e}");
+    assert!(matches!(e.kind, ErrorKind::Json(_)), "{e}");
     let e = read_oh(b"\xff\xfe", "x.json", None).unwrap_err();
     assert_eq!(e.location.file, "x.json");
 }

@@ -358,7 +358,6 @@ struct ReworkSheet {
 /// Builds iPHR records; `err` makes located errors.
 struct Builder<'a> {
     file: &'a str,
-    index: usize,
     pointer: String,
     raw: &'a Json,
     entries: Vec<Entry>,
@@ -378,7 +377,11 @@ impl Builder<'_> {
         let mut e = Entry::observation(
             id,
             Code::with_display(SYSTEM, code.to_owned(), display.to_owned()),
-            format!("{}/{code}", self.pointer),
+            if kind == EntryKind::Derived {
+                format!("{} (derived: {code})", self.pointer)
+            } else {
+                format!("{}/{code}", self.pointer)
+            },
         );
         e.kind = kind;
         e.value = Some(value);
@@ -555,10 +558,7 @@ fn typed<T: for<'de> Deserialize<'de>>(v: &Json, file: &str, base: &str) -> Resu
 pub fn read_oh(bytes: &[u8], file: &str, attendance: Option<&Attendance>) -> Result<Vec<Record>> {
     let json: Json = serde_json::from_slice(bytes).map_err(|e| {
         let kind = if e.is_syntax() || e.is_eof() || e.is_io() {
-            ErrorKind::InvalidValue {
-                value: String::new(),
-                reason: format!("not JSON: {e}"),
-            }
+            ErrorKind::Json(e.to_string())
         } else {
             ErrorKind::Schema(e.to_string())
         };
@@ -601,7 +601,6 @@ pub fn read_oh(bytes: &[u8], file: &str, attendance: Option<&Attendance>) -> Res
         let body = Json::Object(body);
         let b = Builder {
             file,
-            index: i,
             pointer: pointer.clone(),
             raw,
             entries: Vec::new(),
@@ -636,6 +635,7 @@ pub fn read_oh(bytes: &[u8], file: &str, attendance: Option<&Attendance>) -> Res
         }
         out.push(rec);
     }
+    // `exported` and `source` are checked (types) but describe the export, not a record.
     let _ = (doc.exported, doc.source);
     Ok(out)
 }
@@ -669,10 +669,14 @@ impl Builder<'_> {
         }
         let display = TYPES.iter().find(|t| t.0 == h.ty).map_or(h.ty, |t| t.1);
         let raw = serde_json::to_vec(self.raw).unwrap_or_default();
-        let _ = self.index;
         Ok(Record {
             schema: SCHEMA.to_owned(),
-            unit: Unit::C,
+            // DESIGN §5: attending-physician opinions are unit A, the OP's records unit C.
+            unit: if h.ty == "attending_opinion" {
+                Unit::A
+            } else {
+                Unit::C
+            },
             person,
             effective: h.effective.unwrap_or(Effective::Date(h.date)),
             header: Header {
@@ -765,6 +769,24 @@ fn fitness(mut b: Builder<'_>, r: &FitnessJudgement) -> Result<Record> {
         "健康診断の文書番号",
         r.health_check_id.as_deref(),
     );
+    // 安衛法66条の4: the physician's opinion is heard within 3 months of the health check.
+    let within = plus_three_months(r.health_check_date).is_none_or(|limit| r.date <= limit);
+    b.push(
+        "opinion_within_3_months",
+        "健診後3か月以内の意見聴取",
+        Value::Coded {
+            code: Code::with_display(
+                SYSTEM,
+                if within { "yes" } else { "no" },
+                if within {
+                    "3か月以内"
+                } else {
+                    "3か月超"
+                },
+            ),
+        },
+        EntryKind::Derived,
+    );
     b.physician(&r.physician);
     b.measures(r.work_status, &r.measures, r.period)?;
     if let Some(g) = &r.guidance {
@@ -797,6 +819,18 @@ fn fitness(mut b: Builder<'_>, r: &FitnessJudgement) -> Result<Record> {
         date: r.date,
         effective: None,
     })
+}
+
+/// The same day three months later (the month's last day when it has no such day).
+fn plus_three_months(d: Date) -> Option<Date> {
+    let m = u16::from(d.month()) + 3;
+    let (y, m) = if m > 12 {
+        (d.year() + 1, m - 12)
+    } else {
+        (d.year(), m)
+    };
+    let m = u8::try_from(m).ok()?;
+    (1..=d.day()).rev().find_map(|day| Date::new(y, m, day))
 }
 
 fn patrol(mut b: Builder<'_>, r: &Patrol) -> Result<Record> {
@@ -1033,4 +1067,18 @@ fn rework_sheet(mut b: Builder<'_>, r: &ReworkSheet, att: Option<&Attendance>) -
         date: r.date,
         effective: Some(eff),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_months_later() {
+        let d = |s: &str| s.parse::<Date>().unwrap();
+        assert_eq!(plus_three_months(d("2025-12-10")), Some(d("2026-03-10")));
+        assert_eq!(plus_three_months(d("2025-11-30")), Some(d("2026-02-28")));
+        assert_eq!(plus_three_months(d("2026-01-31")), Some(d("2026-04-30")));
+    }
 }
