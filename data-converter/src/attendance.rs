@@ -205,6 +205,7 @@ const COLUMNS: [&str; 9] = [
 pub fn looks_like_attendance(head: &[u8]) -> bool {
     let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
+    let line = line.strip_prefix('\u{feff}').unwrap_or(&line);
     let cols: Vec<&str> = line
         .trim_end_matches('\r')
         .split(',')
@@ -771,6 +772,14 @@ mod tests {
         assert_eq!(parse_time("48:01", 48), None);
         assert_eq!(parse_time("8:5", 23), None);
         assert_eq!(parse_time("-1:00", 23), None);
+    }
+
+    #[test]
+    fn header_sniffing() {
+        let h = "date,worker_id,start,end,break_minutes,holiday,absent,late,early\r\n";
+        assert!(looks_like_attendance(h.as_bytes()));
+        assert!(looks_like_attendance(format!("\u{feff}{h}").as_bytes()));
+        assert!(!looks_like_attendance(b"date,worker_id,start,end\n"));
     }
 
     #[test]
