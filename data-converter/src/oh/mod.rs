@@ -1018,6 +1018,22 @@ fn rework_sheet(mut b: Builder<'_>, r: &ReworkSheet, att: Option<&Attendance>) -
         scores.push(s);
     }
     b.text("assessor", "評価者", Some(&r.assessor));
+    b.text(
+        "attendance_counts",
+        "出席の内訳",
+        Some(&format!(
+            "予定 {} 日, 欠席 {} 日, 遅刻 {} 回, 早退 {} 回 ({})",
+            counts.scheduled_days,
+            counts.absent_days,
+            counts.late,
+            counts.early,
+            if r.attendance.is_some() {
+                "記録に記載"
+            } else {
+                "勤怠CSVから算出"
+            }
+        )),
+    );
     let (att_half, sched_half) = counts.half_days().unwrap_or((0, 1));
     // Rate in tenths of a percent, truncated.
     let permille = att_half * 1000 / sched_half;
