@@ -355,3 +355,51 @@ fn cli_uses_the_attendance_file_for_item_1() {
             .unwrap();
     assert_eq!(b, fhir::bundle(&records()));
 }
+
+fn line_of(text: &str, needle: &str) -> u64 {
+    text[..text.find(needle).unwrap()].matches('\n').count() as u64 + 1
+}
+
+#[test]
+fn errors_carry_the_line() {
+    let text = String::from_utf8(common::read("oh/export.json")).unwrap();
+    let att = read_attendance(&common::read("attendance/feb-2026.csv"), "a.csv").unwrap();
+    let run = |t: String| read_oh(t.as_bytes(), "l.json", Some(&att)).unwrap_err();
+    // a rule checked after parsing: the record's first line (its `{`, two lines above the id)
+    let e = run(text.replacen("\"coping\": 2", "\"coping\": 5", 1));
+    let start = line_of(&text, "\"id\": \"RW-2026-0003\"") - 2;
+    assert_eq!(e.location.line, Some(start));
+    assert!(
+        e.to_string().starts_with(&format!(
+            "l.json:{start}: at /records/6/scores/coping: item coping: "
+        )),
+        "{e}"
+    );
+    // a type error: the line of the value
+    let e = run(text.replacen("\"cooperation\": 4", "\"cooperation\": \"4\"", 1));
+    assert_eq!(
+        e.location.line,
+        Some(line_of(&text, "\"cooperation\": 4")),
+        "{e}"
+    );
+    assert_eq!(at(&e), ("/records/6/scores/cooperation", "cooperation"));
+    // an unknown field in a nested object (the opinion's worker)
+    let e = run(text.replacen(
+        "\"name\": \"鈴木 三郎\" },",
+        "\"name\": \"鈴木 三郎\", \"dept\": \"製造\" },",
+        1,
+    ));
+    assert_eq!(
+        e.location.line,
+        Some(line_of(&text, "\"name\": \"鈴木 三郎\" },")),
+        "{e}"
+    );
+    assert_eq!(at(&e), ("/records/1/worker/dept", "dept"));
+    // broken JSON in the middle of the file
+    let e = run(text.replacen("\"mode\": \"online\",", "\"mode\": \"online\",,", 1));
+    assert!(matches!(e.kind, ErrorKind::Json(_)), "{e}");
+    assert_eq!(
+        e.location.line,
+        Some(line_of(&text, "\"mode\": \"online\""))
+    );
+}

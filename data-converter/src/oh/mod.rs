@@ -15,7 +15,9 @@ pub mod rework;
 use std::collections::HashMap;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value as Json;
+use serde_json::value::RawValue;
 
 use crate::attendance::{Attendance, AttendanceCounts, EMPLOYEE};
 use crate::cda::converter_id;
@@ -38,13 +40,22 @@ pub fn looks_like_oh(head: &[u8]) -> bool {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Document {
+struct Document<'a> {
     format: String,
     #[serde(default)]
     exported: Option<Date>,
     #[serde(default)]
     source: Option<String>,
-    records: Vec<Json>,
+    /// Records as their text in the input (for their line numbers).
+    #[serde(borrow)]
+    records: Vec<&'a RawValue>,
+}
+
+/// Only the `type` of a record.
+#[derive(Debug, Deserialize)]
+struct TypeOnly {
+    #[serde(rename = "type")]
+    ty: Option<Json>,
 }
 
 /// The worker a record is about.
@@ -166,6 +177,9 @@ enum Mode {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Interview {
+    /// The record type (dispatched on before).
+    #[serde(rename = "type")]
+    _type: IgnoredAny,
     id: String,
     worker: Worker,
     date: Date,
@@ -185,6 +199,9 @@ struct Interview {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Opinion {
+    /// The record type (dispatched on before).
+    #[serde(rename = "type")]
+    _type: IgnoredAny,
     id: String,
     worker: Worker,
     date: Date,
@@ -217,6 +234,9 @@ struct Guidance {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FitnessJudgement {
+    /// The record type (dispatched on before).
+    #[serde(rename = "type")]
+    _type: IgnoredAny,
     id: String,
     worker: Worker,
     date: Date,
@@ -256,6 +276,9 @@ struct Finding {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Patrol {
+    /// The record type (dispatched on before).
+    #[serde(rename = "type")]
+    _type: IgnoredAny,
     id: String,
     date: Date,
     physician: Physician,
@@ -283,6 +306,9 @@ enum Verdict {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AttendingOpinion {
+    /// The record type (dispatched on before).
+    #[serde(rename = "type")]
+    _type: IgnoredAny,
     id: String,
     worker: Worker,
     date: Date,
@@ -343,6 +369,9 @@ impl Scores {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReworkSheet {
+    /// The record type (dispatched on before).
+    #[serde(rename = "type")]
+    _type: IgnoredAny,
     id: String,
     worker: Worker,
     date: Date,
@@ -358,6 +387,8 @@ struct ReworkSheet {
 /// Builds iPHR records; `err` makes located errors.
 struct Builder<'a> {
     file: &'a str,
+    /// First line of the record in the file.
+    line: u64,
     pointer: String,
     raw: &'a Json,
     entries: Vec<Entry>,
@@ -367,6 +398,7 @@ impl Builder<'_> {
     fn err(&self, rel: &str, field: &str, reason: impl Into<String>) -> Error {
         Error::new(
             Location::file(self.file)
+                .at_line(self.line)
                 .at_path(format!("{}{rel}", self.pointer))
                 .with_item(field),
             ErrorKind::Schema(reason.into()),
@@ -506,17 +538,21 @@ pub const TYPES: [(&str, &str); 6] = [
     ("rework_sheet", "標準化リワークプログラム評価シート"),
 ];
 
-fn schema_error(file: &str, pointer: String, field: &str, reason: String) -> Error {
+fn schema_error(file: &str, line: u64, pointer: String, field: &str, reason: String) -> Error {
     Error::new(
-        Location::file(file).at_path(pointer).with_item(field),
+        Location::file(file)
+            .at_line(line)
+            .at_path(pointer)
+            .with_item(field),
         ErrorKind::Schema(reason),
     )
 }
 
-/// Deserialises `v` as `T`, turning serde's error into one with the JSON pointer of the failing
-/// field under `base`.
-fn typed<T: for<'de> Deserialize<'de>>(v: &Json, file: &str, base: &str) -> Result<T> {
-    serde_path_to_error::deserialize(v).map_err(|e| {
+/// Deserialises `text` (which starts on line `line` of the file) as `T`, turning serde's error
+/// into one with the line, the JSON pointer of the failing field under `base`, and the field.
+fn typed<'a, T: Deserialize<'a>>(text: &'a str, file: &str, base: &str, line: u64) -> Result<T> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let v = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let mut pointer = base.to_owned();
         let mut field = String::new();
         for seg in e.path().iter() {
@@ -535,7 +571,18 @@ fn typed<T: for<'de> Deserialize<'de>>(v: &Json, file: &str, base: &str) -> Resu
                 Segment::Unknown => {}
             }
         }
-        let msg = e.into_inner().to_string();
+        let inner = e.into_inner();
+        let at = line + (inner.line() as u64).saturating_sub(1);
+        let syntax = inner.is_syntax() || inner.is_eof() || inner.is_io();
+        // serde_json appends " at line L column C"; the location has the line already.
+        let msg = inner.to_string();
+        let msg = match msg.rfind(" at line ") {
+            Some(p) => msg[..p].to_owned(),
+            None => msg,
+        };
+        if syntax {
+            return Error::new(Location::file(file).at_line(at), ErrorKind::Json(msg));
+        }
         // serde names an unknown field in the message; make it the field.
         if let Some(rest) = msg.strip_prefix("unknown field `")
             && let Some((name, _)) = rest.split_once('`')
@@ -549,25 +596,27 @@ fn typed<T: for<'de> Deserialize<'de>>(v: &Json, file: &str, base: &str) -> Resu
         if field.is_empty() {
             field = "(document)".into();
         }
-        schema_error(file, pointer, &field, msg)
-    })
+        schema_error(file, at, pointer, &field, msg)
+    })?;
+    de.end().map_err(|e| {
+        Error::new(
+            Location::file(file).at_line(line + (e.line() as u64).saturating_sub(1)),
+            ErrorKind::Json(e.to_string()),
+        )
+    })?;
+    Ok(v)
 }
 
 /// Reads an `oh-records/1` document. `attendance` supplies item 1 of rework sheets that carry no
 /// `attendance` counts (counted over the sheet's period for the sheet's worker).
 pub fn read_oh(bytes: &[u8], file: &str, attendance: Option<&Attendance>) -> Result<Vec<Record>> {
-    let json: Json = serde_json::from_slice(bytes).map_err(|e| {
-        let kind = if e.is_syntax() || e.is_eof() || e.is_io() {
-            ErrorKind::Json(e.to_string())
-        } else {
-            ErrorKind::Schema(e.to_string())
-        };
-        Error::new(Location::file(file).at_line(e.line() as u64), kind)
-    })?;
-    let doc: Document = typed(&json, file, "")?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| Error::new(Location::file(file), ErrorKind::Encoding("UTF-8")))?;
+    let doc: Document<'_> = typed(text, file, "", 1)?;
     if doc.format != FORMAT {
         return Err(schema_error(
             file,
+            1,
             "/format".into(),
             "format",
             format!("{:?} is not {FORMAT:?}", doc.format),
@@ -577,44 +626,46 @@ pub fn read_oh(bytes: &[u8], file: &str, attendance: Option<&Attendance>) -> Res
     let mut ids: HashMap<String, usize> = HashMap::new();
     for (i, raw) in doc.records.iter().enumerate() {
         let pointer = format!("/records/{i}");
-        let Some(obj) = raw.as_object() else {
-            return Err(schema_error(
-                file,
-                pointer,
-                "records",
-                "a record must be an object".into(),
-            ));
-        };
-        let ty = match obj.get("type").and_then(Json::as_str) {
-            Some(t) => t.to_owned(),
-            None => {
+        let rt = raw.get();
+        // The record's first line: RawValue borrows from `text`.
+        let offset = (rt.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+        let line = 1 + text
+            .as_bytes()
+            .get(..offset)
+            .map_or(0, |b| b.iter().filter(|c| **c == b'\n').count()) as u64;
+        let head: TypeOnly = typed(rt, file, &pointer, line)?;
+        let ty = match head.ty {
+            Some(Json::String(t)) => t,
+            _ => {
                 return Err(schema_error(
                     file,
+                    line,
                     format!("{pointer}/type"),
                     "type",
                     "missing or not a string".into(),
                 ));
             }
         };
-        let mut body = obj.clone();
-        body.remove("type");
-        let body = Json::Object(body);
+        // Invariant: `rt` was just parsed as an object, so it parses as a Value.
+        let value: Json = serde_json::from_str(rt).unwrap_or(Json::Null);
         let b = Builder {
             file,
+            line,
             pointer: pointer.clone(),
-            raw,
+            raw: &value,
             entries: Vec::new(),
         };
         let rec = match ty.as_str() {
-            "interview" => interview(b, &typed(&body, file, &pointer)?)?,
-            "opinion" => opinion(b, &typed(&body, file, &pointer)?)?,
-            "fitness_judgement" => fitness(b, &typed(&body, file, &pointer)?)?,
-            "patrol" => patrol(b, &typed(&body, file, &pointer)?)?,
-            "attending_opinion" => attending(b, &typed(&body, file, &pointer)?)?,
-            "rework_sheet" => rework_sheet(b, &typed(&body, file, &pointer)?, attendance)?,
+            "interview" => interview(b, &typed(rt, file, &pointer, line)?)?,
+            "opinion" => opinion(b, &typed(rt, file, &pointer, line)?)?,
+            "fitness_judgement" => fitness(b, &typed(rt, file, &pointer, line)?)?,
+            "patrol" => patrol(b, &typed(rt, file, &pointer, line)?)?,
+            "attending_opinion" => attending(b, &typed(rt, file, &pointer, line)?)?,
+            "rework_sheet" => rework_sheet(b, &typed(rt, file, &pointer, line)?, attendance)?,
             other => {
                 return Err(schema_error(
                     file,
+                    line,
                     format!("{pointer}/type"),
                     "type",
                     format!(
@@ -628,6 +679,7 @@ pub fn read_oh(bytes: &[u8], file: &str, attendance: Option<&Attendance>) -> Res
         if let Some(first) = ids.insert(id.clone(), i) {
             return Err(schema_error(
                 file,
+                line,
                 format!("{pointer}/id"),
                 "id",
                 format!("duplicated record id {id:?} (first at /records/{first})"),
