@@ -3,6 +3,7 @@
 //! NDJSON. One output file per input, written to a temporary name and renamed only when the input
 //! converted completely (all-or-nothing), unless `--keep-going`. Parallel over files (rayon); a
 //! progress bar when stderr is a terminal; a summary at the end; exit status 1 on any error.
+//! Issue 5: attendance CSVs and `oh-records/1` JSON are recognised by content (`docs/oh-records.md`).
 
 use std::collections::HashSet;
 use std::fs::File;
