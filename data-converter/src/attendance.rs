@@ -155,6 +155,8 @@ pub struct Month {
     pub interview: Interview,
     /// Lines of the month's rows.
     pub lines: Vec<u64>,
+    /// SHA-256 of the month's rows (fields joined by U+001F, rows by `\n`): the import key.
+    pub content_hash: ContentHash,
 }
 
 impl Month {
@@ -468,6 +470,13 @@ pub fn monthly(att: &Attendance) -> Vec<Month> {
                 reaches_100: ot7 >= 100 * 60 * 7,
                 interview,
                 lines: days.iter().map(|d| d.line).collect(),
+                content_hash: ContentHash::of(
+                    days.iter()
+                        .map(|d| d.raw.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                        .as_bytes(),
+                ),
             }
         })
         .collect()
@@ -694,13 +703,6 @@ fn month_record(att: &Attendance, m: &Month) -> Option<Record> {
         });
         entries.push(e);
     }
-    let raw: Vec<&str> = att
-        .days
-        .iter()
-        .filter(|d| d.worker == m.worker && d.date.year() == m.year && d.date.month() == m.month)
-        .map(|d| d.raw.as_str())
-        .collect();
-    let hash = ContentHash::of(raw.join("\n").as_bytes());
     Some(Record {
         schema: SCHEMA.to_owned(),
         unit: Unit::B,
@@ -747,7 +749,7 @@ fn month_record(att: &Attendance, m: &Month) -> Option<Record> {
                     .collect::<Vec<_>>()
                     .join(",")
             ),
-            content_hash: hash,
+            content_hash: m.content_hash.clone(),
             document_id: None,
             archive: None,
         },
