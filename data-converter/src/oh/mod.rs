@@ -996,7 +996,7 @@ fn attending(mut b: Builder<'_>, r: &AttendingOpinion) -> Result<Record> {
         "その他配慮事項",
         r.considerations.as_deref(),
     );
-    let eff = b.period("/period", r.period)?;
+    b.period("/period", r.period)?;
     if let Some(d) = r.leave_until {
         b.push(
             "leave_until",
@@ -1008,7 +1008,6 @@ fn attending(mut b: Builder<'_>, r: &AttendingOpinion) -> Result<Record> {
         )
         .effective = Some(Effective::Date(d));
     }
-    let _ = eff;
     b.finish(&Head {
         ty: "attending_opinion",
         worker: Some(&r.worker),
