@@ -188,6 +188,14 @@ pub enum ErrorKind {
     /// A UKE record in a place the file structure does not allow (e.g. SY before any RE).
     #[error("record out of order: {0}")]
     RecordOrder(String),
+    // --- issue 5 part 2 (conv3) ---
+    /// An occupational-health JSON document violates its schema (`docs/oh-records.md`); the
+    /// location's path is the JSON pointer.
+    #[error("schema violation: {0}")]
+    Schema(String),
+    /// The bytes are not well-formed JSON (the location has the line).
+    #[error("not well-formed JSON: {0}")]
+    Json(String),
 }
 
 /// A conversion error with its location.

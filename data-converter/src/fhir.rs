@@ -168,6 +168,13 @@ pub fn record_resources(rec: &Record, style: RefStyle) -> Vec<Resource> {
         SourceFormat::StressCheck => return crate::stress::fhir::resources(rec, style),
         _ => {}
     }
+    // issue 5 part 2 (conv3): attendance and occupational-health records have their own mapping.
+    if matches!(
+        rec.source.format,
+        crate::iphr::SourceFormat::Attendance | crate::iphr::SourceFormat::OhRecords
+    ) {
+        return crate::oh::fhir::record_resources(rec, style);
+    }
     let cat = Catalogue::builtin();
     let ctx = Ctx {
         rec,

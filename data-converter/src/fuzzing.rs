@@ -63,6 +63,38 @@ pub fn uke(data: &[u8]) {
     }
 }
 
+// --- issue 5 part 2 (conv3): attendance CSV and oh-records JSON ---
+
+/// Runs the attendance reader, the monthly summary, the interview list and the FHIR export on
+/// arbitrary bytes.
+pub fn attendance(data: &[u8]) {
+    if let Ok(att) = crate::attendance::read_attendance(data, "fuzz.csv") {
+        let months = crate::attendance::monthly(&att);
+        let _ = crate::attendance::interview_csv(&months);
+        for rec in crate::attendance::records(&att) {
+            let _ = crate::fhir::record_resources(&rec, crate::fhir::RefStyle::Relative);
+        }
+    }
+}
+
+/// Runs the oh-records reader (and, on success, the FHIR export) on arbitrary bytes; the first
+/// byte chooses whether an (empty-day) attendance file is supplied for rework item 1.
+pub fn oh_json(data: &[u8]) {
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let att = crate::attendance::Attendance {
+        file: "fuzz-attendance.csv".into(),
+        days: Vec::new(),
+    };
+    let att = (sel & 1 == 1).then_some(&att);
+    if let Ok(recs) = crate::oh::read_oh(rest, "fuzz.json", att) {
+        for rec in &recs {
+            let _ = crate::fhir::record_resources(rec, crate::fhir::RefStyle::Uuid);
+        }
+    }
+}
+
 /// Runs the stress-check readers on arbitrary bytes: the first byte picks CSV or JSON; successful
 /// outputs are reported on and exported to FHIR.
 pub fn stress(data: &[u8]) {

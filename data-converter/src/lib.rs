@@ -11,6 +11,8 @@
 //! - [`judgement`]: 判定値 flags, 判定区分, メタボ判定, 階層化 from tables shipped as data.
 //! - [`fhir`]: FHIR R4 JP Core export (Bundle, NDJSON).
 //! - [`fuzzing`]: entry points of the fuzz targets and the random-input harness.
+//! - [`attendance`]: 勤怠 daily CSV → monthly overtime, flags and the interview list (issue 5).
+//! - [`oh`]: occupational-physician records JSON, the rework sheet, and their FHIR (issue 5).
 //! - [`synth`]: synthetic documents and archives for benchmarks and fuzz seeds.
 //! - [`claims`]: レセプト電算 (UKE) claims → conditions and medication statements (issue 5).
 //! - [`stress`]: the 57-item stress check, its scores and high-stress results (issue 5).
@@ -28,5 +30,9 @@ pub mod judgement;
 pub mod normalize;
 pub mod stress;
 pub mod synth;
+
+// issue 5 part 2 (conv3): attendance and occupational-health records.
+pub mod attendance;
+pub mod oh;
 
 pub use error::{Error, ErrorKind, Location, Result};

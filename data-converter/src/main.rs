@@ -3,6 +3,7 @@
 //! NDJSON. One output file per input, written to a temporary name and renamed only when the input
 //! converted completely (all-or-nothing), unless `--keep-going`. Parallel over files (rayon); a
 //! progress bar when stderr is a terminal; a summary at the end; exit status 1 on any error.
+//! Issue 5: attendance CSVs and `oh-records/1` JSON are recognised by content (`docs/oh-records.md`).
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -41,7 +42,8 @@ enum Format {
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Input files or directories (.xml CDA, .zip 特定健診 archive, .csv with --mapping).
+    /// Input files or directories (.xml CDA, .zip 特定健診 archive, .csv with --mapping; an
+    /// attendance .csv and an oh-records .json are recognised by content).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     /// Output format.
@@ -57,6 +59,10 @@ struct Cli {
     /// write nothing for the failing input).
     #[arg(long)]
     keep_going: bool,
+    /// Attendance CSV for item 1 (出席率) of rework sheets in OH-records JSON inputs that carry no
+    /// attendance counts (issue 5).
+    #[arg(long)]
+    attendance: Option<PathBuf>,
     /// Worker threads (default: all cores).
     #[arg(short, long)]
     jobs: Option<usize>,
@@ -321,6 +327,10 @@ impl Run<'_> {
                     }
                 }
             }
+            // issue 5 part 2 (conv3): attendance CSVs and oh-records JSON, recognised by content.
+            _ if conv3_kind(input, &ext).is_some() => {
+                ok = self.convert_conv3(input, &name, &ext, &mut sink)?;
+            }
             "zip" => {
                 let f = File::open(input).with_context(|| format!("open {name}"))?;
                 let mut write_err = None;
@@ -411,6 +421,101 @@ impl Run<'_> {
         }
         self.stats.files.fetch_add(1, Ordering::Relaxed);
         Ok(ok)
+    }
+}
+
+// --- issue 5 part 2 (conv3): attendance (勤怠) CSV and occupational-health records JSON ---
+
+/// What a conv3 input is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conv3Kind {
+    /// 勤怠 daily CSV (header names the attendance columns).
+    Attendance,
+    /// `oh-records/1` JSON.
+    OhRecords,
+}
+
+/// Recognises an attendance CSV or an oh-records JSON by its first bytes.
+fn conv3_kind(input: &Path, ext: &str) -> Option<Conv3Kind> {
+    use std::io::Read;
+    if !matches!(ext, "csv" | "json") {
+        return None;
+    }
+    let mut head = Vec::with_capacity(4096);
+    File::open(input)
+        .ok()?
+        .take(4096)
+        .read_to_end(&mut head)
+        .ok()?;
+    if ext == "csv" && data_converter::attendance::looks_like_attendance(&head) {
+        Some(Conv3Kind::Attendance)
+    } else if ext == "json" && data_converter::oh::looks_like_oh(&head) {
+        Some(Conv3Kind::OhRecords)
+    } else {
+        None
+    }
+}
+
+impl Run<'_> {
+    /// Converts an attendance CSV (also writing `<input>.interviews.csv`, the workers for whom a
+    /// physician interview is required or must be offered) or an oh-records JSON.
+    fn convert_conv3(
+        &self,
+        input: &Path,
+        name: &str,
+        ext: &str,
+        sink: &mut Sink,
+    ) -> anyhow::Result<bool> {
+        use data_converter::attendance;
+        let bytes = std::fs::read(input).with_context(|| format!("read {name}"))?;
+        let records = match conv3_kind(input, ext) {
+            Some(Conv3Kind::Attendance) => match attendance::read_attendance(&bytes, name) {
+                Ok(att) => {
+                    let list = self.cli.out_dir.join(format!(
+                        "{}.interviews.csv",
+                        input
+                            .file_name()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    ));
+                    std::fs::write(&list, attendance::interview_csv(&attendance::monthly(&att)))
+                        .with_context(|| format!("write {}", list.display()))?;
+                    Ok(attendance::records(&att))
+                }
+                Err(e) => Err(e),
+            },
+            Some(Conv3Kind::OhRecords) => {
+                let att = match &self.cli.attendance {
+                    Some(p) => {
+                        let b =
+                            std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
+                        match attendance::read_attendance(&b, &p.display().to_string()) {
+                            Ok(a) => Some(a),
+                            Err(e) => {
+                                self.error(&e);
+                                return Ok(false);
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                data_converter::oh::read_oh(&bytes, name, att.as_ref())
+            }
+            None => bail!("{name}: neither an attendance CSV nor an oh-records JSON"),
+        };
+        match records {
+            Ok(recs) => {
+                for rec in &recs {
+                    self.count(rec);
+                    sink.record(rec)?;
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                self.error(&e);
+                Ok(false)
+            }
+        }
     }
 }
 

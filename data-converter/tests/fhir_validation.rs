@@ -103,6 +103,20 @@ fn all_fixture_records() -> Vec<(String, Vec<Record>)> {
     )
     .unwrap();
     out.push(("person.json".to_owned(), o.records().cloned().collect()));
+    // issue 5 part 2 (conv3): attendance months and occupational-health records.
+    let att = data_converter::attendance::read_attendance(
+        &common::read("attendance/feb-2026.csv"),
+        "feb-2026.csv",
+    )
+    .unwrap();
+    out.push((
+        "attendance-feb-2026.csv".to_owned(),
+        data_converter::attendance::records(&att),
+    ));
+    let oh =
+        data_converter::oh::read_oh(&common::read("oh/export.json"), "export.json", Some(&att))
+            .unwrap();
+    out.push(("oh-export.json".to_owned(), oh));
     out
 }
 
@@ -220,6 +234,8 @@ fn jp_core_profiles_accept_every_fixture_output() {
         // issue 5 (conv2)
         "JP_Condition",
         "JP_MedicationStatement",
+        // issue 5 part 2 (conv3): OH records
+        "JP_DocumentReference",
     ] {
         assert!(
             out.contains(&format!("\"{p}\":")),
@@ -310,5 +326,50 @@ fn validators_reject_a_broken_condition() {
     assert!(
         !o.status.success() && text.contains("JP_Condition") && text.contains("subject"),
         "Medplum accepted a JP_Condition without subject:\n{text}"
+    );
+}
+
+/// issue 5 part 2 (conv3): both validators reject a DocumentReference of an OH record without its
+/// required `content` and with a date that is not an instant.
+#[test]
+fn validators_reject_a_broken_document_reference() {
+    let att = data_converter::attendance::read_attendance(
+        &common::read("attendance/feb-2026.csv"),
+        "feb-2026.csv",
+    )
+    .unwrap();
+    let oh =
+        data_converter::oh::read_oh(&common::read("oh/export.json"), "export.json", Some(&att))
+            .unwrap();
+    let mut doc = fhir::record_resources(&oh[1], fhir::RefStyle::Relative)
+        .into_iter()
+        .find(|r| r.resource_type == "DocumentReference")
+        .unwrap()
+        .json;
+    doc.as_object_mut().unwrap().remove("content");
+    doc["date"] = serde_json::json!("2026-03-04");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("broken-doc.ndjson");
+    std::fs::write(&f, format!("{doc}\n")).unwrap();
+    let python = tool("IPHR_FHIR_PYTHON", "fhir-venv/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validators/validate_r4.py");
+    let o = Command::new(python).arg(script).arg(&f).output().unwrap();
+    assert!(
+        !o.status.success(),
+        "R4 validators accepted a DocumentReference without content"
+    );
+    let node_path = tool("IPHR_FHIR_NODE_PATH", "medplum/node_modules");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validators/validate_jpcore.cjs");
+    let o = Command::new("node")
+        .env("NODE_PATH", &node_path)
+        .arg(script)
+        .arg(shared_dir().join("testdata/jp-core"))
+        .arg(&f)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !o.status.success() && text.contains("DocumentReference.content"),
+        "Medplum accepted a DocumentReference without content:\n{text}"
     );
 }

@@ -57,6 +57,8 @@ async fn responses(dir: &Path) -> Vec<PathBuf> {
         ),
         (f.join("uke/sample.uke"), "sample.uke"),
         (f.join("stress/workers.csv"), "workers.stress.csv"),
+        (f.join("attendance/feb-2026.csv"), "feb-2026.attendance.csv"),
+        (f.join("oh/export.json"), "export.oh.json"),
     ];
     let mut keys = Vec::new();
     for (path, name) in inputs {
@@ -194,7 +196,12 @@ async fn partner_api_responses_pass_the_jp_core_profiles() {
             .args(&files),
         "Medplum JP Core validation",
     );
-    for p in ["JP_Patient", "JP_Observation_LabResult", "JP_Condition"] {
+    for p in [
+        "JP_Patient",
+        "JP_Observation_LabResult",
+        "JP_Condition",
+        "JP_DocumentReference",
+    ] {
         assert!(
             out.contains(&format!("\"{p}\":")),
             "profile {p} not exercised:\n{out}"

@@ -467,6 +467,11 @@ pub enum SourceFormat {
     UkeClaims,
     /// 職業性ストレス簡易調査票 (57 items), CSV row or per-person JSON.
     StressCheck,
+    // --- issue 5 part 2 (conv3): attendance and occupational-health records ---
+    /// 勤怠 daily CSV, summarised per worker and month (unit B).
+    Attendance,
+    /// Occupational-physician records JSON (`oh-records/1`, unit C; `docs/oh-records.md`).
+    OhRecords,
 }
 
 /// Where a record came from.

@@ -20,7 +20,7 @@ pub enum ImportError {
     /// The file's kind is not known from its name.
     #[error(
         "{file}: unsupported file type (expected .zip 特定健診 archive, .xml CDA, .uke claims, \
-         .stress.csv or .stress.json stress check)"
+         .stress.csv or .stress.json stress check, .attendance.csv, .oh.json OP records)"
     )]
     UnsupportedFormat {
         /// File name.
@@ -59,6 +59,19 @@ fn category_of(record: &Record) -> Category {
         SourceFormat::TokuteiCda | SourceFormat::HealthCheckCsv => Category::Checkup,
         SourceFormat::UkeClaims => Category::Claims,
         SourceFormat::StressCheck => Category::StressCheck,
+        SourceFormat::Attendance => Category::Attendance,
+        SourceFormat::OhRecords => {
+            // The record's document type (`oh-records/1` `type`, docs/oh-records.md).
+            let kind = record.header.report_kind.as_ref().map(|c| &*c.code);
+            match kind {
+                Some("interview") => Category::Interview,
+                Some("patrol") => Category::Patrol,
+                Some("rework_sheet") => Category::Rework,
+                Some("attending_opinion") => Category::PhysicianOpinion,
+                // opinion, fitness_judgement, and anything newer: the OP's opinions.
+                _ => Category::OhOpinion,
+            }
+        }
     }
 }
 
@@ -161,7 +174,8 @@ pub fn from_records(
 
 /// Converts a delivered file, by its name: a 特定健診 archive (`.zip`), one CDA document
 /// (`.xml`), レセプト claims (`.uke`), stress-check answers (`.stress.csv`, `.stress.json`;
-/// incomplete sheets are not imported, they are the employer's follow-up list).
+/// incomplete sheets are not imported, they are the employer's follow-up list), 勤怠
+/// (`.attendance.csv`), occupational-physician records (`.oh.json`, `oh-records/1`).
 pub fn convert(
     bytes: &[u8],
     file_name: &str,
@@ -208,6 +222,14 @@ pub fn convert(
                 data_converter::stress::read_stress_json(bytes, file_name)?
             };
             (out.records().cloned().collect(), "stress-check")
+        } else if lower.ends_with(".attendance.csv") {
+            let att = data_converter::attendance::read_attendance(bytes, file_name)?;
+            (data_converter::attendance::records(&att), "attendance")
+        } else if lower.ends_with(".oh.json") {
+            (
+                data_converter::oh::read_oh(bytes, file_name, None)?,
+                "oh-records",
+            )
         } else if lower.ends_with(".xml") {
             (
                 vec![data_converter::cda::read_cda(bytes, file_name)?],
