@@ -333,3 +333,49 @@ async fn the_access_history_shows_every_partner_read_of_the_workers_data() {
     gw.stop().await;
     db.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_one_postgresql_a_revoke_through_one_is_enforced_by_the_other() {
+    use gateway::domain::access::{AccessError, PartnerAccess};
+    use gateway::domain::trail::MemoryTrail;
+    let (db, gw, _clock, mut browser, card, person) = signed_in(Backend::Postgres).await;
+    common::seed::seed_person_key(&db.db, &person, 9).await;
+    // Gateway B: its own pool on the same database, serving the partner.
+    let other_pool = gateway::store::Db::connect(&db.url, 4).await.unwrap();
+    let b = PartnerAccess::new(
+        other_pool.clone(),
+        std::sync::Arc::new(gateway::clock::SystemClock),
+        std::sync::Arc::new(MemoryTrail::new()),
+    );
+    assert!(matches!(
+        b.everything("partner-a", &person).await,
+        Err(AccessError::NotFound)
+    ));
+    // Granted at the kiosk of gateway A: gateway B serves at once.
+    let r = browser
+        .post("/api/consent/prepare", Some(prepare_body("grant", &[])))
+        .await;
+    let nonce = r.json["nonce"].as_str().unwrap().to_owned();
+    let r = browser
+        .post("/api/consent/commit", Some(card.token(&gw.origin, &nonce)))
+        .await;
+    assert_eq!(r.status, 200);
+    let served = b.everything("partner-a", &person).await.unwrap();
+    assert!(served.len() > 1, "{served:?}");
+    // Revoked at gateway A: gateway B's next request is refused.
+    let r = browser
+        .post("/api/consent/prepare", Some(prepare_body("revoke", &[])))
+        .await;
+    let nonce = r.json["nonce"].as_str().unwrap().to_owned();
+    let r = browser
+        .post("/api/consent/commit", Some(card.token(&gw.origin, &nonce)))
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(matches!(
+        b.everything("partner-a", &person).await,
+        Err(AccessError::NotFound)
+    ));
+    other_pool.close().await;
+    gw.stop().await;
+    db.cleanup().await;
+}

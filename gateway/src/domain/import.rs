@@ -75,6 +75,16 @@ fn category_of(record: &Record) -> Category {
     }
 }
 
+/// A record about a workplace rather than a person (職場巡視記録 without a worker).
+fn is_workplace_record(record: &Record) -> bool {
+    record.source.format == data_converter::iphr::SourceFormat::OhRecords
+        && record
+            .header
+            .report_kind
+            .as_ref()
+            .is_some_and(|c| c.code == "patrol")
+}
+
 /// `system|code` of the first coding of `code`, if any.
 fn main_code(json: &serde_json::Value) -> Option<String> {
     let coding = json.get("code")?.get("coding")?.get(0)?;
@@ -121,10 +131,17 @@ pub fn from_records(
     let mut keys: BTreeMap<String, String> = BTreeMap::new();
     let mut resources = Vec::new();
     for rec in records {
-        let key = rec.person.key().ok_or_else(|| ImportError::NoPerson {
-            file: rec.source.file.clone(),
-            locator: rec.source.locator.clone(),
-        })?;
+        let Some(key) = rec.person.key() else {
+            if is_workplace_record(rec) {
+                // A workplace patrol names no worker: it is the workplace's record, not a
+                // person's, so it has no place in a personal record.
+                continue;
+            }
+            return Err(ImportError::NoPerson {
+                file: rec.source.file.clone(),
+                locator: rec.source.locator.clone(),
+            });
+        };
         let category = category_of(rec);
         for r in record_resources(rec, RefStyle::Relative) {
             if r.resource_type == "Patient" {

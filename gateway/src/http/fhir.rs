@@ -247,6 +247,11 @@ pub fn searchset(base: &str, served: &Served, next: Option<String>) -> String {
         out.push_str(&serde_json::Value::String(next).to_string());
         out.push_str("}]");
     }
+    if served.is_empty() {
+        // FHIR JSON: an empty array is not allowed; the element is left out.
+        out.push('}');
+        return out;
+    }
     out.push_str(",\"entry\":[");
     for (i, r) in served.iter().enumerate() {
         if i > 0 {
@@ -508,6 +513,23 @@ fn encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_searchset_has_no_entry_array() {
+        let empty = searchset("https://x/fhir", &Vec::new(), None);
+        let v: serde_json::Value = serde_json::from_str(&empty).unwrap();
+        assert_eq!(v["total"], 0);
+        assert!(v.get("entry").is_none(), "{empty}");
+        let one = vec![ServedResource {
+            reference: "Patient/p1".into(),
+            json: r#"{"resourceType":"Patient","id":"p1"}"#.into(),
+        }];
+        let v: serde_json::Value =
+            serde_json::from_str(&searchset("https://x/fhir", &one, Some("n\"ext".into())))
+                .unwrap();
+        assert_eq!(v["entry"][0]["fullUrl"], "https://x/fhir/Patient/p1");
+        assert_eq!(v["link"][0]["url"], "n\"ext");
+    }
 
     #[test]
     fn query_decoding_and_validation() {

@@ -169,3 +169,41 @@ pub async fn change(
         }
     }
 }
+
+/// Resources under key `key-{i}` (as [`seed_person`]) linked to an existing person.
+pub async fn seed_person_key(db: &Db, person: &str, i: usize) {
+    let key = format!("key-{i}");
+    let patient = format!("pat-{i}");
+    let mut digest = [0u8; 32];
+    digest[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    digest[31] = 1;
+    let imp = NewImport {
+        content_sha256: digest,
+        source_id: None,
+        file_name: format!("seed-key-{i}.xml"),
+        format: "test".into(),
+        records: 1,
+        person_keys: vec![NewPersonKey {
+            person_key: key.clone(),
+            patient_id: patient.clone(),
+        }],
+        resources: vec![
+            resource(
+                "Observation",
+                &format!("obs-{i}-1"),
+                &key,
+                Category::Checkup,
+                &patient,
+            ),
+            resource(
+                "Observation",
+                &format!("obs-{i}-2"),
+                &key,
+                Category::Checkup,
+                &patient,
+            ),
+        ],
+    };
+    records::import(db, &imp, 0).await.unwrap();
+    assert!(records::link_person_key(db, &key, person, 0).await.unwrap());
+}
