@@ -53,6 +53,8 @@ type Reply = oneshot::Sender<Result<u64, AuditError>>;
 
 /// What the writer receives.
 #[derive(Debug)]
+// Nearly every message is a record; boxing it would add an allocation per record.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     /// A record to append, and where to answer.
     Record(EntryFields, Reply),
