@@ -939,3 +939,69 @@ async fn fhir_audit_event_of_a_stored_entry() {
     log.shutdown().await;
     t.cleanup().await;
 }
+
+// ---------------------------------------------------------------- G4: the periodic checkpoint
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_loop_signs_checkpoints() {
+    use gateway::server::{AuditCheckpoints, run_maintenance_with_audit};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let t = TestDb::new(Backend::Sqlite).await;
+    let auth = gateway::domain::auth::Authenticator::new(
+        t.db.clone(),
+        Arc::new(gateway::clock::SystemClock),
+        Arc::new(common::default_verifier()),
+        common::auth_config("https://localhost"),
+    );
+    let app = gateway::http::AppState {
+        auth: Arc::new(auth),
+        kiosk: Arc::default(),
+    };
+    let log = AuditLog::start(t.db.clone()).await.unwrap();
+    fill(&log, 0, 10).await;
+    let signer = Arc::new(signer());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run_maintenance_with_audit(
+        app,
+        Duration::from_secs(3600),
+        Duration::from_secs(3600),
+        Some(AuditCheckpoints {
+            log: log.clone(),
+            signer: signer.clone(),
+            every: Duration::from_millis(50),
+        }),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let notes = loop {
+        let notes = gateway::store::audit::stored_checkpoints(&t.db)
+            .await
+            .unwrap();
+        if notes.len() >= 2 {
+            break notes;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no periodic checkpoints"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    stop_tx.send(()).unwrap();
+    task.await.unwrap();
+    let verifier = signer.verifier();
+    let checkpoints: Vec<_> = notes.iter().map(|n| verifier.open(n).unwrap()).collect();
+    assert!(checkpoints.iter().all(|c| c.size == 10));
+    assert_eq!(
+        verify_log(&t.db, checkpoints)
+            .await
+            .unwrap()
+            .unwrap()
+            .checkpoints,
+        notes.len()
+    );
+    log.shutdown().await;
+    t.cleanup().await;
+}

@@ -51,16 +51,25 @@ pub enum AuditError {
 
 type Reply = oneshot::Sender<Result<u64, AuditError>>;
 
+/// What the writer receives.
+#[derive(Debug)]
+// Nearly every message is a record; boxing it would add an allocation per record.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    /// A record to append, and where to answer.
+    Record(EntryFields, Reply),
+    /// Stop taking records; finish what is queued.
+    Stop,
+}
+
 /// Handle to the process's audit writer. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<(EntryFields, Reply)>,
+    tx: mpsc::Sender<Msg>,
     /// Audit writes go here: for SQLite a dedicated one-connection pool with synchronous=FULL;
     /// for PostgreSQL the shared pool (commits are durable with the default synchronous_commit).
     writer: Db,
     task: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
-    /// Tells the writer to stop accepting records (clones may still hold senders).
-    closing: Arc<tokio::sync::Notify>,
 }
 
 impl AuditLog {
@@ -81,13 +90,11 @@ impl AuditLog {
             Db::Postgres(pool) => Db::Postgres(pool.clone()),
         };
         let (tx, rx) = mpsc::channel(QUEUE);
-        let closing = Arc::new(tokio::sync::Notify::new());
-        let task = tokio::spawn(run_writer(writer.clone(), rx, closing.clone()));
+        let task = tokio::spawn(run_writer(writer.clone(), rx));
         Ok(AuditLog {
             tx,
             writer,
             task: Arc::new(tokio::sync::Mutex::new(Some(task))),
-            closing,
         })
     }
 
@@ -97,7 +104,7 @@ impl AuditLog {
         let fields = EntryFields::from_record(&record);
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((fields, reply))
+            .send(Msg::Record(fields, reply))
             .await
             .map_err(|_| AuditError::Closed)?;
         answer.await.map_err(|_| AuditError::Closed)?
@@ -142,17 +149,12 @@ impl AuditLog {
         Ok(signed)
     }
 
-    /// Stops accepting records (on every clone), lets the writer finish what is queued, and
-    /// waits for it.
+    /// Stops accepting records (also through clones of this handle, which then get
+    /// [`AuditError::Closed`]), lets the writer finish what is queued, and waits for it.
     pub async fn shutdown(self) {
-        let AuditLog {
-            tx,
-            writer,
-            task,
-            closing,
-        } = self;
+        let AuditLog { tx, writer, task } = self;
+        let _ = tx.send(Msg::Stop).await;
         drop(tx);
-        closing.notify_one();
         if let Some(task) = task.lock().await.take() {
             let _ = task.await;
         }
@@ -168,25 +170,24 @@ fn parse_head(seq: i64, hash: &[u8]) -> Result<(u64, [u8; 32]), AuditError> {
     Ok((seq, hash))
 }
 
-/// The writer task: one batch at a time until every sender is gone or `closing` is notified
-/// (then what is queued is still written, and later records are refused as `Closed`).
-async fn run_writer(
-    db: Db,
-    mut rx: mpsc::Receiver<(EntryFields, Reply)>,
-    closing: Arc<tokio::sync::Notify>,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+/// The writer task: one batch at a time until every sender is gone.
+async fn run_writer(db: Db, mut rx: mpsc::Receiver<Msg>) {
+    let mut msgs = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<(EntryFields, Reply)> = Vec::with_capacity(MAX_BATCH);
     loop {
-        batch.clear();
-        let received = tokio::select! {
-            n = rx.recv_many(&mut batch, MAX_BATCH) => n,
-            () = closing.notified() => {
-                rx.close();
-                rx.recv_many(&mut batch, MAX_BATCH).await
-            }
-        };
-        if received == 0 {
+        msgs.clear();
+        if rx.recv_many(&mut msgs, MAX_BATCH).await == 0 {
             break;
+        }
+        for msg in msgs.drain(..) {
+            match msg {
+                Msg::Record(fields, reply) => batch.push((fields, reply)),
+                // Later sends fail; what is already queued is still received and written.
+                Msg::Stop => rx.close(),
+            }
+        }
+        if batch.is_empty() {
+            continue;
         }
         let fields: Vec<&EntryFields> = batch.iter().map(|(f, _)| f).collect();
         let result = match &db {
