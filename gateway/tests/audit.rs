@@ -954,8 +954,13 @@ async fn maintenance_loop_signs_checkpoints() {
         Arc::new(common::default_verifier()),
         common::auth_config("https://localhost"),
     );
+    let auth = Arc::new(auth);
     let app = gateway::http::AppState {
-        auth: Arc::new(auth),
+        consent: Arc::new(gateway::domain::consent_desk::ConsentDesk::new(
+            auth.clone(),
+            Arc::new(gateway::domain::trail::MemoryTrail::new()),
+        )),
+        auth,
         kiosk: Arc::default(),
     };
     let log = AuditLog::start(t.db.clone()).await.unwrap();
