@@ -333,6 +333,7 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
         .unwrap();
     // A partner asking for health-check results, shown on the consent list after sign-in.
     let db = gateway.app.auth.db().clone();
+    let audit = gateway.audit.clone().unwrap();
     gateway::store::services::upsert(
         &db,
         &gateway::store::services::Service {
@@ -435,6 +436,13 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
         .unwrap()
         .unwrap();
     assert_eq!(head.status, gateway::domain::consent::Status::Permit);
+    // The partner reads (through the gateway's own audit log) while the consent holds.
+    let partner = gateway::domain::access::PartnerAccess::new(
+        db.clone(),
+        Arc::new(SystemClock),
+        Arc::new(audit.clone()),
+    );
+    partner.patient("partner-kenko", &person_id).await.unwrap();
     let png = client.screenshot().await.unwrap();
     let shot = target_dir().join("kiosk-signed-in.png");
     std::fs::write(&shot, png).unwrap();
@@ -458,6 +466,21 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
     assert_eq!(
         (head.version, head.status),
         (2, gateway::domain::consent::Status::Deny)
+    );
+    assert!(partner.patient("partner-kenko", &person_id).await.is_err());
+    // (f) The access history on the page: the read that was served and the one refused.
+    client
+        .find(Locator::Css("#show-history"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let rows = wait_text(&client, "#history-rows", |t| t.contains("拒否")).await;
+    assert!(rows.contains("けんこう手帳アプリ"), "{rows}");
+    assert!(
+        rows.contains("提供") && rows.contains("1件の読み取り"),
+        "{rows}"
     );
 
     // (c) Sign-out: back to the start screen, and the session is gone.
