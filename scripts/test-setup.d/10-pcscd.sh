@@ -1,7 +1,13 @@
-# Starts pcscd (with vsmartcard's vpcd readers) unless one already runs; stops it afterwards.
+# Starts pcscd (with vsmartcard's vpcd readers) unless one already serves; stops it afterwards.
+# A pcscd that is exiting (process still there, socket gone) is waited for, then replaced.
 pcscd_running() { pgrep -x pcscd >/dev/null 2>&1; }
+pcscd_serving() { pcscd_running && test -S /run/pcscd/pcscd.comm; }
 vpcd_reader_listed() { pcsc_scan -r 2>/dev/null | grep -q "Virtual PCD 00 00"; }
-if pcscd_running; then
+if pcscd_running && ! wait_for 5 pcscd_serving; then
+  echo "a pcscd without its socket is running; waiting for it to exit" >&2
+  wait_for 10 bash -c '! pgrep -x pcscd' || { echo "a stale pcscd does not exit" >&2; exit 1; }
+fi
+if pcscd_serving; then
   echo "pcscd already running; using it" >&2
 else
   mkdir -p "${CARGO_TARGET_DIR}/logs"
