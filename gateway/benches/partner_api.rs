@@ -6,9 +6,10 @@
 //! ```sh
 //! cargo bench -p gateway --bench partner_api -- [SECONDS] [sqlite|postgres|both]
 //! ```
-//! PostgreSQL needs `IPHR_TEST_PG_URL` (a role that may CREATE DATABASE). The load generator is
-//! in-process (64 tasks, one connection each, on their own runtime) because the partner listener
-//! requires a client certificate.
+//! PostgreSQL needs `IPHR_TEST_PG_URL` (a role that may CREATE DATABASE). The load comes from
+//! `oha` (`cargo install oha`, ≥ 1.10 for `--cert`/`--key`) as a separate process when it is on
+//! the PATH (or `IPHR_OHA` names it); otherwise from an in-process generator (64 tasks, one
+//! connection each, on their own runtime).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -196,6 +197,66 @@ struct Stats {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+}
+
+/// Client certificate and key files for oha.
+struct OhaIdentity {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+fn oha_binary() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("IPHR_OHA") {
+        return Some(p.into());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("oha"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// oha, `CONNECTIONS` connections, GET `url` for `secs` seconds; its JSON summary.
+fn load_oha(
+    oha: &std::path::Path,
+    url: &str,
+    bearer: Option<&str>,
+    identity: Option<&OhaIdentity>,
+    secs: u64,
+) -> Stats {
+    let mut cmd = std::process::Command::new(oha);
+    cmd.args(["-z", &format!("{secs}s"), "-c", &CONNECTIONS.to_string()])
+        .args(["--no-tui", "--output-format", "json", "--insecure"]);
+    if let Some(b) = bearer {
+        cmd.arg("-H").arg(format!("authorization: {b}"));
+    }
+    if let Some(id) = identity {
+        cmd.arg("--cert").arg(&id.cert).arg("--key").arg(&id.key);
+    }
+    let out = cmd.arg(url).output().expect("oha runs");
+    assert!(
+        out.status.success(),
+        "oha failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("oha JSON");
+    let codes = &v["statusCodeDistribution"];
+    let ok = codes["200"].as_u64().unwrap_or(0);
+    let all: u64 = codes
+        .as_object()
+        .map(|m| m.values().filter_map(serde_json::Value::as_u64).sum())
+        .unwrap_or(0);
+    let failed: u64 = v["errorDistribution"].as_object().map_or(0, |m| {
+        m.values().filter_map(serde_json::Value::as_u64).sum()
+    });
+    let ms = |k: &str| v["latencyPercentiles"][k].as_f64().unwrap_or(f64::NAN) * 1000.0;
+    Stats {
+        requests: ok as usize,
+        errors: (all - ok + failed) as usize,
+        rps: v["summary"]["requestsPerSec"].as_f64().unwrap_or(0.0) * ok as f64 / all.max(1) as f64,
+        p50_ms: ms("p50"),
+        p99_ms: ms("p99"),
+    }
 }
 
 /// `CONNECTIONS` tasks, one connection each, GET `url` for `secs` seconds.
@@ -445,27 +506,40 @@ fn run(backend: &str, secs: u64) {
         let b: serde_json::Value = r.json().await.unwrap();
         assert_eq!(b["total"], RESOURCES);
     });
+    let oha = oha_binary();
     println!(
-        "\n{backend}: {CONNECTIONS} connections, {secs} s each, loopback, 2 cores shared with the load generator"
+        "\n{backend}: {CONNECTIONS} connections, {secs} s each, loopback, 2 cores shared with the load generator ({})",
+        oha.as_ref()
+            .map_or("in-process generator".to_owned(), |p| format!(
+                "{}",
+                p.display()
+            ))
     );
     println!(
         "| endpoint | requests | req/s | p50 ms | p99 ms | errors | vs plain |\n|---|---|---|---|---|---|---|"
     );
-    let plain = load(&client_rt, &plain_clients, &plain_url, None, secs);
+    let files = tempfile::tempdir().unwrap();
+    let id = OhaIdentity {
+        cert: files.path().join("client.pem"),
+        key: files.path().join("client.key"),
+    };
+    std::fs::write(&id.cert, pem("CERTIFICATE", &client_cert)).unwrap();
+    std::fs::write(&id.key, client_key.serialize_pem()).unwrap();
+    let ip = |u: &str| u.replace("https://localhost:", "https://127.0.0.1:");
+    let measure =
+        |clients: &[reqwest::Client], url: &str, bearer: Option<&str>, mtls: bool| match &oha {
+            Some(o) => load_oha(o, &ip(url), bearer, mtls.then_some(&id), secs),
+            None => load(&client_rt, clients, url, bearer, secs),
+        };
+    let plain = measure(&plain_clients, &plain_url, None, false);
     let mut rows = vec![("plain axum JSON (TLS)", plain)];
     rows.push((
         "FHIR read Observation/{id} (mTLS)",
-        load(&client_rt, &partner_clients, &read_url, Some(&token), secs),
+        measure(&partner_clients, &read_url, Some(&token), true),
     ));
     rows.push((
         "FHIR Patient/$everything, 300 resources (mTLS)",
-        load(
-            &client_rt,
-            &partner_clients,
-            &everything_url,
-            Some(&token),
-            secs,
-        ),
+        measure(&partner_clients, &everything_url, Some(&token), true),
     ));
     let plain_rps = rows[0].1.rps;
     for (name, s) in &rows {
