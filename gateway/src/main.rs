@@ -59,7 +59,7 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Registers (or updates) a partner PHR service.
+    /// Registers (or updates) a partner PHR service (or, with --source, a source service).
     RegisterPartner {
         /// Service id = OAuth client_id.
         #[arg(long)]
@@ -88,6 +88,10 @@ enum Command {
         /// Requests per second.
         #[arg(long, default_value_t = 50)]
         rate: i64,
+        /// Register a source (a health-check institution, insurer or OP cloud delivering files
+        /// with `POST /import`) instead of a partner.
+        #[arg(long)]
+        source: bool,
     },
     /// Links an imported person key (e.g. 保険者番号:記号:番号:枝番) to a person.
     LinkPerson {
@@ -133,6 +137,7 @@ async fn main() -> ExitCode {
             jwks,
             scopes,
             rate,
+            source,
         } => {
             register_partner(
                 args.config.as_deref(),
@@ -145,6 +150,11 @@ async fn main() -> ExitCode {
                 jwks.as_deref(),
                 &scopes,
                 rate,
+                if source {
+                    ServiceKind::Source
+                } else {
+                    ServiceKind::Partner
+                },
             )
             .await
         }
@@ -309,6 +319,7 @@ async fn register_partner(
     jwks: Option<&Path>,
     scopes: &str,
     rate: i64,
+    kind: ServiceKind,
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load(config).context("reading the configuration")?;
     let db = Db::connect(&config.database.url, 2).await?;
@@ -349,7 +360,7 @@ async fn register_partner(
         &db,
         &Service {
             id: id.to_owned(),
-            kind: ServiceKind::Partner,
+            kind,
             name: name.to_owned(),
             purpose: purpose.to_owned(),
             categories,
@@ -363,7 +374,7 @@ async fn register_partner(
     )
     .await?;
     db.close().await;
-    println!("partner {id} registered");
+    println!("{} {id} registered", kind.as_str());
     Ok(ExitCode::SUCCESS)
 }
 

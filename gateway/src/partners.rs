@@ -52,7 +52,8 @@ pub async fn reload(
     directory: &ClientDirectory,
     rates: &std::sync::RwLock<HashMap<String, u32>>,
 ) -> Result<usize, StoreError> {
-    let partners = services::list(db, ServiceKind::Partner).await?;
+    let mut partners = services::list(db, ServiceKind::Partner).await?;
+    partners.extend(services::list(db, ServiceKind::Source).await?);
     let mut new_rates = HashMap::new();
     let mut live = Vec::new();
     for s in &partners {
@@ -89,6 +90,8 @@ pub async fn build(
     clock: SharedClock,
     trail: Arc<dyn AuditTrail>,
 ) -> Result<PartnerListener, GatewayError> {
+    let db_for_import = db.clone();
+    let trail_for_import = trail.clone();
     let directory = ClientDirectory::default();
     let rates = Arc::new(std::sync::RwLock::new(HashMap::new()));
     let n = reload(&db, &directory, &rates).await?;
@@ -123,6 +126,11 @@ pub async fn build(
             rates,
             default_rate: partner.default_rate_per_sec.max(1),
             fhir_base: format!("{base}/fhir"),
+            importer: Some(crate::importer::Importer::new(
+                db_for_import,
+                trail_for_import,
+                clock.clone(),
+            )),
             clock,
         },
         tls,

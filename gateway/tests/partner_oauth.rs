@@ -586,11 +586,16 @@ async fn start_partner_server_with(
     let clock: gateway::clock::SharedClock = Arc::new(gateway::clock::SystemClock);
     let state = PartnerState {
         auth: Arc::new(auth),
-        access: Arc::new(PartnerAccess::new(db, clock.clone(), trail)),
+        access: Arc::new(PartnerAccess::new(db.clone(), clock.clone(), trail.clone())),
         limiter: Arc::new(RateLimiter::new()),
         rates: Arc::default(),
         default_rate: rate,
         fhir_base: format!("https://localhost:{}/fhir", addr.port()),
+        importer: Some(gateway::importer::Importer::new(
+            db.clone(),
+            trail.clone(),
+            clock.clone(),
+        )),
         clock,
     };
     let task = tokio::spawn(gateway::server::serve_partner(
@@ -770,7 +775,7 @@ fn second_client() -> (RegisteredClient, Vec<u8>, KeyPair) {
         client_id: "partner-b".into(),
         jwks,
         certificate_sha256: vec![sha256(&der)],
-        scopes: vec!["system/Observation.rs".into()],
+        scopes: vec!["system/Observation.rs".into(), "system/Patient.rs".into()],
     };
     (client, der, key)
 }
@@ -996,6 +1001,135 @@ async fn fhir_api_over_mutual_tls_serves_only_within_consent() {
             .iter()
             .any(|e| matches!(e, TrailEvent::Access(a) if a.denied == Some("revoked")))
     );
+    server.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_imports_over_mutual_tls_all_or_nothing_and_idempotently() {
+    use gateway::store::services::{Service, ServiceKind, upsert};
+    let db = TestDb::new(Backend::Sqlite).await;
+    common::seed::add_partner(&db.db, CLIENT).await;
+    let now = gateway::clock::SystemClock.now_ms();
+    let clock = gateway::clock::ManualClock::new(now);
+    let auth = service(&db, clock.clone());
+    // The second registered client is a source (a health-check institution).
+    let (source, source_cert, source_key) = second_client();
+    auth.clients().register(source);
+    upsert(
+        &db.db,
+        &Service {
+            id: "partner-b".into(),
+            kind: ServiceKind::Source,
+            name: "健診機関".into(),
+            purpose: "健診結果の提供".into(),
+            categories: Vec::new(),
+            period_days: 365,
+            certificate_sha256: None,
+            jwks: None,
+            scopes: String::new(),
+            rate_per_sec: 100,
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    let trail = Arc::new(MemoryTrail::new());
+    let server = start_partner_server_with(auth, db.db.clone(), trail.clone(), 100).await;
+    let k = keys();
+    let token_for = |client: &reqwest::Client, assertion: String| {
+        let url = server.url("/oauth/token");
+        let client = client.clone();
+        async move {
+            let body: Value = client
+                .post(url)
+                .form(&form(&assertion))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            format!("Bearer {}", body["access_token"].as_str().unwrap())
+        }
+    };
+    let source_client = server.client(Some((&source_cert, &source_key)));
+    let mut c = claims(now / 1000);
+    c["iss"] = json!("partner-b");
+    c["sub"] = json!("partner-b");
+    let source_token = token_for(&source_client, es256(&c, Some("ec-b"), &keys().ec_other)).await;
+    let cda = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../data-converter/tests/fixtures/cda/full.xml"),
+    )
+    .unwrap();
+    let post = |client: &reqwest::Client, bearer: &str, file: &str, body: Vec<u8>| {
+        client
+            .post(server.url(&format!("/import?file={file}")))
+            .header("authorization", bearer)
+            .body(body)
+            .send()
+    };
+    let r = post(&source_client, &source_token, "full.xml", cda.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let first: Value = r.json().await.unwrap();
+    assert!(first["resources"].as_u64().unwrap() > 10, "{first}");
+    let counts = gateway::store::records::counts(&db.db).await.unwrap();
+    // The same bytes again: nothing added.
+    let r = post(&source_client, &source_token, "full-again.xml", cda.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["already_imported"], true);
+    assert_eq!(again["import_id"], first["import_id"]);
+    assert_eq!(
+        gateway::store::records::counts(&db.db).await.unwrap(),
+        counts
+    );
+    // A broken file: refused with its position, nothing stored.
+    let mut broken = cda.clone();
+    broken.truncate(cda.len() / 2);
+    let r = post(&source_client, &source_token, "broken.xml", broken)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let refused: Value = r.json().await.unwrap();
+    assert!(
+        refused["detail"].as_str().unwrap().contains("broken.xml"),
+        "{refused}"
+    );
+    assert_eq!(
+        gateway::store::records::counts(&db.db).await.unwrap(),
+        counts
+    );
+    // A partner may not import; nobody without a token may.
+    let partner_client = server.client(Some((&k.cert, &k.cert_key)));
+    let partner_token = token_for(
+        &partner_client,
+        es256(&claims(now / 1000), Some("ec-1"), &k.ec),
+    )
+    .await;
+    let r = post(&partner_client, &partner_token, "x.xml", cda.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = source_client
+        .post(server.url("/import?file=x.xml"))
+        .body(cda.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // The imports are audited.
+    let imports = trail
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, TrailEvent::Import(_)))
+        .count();
+    assert_eq!(imports, 2);
     server.stop().await;
     db.cleanup().await;
 }

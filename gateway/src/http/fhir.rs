@@ -94,7 +94,7 @@ fn access_error(e: AccessError) -> Response {
 }
 
 /// Checks the token, its certificate binding and the rate limit; the client id on success.
-async fn authorize(
+pub(super) async fn authorize(
     state: &PartnerState,
     headers: &HeaderMap,
     certificate: Option<&Extension<ClientCertificate>>,

@@ -9,13 +9,24 @@
 //!   400 `{"error":"invalid_request"|"unsupported_grant_type"|"invalid_scope"}` /
 //!   401 `{"error":"invalid_client"}` / 500 `{"error":"server_error"}`; always `Cache-Control:
 //!   no-store` (RFC 6749 §5.1).
+//! - `POST /import?file=NAME` (the file's bytes; bearer token of a registered **source** service
+//!   over its own certificate) → 201 `{"import_id","resources"}` / 200 `{"import_id",
+//!   "already_imported":true}` / 422 `{"error":"refused","detail":"file:line: … item …"}` / 403
+//!   for a partner / 401 / 503; all-or-nothing, the same bytes again are a no-op.
 
 use crate::clock::SharedClock;
 use crate::domain::access::PartnerAccess;
+use crate::domain::import::MAX_IMPORT_BYTES;
 use crate::domain::partner_auth::{PartnerAuth, TokenRequest, TokenRequestError};
 use crate::domain::rate_limit::RateLimiter;
+use crate::importer::{Importer, ImporterError};
+use crate::store::records::ImportOutcome;
+use crate::store::services::{self, ServiceKind};
+use axum::body::Bytes;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{Query, RawQuery};
+use axum::http::HeaderMap;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -47,6 +58,8 @@ pub struct PartnerState {
     pub fhir_base: String,
     /// Clock.
     pub clock: SharedClock,
+    /// Imports delivered by source services (`POST /import`); none: the route answers 404.
+    pub importer: Option<Importer>,
 }
 
 impl PartnerState {
@@ -73,6 +86,10 @@ pub fn partner_router(state: PartnerState) -> Router {
         .route("/oauth/token", post(token))
         .merge(super::fhir::routes())
         .layer(DefaultBodyLimit::max(MAX_PARTNER_BODY_BYTES))
+        .route(
+            "/import",
+            post(import).layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)),
+        )
         .layer(axum::middleware::map_response(no_store))
         .with_state(state)
 }
@@ -118,4 +135,95 @@ fn oauth_error(e: &TokenRequestError) -> Response {
         _ => StatusCode::BAD_REQUEST,
     };
     (status, Json(serde_json::json!({ "error": e.code() }))).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ImportQuery {
+    file: String,
+}
+
+/// `POST /import?file=NAME`: a source service delivers one file.
+async fn import(
+    State(state): State<PartnerState>,
+    headers: HeaderMap,
+    certificate: Option<Extension<ClientCertificate>>,
+    RawQuery(raw): RawQuery,
+    query: Result<Query<ImportQuery>, axum::extract::rejection::QueryRejection>,
+    body: Bytes,
+) -> Response {
+    let client = match super::fhir::authorize(
+        &state,
+        &headers,
+        certificate.as_ref(),
+        raw.as_deref(),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(importer) = &state.importer else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let error = |status: StatusCode, code: &str, detail: String| {
+        (
+            status,
+            Json(serde_json::json!({ "error": code, "detail": detail })),
+        )
+            .into_response()
+    };
+    match services::get(state.access.db(), &client).await {
+        Ok(Some(s)) if s.kind == ServiceKind::Source => {}
+        Ok(_) => return error(StatusCode::FORBIDDEN, "not_a_source", client),
+        Err(e) => {
+            tracing::error!(error = %e, "service lookup failed");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                String::new(),
+            );
+        }
+    }
+    let Ok(Query(q)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "file=NAME".into(),
+        );
+    };
+    let name = q
+        .file
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    if name.is_empty() || name.len() > 255 || name.starts_with('.') {
+        return error(StatusCode::BAD_REQUEST, "invalid_request", "file".into());
+    }
+    match importer
+        .import_bytes(body.to_vec(), &name, &client, Some(&client))
+        .await
+    {
+        Ok(ImportOutcome::Imported { id, resources }) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({ "import_id": id, "resources": resources })),
+        )
+            .into_response(),
+        Ok(ImportOutcome::AlreadyImported { id }) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "import_id": id, "already_imported": true })),
+        )
+            .into_response(),
+        Err(ImporterError::Refused(e)) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, "refused", e.to_string())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "import failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                String::new(),
+            )
+        }
+    }
 }
