@@ -393,6 +393,7 @@ fn run(backend: &str, secs: u64) {
             default_rate: 1_000_000,
             fhir_base: format!("{base}/fhir"),
             clock: clock.clone(),
+            exports: Default::default(),
             importer: None,
         };
         tokio::spawn(gateway::server::serve_partner(

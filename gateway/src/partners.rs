@@ -126,6 +126,7 @@ pub async fn build(
             rates,
             default_rate: partner.default_rate_per_sec.max(1),
             fhir_base: format!("{base}/fhir"),
+            exports: Default::default(),
             importer: Some(crate::importer::Importer::new(
                 db_for_import,
                 trail_for_import,

@@ -591,6 +591,7 @@ async fn start_partner_server_with(
         rates: Arc::default(),
         default_rate: rate,
         fhir_base: format!("https://localhost:{}/fhir", addr.port()),
+        exports: Default::default(),
         importer: Some(gateway::importer::Importer::new(
             db.clone(),
             trail.clone(),
@@ -1130,6 +1131,183 @@ async fn a_source_imports_over_mutual_tls_all_or_nothing_and_idempotently() {
         .filter(|e| matches!(e, TrailEvent::Import(_)))
         .count();
     assert_eq!(imports, 2);
+    server.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_export_serves_only_consenting_persons_and_only_to_the_partner_that_asked() {
+    use common::seed::{DAY, add_partner, change, seed_person};
+    use gateway::domain::consent::{Action, Category};
+    let db = TestDb::new(Backend::Sqlite).await;
+    add_partner(&db.db, CLIENT).await;
+    add_partner(&db.db, "partner-b").await;
+    let p1 = seed_person(&db.db, 1).await;
+    let p2 = seed_person(&db.db, 2).await;
+    let p3 = seed_person(&db.db, 3).await;
+    let now = gateway::clock::SystemClock.now_ms();
+    change(
+        &db.db,
+        &p1,
+        CLIENT,
+        Action::Grant,
+        &[Category::Checkup],
+        now - 1_000,
+        now + DAY,
+    )
+    .await;
+    change(
+        &db.db,
+        &p2,
+        CLIENT,
+        Action::Grant,
+        &[Category::Attendance],
+        now - 1_000,
+        now + DAY,
+    )
+    .await;
+    change(
+        &db.db,
+        &p3,
+        "partner-b",
+        Action::Grant,
+        &Category::ALL,
+        now - 1_000,
+        now + DAY,
+    )
+    .await;
+    let clock = gateway::clock::ManualClock::new(now);
+    let auth = service(&db, clock.clone());
+    let (b, b_cert, b_key) = second_client();
+    auth.clients().register(b);
+    let trail = Arc::new(MemoryTrail::new());
+    let server = start_partner_server_with(auth, db.db.clone(), trail.clone(), 1_000).await;
+    let k = keys();
+    let client = server.client(Some((&k.cert, &k.cert_key)));
+    let body: Value = client
+        .post(server.url("/oauth/token"))
+        .form(&form(&es256(&claims(now / 1000), Some("ec-1"), &k.ec)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {}", body["access_token"].as_str().unwrap());
+
+    // Kick-off needs Prefer: respond-async.
+    let r = client
+        .get(server.url("/fhir/$export"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = client
+        .get(server.url("/fhir/$export"))
+        .header("authorization", &bearer)
+        .header("prefer", "respond-async")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let status_url = r.headers()["content-location"].to_str().unwrap().to_owned();
+    assert!(status_url.contains("/fhir/$export-status/"));
+    let path = status_url
+        .split_once("/fhir/")
+        .map(|(_, p)| format!("/fhir/{p}"))
+        .unwrap();
+
+    // Another partner cannot see the job.
+    let client_b = server.client(Some((&b_cert, &b_key)));
+    let mut cb = claims(now / 1000);
+    cb["iss"] = json!("partner-b");
+    cb["sub"] = json!("partner-b");
+    let body: Value = client_b
+        .post(server.url("/oauth/token"))
+        .form(&form(&es256(&cb, Some("ec-b"), &k.ec_other)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer_b = format!("Bearer {}", body["access_token"].as_str().unwrap());
+    let r = client_b
+        .get(server.url(&path))
+        .header("authorization", &bearer_b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Poll until done.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let manifest: Value = loop {
+        let r = client
+            .get(server.url(&path))
+            .header("authorization", &bearer)
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            202 => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "export did not finish"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            200 => break r.json().await.unwrap(),
+            other => panic!("status {other}"),
+        }
+    };
+    assert_eq!(manifest["requiresAccessToken"], true);
+    let mut lines = Vec::new();
+    for out in manifest["output"].as_array().unwrap() {
+        let url = out["url"].as_str().unwrap();
+        let path = url
+            .split_once("/fhir/")
+            .map(|(_, p)| format!("/fhir/{p}"))
+            .unwrap();
+        let r = client
+            .get(server.url(&path))
+            .header("authorization", &bearer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/fhir+ndjson");
+        for line in r.text().await.unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["resourceType"], out["type"]);
+            lines.push(format!(
+                "{}/{}",
+                v["resourceType"].as_str().unwrap(),
+                v["id"].as_str().unwrap()
+            ));
+        }
+    }
+    lines.sort();
+    // p1: Patient + its two checkup Observations; p2: Patient + its attendance Observation; p3
+    // consented only to partner-b: nothing.
+    assert_eq!(
+        lines,
+        vec![
+            "Observation/hours-2".to_owned(),
+            "Observation/obs-1-1".to_owned(),
+            "Observation/obs-1-2".to_owned(),
+            format!("Patient/{p1}"),
+            format!("Patient/{p2}"),
+        ]
+    );
+    // Each person's part was audited as an export.
+    let exports = trail
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, TrailEvent::Access(a) if a.action == gateway::domain::access::AccessAction::Export))
+        .count();
+    assert_eq!(exports, 2);
     server.stop().await;
     db.cleanup().await;
 }

@@ -338,18 +338,31 @@ impl PartnerAccess {
 
     /// `Patient/[id]/$everything`: the Patient and every consented resource.
     pub async fn everything(&self, partner: &str, person_id: &str) -> Result<Served, AccessError> {
+        self.all_of(partner, person_id, AccessAction::Everything)
+            .await
+    }
+
+    /// One person's part of a bulk export: as `$everything`, audited as an export.
+    pub async fn export_person(
+        &self,
+        partner: &str,
+        person_id: &str,
+    ) -> Result<Served, AccessError> {
+        self.all_of(partner, person_id, AccessAction::Export).await
+    }
+
+    async fn all_of(
+        &self,
+        partner: &str,
+        person_id: &str,
+        action: AccessAction,
+    ) -> Result<Served, AccessError> {
         let now = self.clock.now_ms();
         let granted = match self.consented(partner, person_id, now).await? {
             Ok(g) => g,
             Err(reason) => {
                 return Err(self
-                    .deny(
-                        partner,
-                        Some(person_id),
-                        AccessAction::Everything,
-                        reason,
-                        now,
-                    )
+                    .deny(partner, Some(person_id), action, reason, now)
                     .await);
             }
         };
@@ -365,14 +378,8 @@ impl PartnerAccess {
         .await?;
         let mut served = vec![self.patient_json(person_id).await?];
         served.extend(self.rewrite(person_id, rows).await?);
-        self.permit(
-            partner,
-            Some(person_id),
-            AccessAction::Everything,
-            served,
-            now,
-        )
-        .await
+        self.permit(partner, Some(person_id), action, served, now)
+            .await
     }
 
     /// Persons whose consent to `partner` is in force (for `GET Patient` and bulk export).

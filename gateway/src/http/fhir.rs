@@ -300,8 +300,13 @@ async fn metadata(State(state): State<PartnerState>) -> Response {
         "implementation": { "description": "iPHR gateway partner API", "url": state.fhir_base },
         "fhirVersion": "4.0.1",
         "format": ["json"],
+        "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"],
         "rest": [{
             "mode": "server",
+            "operation": [{
+                "name": "export",
+                "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
+            }],
             "security": {
                 "cors": false,
                 "service": [{ "coding": [{

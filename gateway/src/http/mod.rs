@@ -25,6 +25,7 @@
 mod auth;
 mod consent;
 mod error;
+pub mod export;
 pub mod fhir;
 pub mod kiosk;
 pub mod partner;

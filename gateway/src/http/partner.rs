@@ -3,7 +3,7 @@
 //! [`ClientCertificate`] request extension.
 //!
 //! - `GET  /healthz` → 200 `ok`
-//! - `/fhir/…`: the FHIR API, see [`super::fhir`]
+//! - `/fhir/…`: the FHIR API, see [`super::fhir`]; bulk `$export`, see [`super::export`]
 //! - `POST /oauth/token` (`application/x-www-form-urlencoded`, RFC 6749 §4.4.2 with RFC 7523
 //!   client assertion) → 200 `{"access_token","token_type":"Bearer","expires_in","scope"}` /
 //!   400 `{"error":"invalid_request"|"unsupported_grant_type"|"invalid_scope"}` /
@@ -60,6 +60,8 @@ pub struct PartnerState {
     pub clock: SharedClock,
     /// Imports delivered by source services (`POST /import`); none: the route answers 404.
     pub importer: Option<Importer>,
+    /// Bulk export jobs of this process.
+    pub exports: super::export::ExportJobs,
 }
 
 impl PartnerState {
@@ -84,6 +86,7 @@ pub fn partner_router(state: PartnerState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/oauth/token", post(token))
+        .merge(super::export::routes())
         .merge(super::fhir::routes())
         .layer(DefaultBodyLimit::max(MAX_PARTNER_BODY_BYTES))
         .route(
