@@ -1311,3 +1311,182 @@ async fn bulk_export_serves_only_consenting_persons_and_only_to_the_partner_that
     server.stop().await;
     db.cleanup().await;
 }
+
+// ---------------------------------------------------------------- G8: no secrets in the logs
+
+/// Everything logged by this test binary from the first call on, at DEBUG and above.
+fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || LogWriter(writer.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        buf
+    })
+    .clone()
+}
+
+struct LogWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g8_logs_hold_no_tokens_session_ids_nonces_or_clinical_values() {
+    use common::seed::{DAY, add_partner, add_person, change};
+    use gateway::domain::consent::{Action, Category};
+    use gateway::store::records::{NewImport, NewPersonKey, NewResource};
+    let logs = captured_logs();
+    let db = TestDb::new(Backend::Sqlite).await;
+    add_partner(&db.db, CLIENT).await;
+    add_person(&db.db, "p-canary").await;
+    let clinical = "CANARY-中性脂肪-217mg";
+    gateway::store::records::import(
+        &db.db,
+        &NewImport {
+            content_sha256: [9; 32],
+            source_id: None,
+            file_name: "canary.xml".into(),
+            format: "test".into(),
+            records: 1,
+            person_keys: vec![NewPersonKey {
+                person_key: "key-canary".into(),
+                patient_id: "pat-canary".into(),
+            }],
+            resources: vec![NewResource {
+                resource_type: "Observation".into(),
+                id: "obs-canary".into(),
+                person_key: "key-canary".into(),
+                category: Category::Checkup.as_str().into(),
+                fhir_category: None,
+                code: None,
+                effective: None,
+                json: json!({"resourceType": "Observation", "id": "obs-canary",
+                    "subject": {"reference": "Patient/pat-canary"}, "valueString": clinical})
+                .to_string(),
+            }],
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    gateway::store::records::link_person_key(&db.db, "key-canary", "p-canary", 0)
+        .await
+        .unwrap();
+    let now = gateway::clock::SystemClock.now_ms();
+    change(
+        &db.db,
+        "p-canary",
+        CLIENT,
+        Action::Grant,
+        &[Category::Checkup],
+        now - 1,
+        now + DAY,
+    )
+    .await;
+
+    // The partner side: assertion, token, reads, refusals.
+    let clock = gateway::clock::ManualClock::new(now);
+    let server = start_partner_server_with(
+        service(&db, clock.clone()),
+        db.db.clone(),
+        Arc::new(MemoryTrail::new()),
+        1_000,
+    )
+    .await;
+    let k = keys();
+    let client = server.client(Some((&k.cert, &k.cert_key)));
+    let assertion = es256(&claims(now / 1000), Some("ec-1"), &k.ec);
+    let body: Value = client
+        .post(server.url("/oauth/token"))
+        .form(&form(&assertion))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    // The same assertion again (refused, logged as such).
+    let _ = client
+        .post(server.url("/oauth/token"))
+        .form(&form(&assertion))
+        .send()
+        .await;
+    let r = client
+        .get(server.url("/fhir/Observation/obs-canary"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.text().await.unwrap().contains(clinical));
+    let wrong = format!("{token}x");
+    let _ = client
+        .get(server.url("/fhir/Observation/obs-canary"))
+        .header("authorization", format!("Bearer {wrong}"))
+        .send()
+        .await;
+    let _ = client
+        .get(server.url(&format!("/fhir/Patient/p-canary?access_token={token}")))
+        .send()
+        .await;
+    server.stop().await;
+
+    // The kiosk side: a session, a nonce, a card token, a consent document.
+    let gw =
+        common::TestGateway::start(db.db.clone(), common::default_verifier(), clock.clone()).await;
+    let card = common::Card::new();
+    let mut browser = gw.browser();
+    let nonce = browser.nonce().await;
+    let card_token = card.token(&gw.origin, &nonce);
+    let r = browser
+        .post("/api/auth/token", Some(card_token.clone()))
+        .await;
+    assert_eq!(r.status, 200);
+    let session = browser.cookie.clone().unwrap();
+    let r = browser
+        .post(
+            "/api/consent/prepare",
+            Some(br#"{"service_id":"partner-phr-app","action":"revoke"}"#.to_vec()),
+        )
+        .await;
+    let consent_nonce = r.json["nonce"].as_str().unwrap().to_owned();
+    let _ = browser
+        .post(
+            "/api/consent/commit",
+            Some(card.token(&gw.origin, &consent_nonce)),
+        )
+        .await;
+    gw.stop().await;
+
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(text.contains("token"), "the capture works: {}", text.len());
+    let token_json: Value = serde_json::from_slice(&card_token).unwrap();
+    let signature = token_json["signature"].as_str().unwrap_or("").to_owned();
+    for (what, canary) in [
+        ("access token", token.as_str()),
+        ("refused access token", wrong.as_str()),
+        ("client assertion", assertion.as_str()),
+        ("clinical value", clinical),
+        ("session id", session.as_str()),
+        ("sign-in nonce", nonce.as_str()),
+        ("consent nonce", consent_nonce.as_str()),
+        ("card signature", signature.as_str()),
+    ] {
+        assert!(!canary.is_empty(), "{what}");
+        assert!(!text.contains(canary), "{what} found in the logs");
+    }
+    db.cleanup().await;
+}
