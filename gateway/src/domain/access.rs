@@ -110,7 +110,17 @@ pub struct PartnerAccess {
     db: Db,
     clock: SharedClock,
     audit: Arc<dyn AuditTrail>,
+    /// The Patient ids of a person's linked keys, read in the last [`PATIENT_IDS_CACHE_MS`]
+    /// (only used to rewrite references; consent is never cached).
+    patient_ids: std::sync::Mutex<std::collections::HashMap<String, CachedIds>>,
 }
+
+/// A person's Patient ids and when they were read (ms).
+type CachedIds = (Arc<Vec<String>>, i64);
+
+/// How long a person's Patient ids are reused (a new link shows in rewritten references at most
+/// this late).
+pub const PATIENT_IDS_CACHE_MS: i64 = 1_000;
 
 /// One served resource: its reference (`Type/id`) and JSON (already rewritten to the person's
 /// Patient id).
@@ -128,7 +138,12 @@ pub type Served = Vec<ServedResource>;
 impl PartnerAccess {
     /// A service over `db` writing to `audit`.
     pub fn new(db: Db, clock: SharedClock, audit: Arc<dyn AuditTrail>) -> Self {
-        PartnerAccess { db, clock, audit }
+        PartnerAccess {
+            db,
+            clock,
+            audit,
+            patient_ids: std::sync::Mutex::default(),
+        }
     }
 
     /// The database.
@@ -407,7 +422,29 @@ impl PartnerAccess {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let patient_ids = records::patient_ids_of(&self.db, person_id).await?;
+        let now = self.clock.now_ms();
+        let cached = self
+            .patient_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(person_id)
+            .filter(|(_, at)| now.saturating_sub(*at) < PATIENT_IDS_CACHE_MS && *at <= now)
+            .map(|(ids, _)| ids.clone());
+        let patient_ids = match cached {
+            Some(ids) => ids,
+            None => {
+                let ids = Arc::new(records::patient_ids_of(&self.db, person_id).await?);
+                let mut cache = self
+                    .patient_ids
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if cache.len() >= 50_000 {
+                    cache.clear();
+                }
+                cache.insert(person_id.to_owned(), (ids.clone(), now));
+                ids
+            }
+        };
         let to = format!("\"Patient/{person_id}\"");
         let from: Vec<String> = patient_ids
             .iter()

@@ -159,7 +159,16 @@ pub struct PartnerAuth {
     clients: ClientDirectory,
     config: PartnerAuthConfig,
     rng: ring::rand::SystemRandom,
+    /// Bindings read from the store in the last [`BINDING_CACHE_MS`], by token hash.
+    bindings: std::sync::Mutex<HashMap<[u8; 32], (TokenBinding, i64)>>,
 }
+
+/// How long a token binding read from the store is reused. Expiry, the certificate and the
+/// client's registration are still checked on every request; a token deleted in the store by
+/// another gateway (withdrawal) is refused here at most this long after.
+pub const BINDING_CACHE_MS: i64 = 1_000;
+/// Most cached bindings (the cache is emptied when full).
+const BINDING_CACHE_MAX: usize = 50_000;
 
 impl PartnerAuth {
     /// A service over `db` for the clients in `clients`.
@@ -175,6 +184,7 @@ impl PartnerAuth {
             clients,
             config,
             rng: ring::rand::SystemRandom::new(),
+            bindings: std::sync::Mutex::default(),
         }
     }
 
@@ -274,8 +284,33 @@ impl PartnerAuth {
             .and_then(|h| h.strip_prefix("Bearer "))
             .filter(|t| !t.is_empty() && t.len() <= 128)
             .ok_or(AccessError::Missing)?;
-        let binding = store::find_token(&self.db, &access_token_hash(token)).await?;
-        let binding = check_binding(binding, client_certificate, self.clock.now_ms())?;
+        let hash = access_token_hash(token);
+        let now = self.clock.now_ms();
+        let cached = self
+            .bindings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&hash)
+            .filter(|(_, at)| now.saturating_sub(*at) < BINDING_CACHE_MS && *at <= now)
+            .map(|(b, _)| b.clone());
+        let binding = match cached {
+            Some(b) => Some(b),
+            None => {
+                let found = store::find_token(&self.db, &hash).await?;
+                if let Some(b) = &found {
+                    let mut cache = self
+                        .bindings
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if cache.len() >= BINDING_CACHE_MAX {
+                        cache.clear();
+                    }
+                    cache.insert(hash, (b.clone(), now));
+                }
+                found
+            }
+        };
+        let binding = check_binding(binding, client_certificate, now)?;
         if self.clients.get(&binding.client_id).is_none() {
             return Err(AccessError::Unknown.into());
         }
@@ -285,6 +320,10 @@ impl PartnerAuth {
     /// Withdraws a client: removed from the directory, every token revoked.
     pub async fn withdraw(&self, client_id: &str) -> Result<u64, StoreError> {
         self.clients.remove(client_id);
+        self.bindings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, (b, _)| b.client_id != client_id);
         store::revoke_client_tokens(&self.db, client_id).await
     }
 }
