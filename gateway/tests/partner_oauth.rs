@@ -652,6 +652,20 @@ fn pem_block(label: &str, der: &[u8]) -> String {
     )
 }
 
+/// Gets an access token over `client`'s connection with `assertion`.
+async fn access_token(server: &PartnerServer, client: &reqwest::Client, assertion: &str) -> String {
+    let body: Value = client
+        .post(server.url("/oauth/token"))
+        .form(&form(assertion))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
 fn form(assertion: &str) -> Vec<(&'static str, String)> {
     vec![
         ("grant_type", "client_credentials".into()),
@@ -835,16 +849,7 @@ async fn fhir_api_over_mutual_tls_serves_only_within_consent() {
     );
 
     let assertion = es256(&claims(now / 1000), Some("ec-1"), &k.ec);
-    let body: Value = client
-        .post(server.url("/oauth/token"))
-        .form(&form(&assertion))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = body["access_token"].as_str().unwrap().to_owned();
+    let token = access_token(&server, &client, &assertion).await;
     let bearer = format!("Bearer {token}");
     let get = |path: String, auth: Option<String>, c: &reqwest::Client| {
         let mut req = c.get(server.url(&path));
@@ -1038,27 +1043,19 @@ async fn a_source_imports_over_mutual_tls_all_or_nothing_and_idempotently() {
     let trail = Arc::new(MemoryTrail::new());
     let server = start_partner_server_with(auth, db.db.clone(), trail.clone(), 100).await;
     let k = keys();
-    let token_for = |client: &reqwest::Client, assertion: String| {
-        let url = server.url("/oauth/token");
-        let client = client.clone();
-        async move {
-            let body: Value = client
-                .post(url)
-                .form(&form(&assertion))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            format!("Bearer {}", body["access_token"].as_str().unwrap())
-        }
-    };
     let source_client = server.client(Some((&source_cert, &source_key)));
     let mut c = claims(now / 1000);
     c["iss"] = json!("partner-b");
     c["sub"] = json!("partner-b");
-    let source_token = token_for(&source_client, es256(&c, Some("ec-b"), &keys().ec_other)).await;
+    let source_token = format!(
+        "Bearer {}",
+        access_token(
+            &server,
+            &source_client,
+            &es256(&c, Some("ec-b"), &keys().ec_other)
+        )
+        .await
+    );
     let cda = std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../data-converter/tests/fixtures/cda/full.xml"),
@@ -1108,11 +1105,15 @@ async fn a_source_imports_over_mutual_tls_all_or_nothing_and_idempotently() {
     );
     // A partner may not import; nobody without a token may.
     let partner_client = server.client(Some((&k.cert, &k.cert_key)));
-    let partner_token = token_for(
-        &partner_client,
-        es256(&claims(now / 1000), Some("ec-1"), &k.ec),
-    )
-    .await;
+    let partner_token = format!(
+        "Bearer {}",
+        access_token(
+            &server,
+            &partner_client,
+            &es256(&claims(now / 1000), Some("ec-1"), &k.ec)
+        )
+        .await
+    );
     let r = post(&partner_client, &partner_token, "x.xml", cda.clone())
         .await
         .unwrap();
@@ -1184,16 +1185,15 @@ async fn bulk_export_serves_only_consenting_persons_and_only_to_the_partner_that
     let server = start_partner_server_with(auth, db.db.clone(), trail.clone(), 1_000).await;
     let k = keys();
     let client = server.client(Some((&k.cert, &k.cert_key)));
-    let body: Value = client
-        .post(server.url("/oauth/token"))
-        .form(&form(&es256(&claims(now / 1000), Some("ec-1"), &k.ec)))
-        .send()
+    let bearer = format!(
+        "Bearer {}",
+        access_token(
+            &server,
+            &client,
+            &es256(&claims(now / 1000), Some("ec-1"), &k.ec)
+        )
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let bearer = format!("Bearer {}", body["access_token"].as_str().unwrap());
+    );
 
     // Kick-off needs Prefer: respond-async.
     let r = client
@@ -1223,16 +1223,10 @@ async fn bulk_export_serves_only_consenting_persons_and_only_to_the_partner_that
     let mut cb = claims(now / 1000);
     cb["iss"] = json!("partner-b");
     cb["sub"] = json!("partner-b");
-    let body: Value = client_b
-        .post(server.url("/oauth/token"))
-        .form(&form(&es256(&cb, Some("ec-b"), &k.ec_other)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let bearer_b = format!("Bearer {}", body["access_token"].as_str().unwrap());
+    let bearer_b = format!(
+        "Bearer {}",
+        access_token(&server, &client_b, &es256(&cb, Some("ec-b"), &k.ec_other)).await
+    );
     let r = client_b
         .get(server.url(&path))
         .header("authorization", &bearer_b)
@@ -1409,16 +1403,7 @@ async fn g8_logs_hold_no_tokens_session_ids_nonces_or_clinical_values() {
     let k = keys();
     let client = server.client(Some((&k.cert, &k.cert_key)));
     let assertion = es256(&claims(now / 1000), Some("ec-1"), &k.ec);
-    let body: Value = client
-        .post(server.url("/oauth/token"))
-        .form(&form(&assertion))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = body["access_token"].as_str().unwrap().to_owned();
+    let token = access_token(&server, &client, &assertion).await;
     // The same assertion again (refused, logged as such).
     let _ = client
         .post(server.url("/oauth/token"))
