@@ -10,6 +10,7 @@
 //! - [`csv_import`]: institution CSVs described by a TOML mapping.
 //! - [`judgement`]: 判定値 flags, 判定区分, メタボ判定, 階層化 from tables shipped as data.
 //! - [`fhir`]: FHIR R4 JP Core export (Bundle, NDJSON).
+//! - [`named`]: delivered files by name, read whole (the gateway's imports).
 //! - [`fuzzing`]: entry points of the fuzz targets and the random-input harness.
 //! - [`attendance`]: 勤怠 daily CSV → monthly overtime, flags and the interview list (issue 5).
 //! - [`oh`]: occupational-physician records JSON, the rework sheet, and their FHIR (issue 5).
@@ -27,6 +28,7 @@ pub mod fhir;
 pub mod fuzzing;
 pub mod iphr;
 pub mod judgement;
+pub mod named;
 pub mod normalize;
 pub mod stress;
 pub mod synth;

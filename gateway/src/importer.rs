@@ -33,6 +33,9 @@ pub enum ImporterError {
         /// The error.
         source: std::io::Error,
     },
+    /// The caller is not a registered source service (partners and unknown clients may not import).
+    #[error("{0} is not a registered source")]
+    NotASource(String),
     /// The converter thread panicked or was cancelled.
     #[error("converter task failed: {0}")]
     Task(String),
@@ -84,6 +87,23 @@ impl Importer {
             .await
             .map_err(ImporterError::Audit)?;
         Ok(outcome)
+    }
+}
+
+impl Importer {
+    /// Imports a file delivered by the service `service_id`, which must be a registered source.
+    pub async fn import_from_source(
+        &self,
+        service_id: &str,
+        bytes: Vec<u8>,
+        file_name: &str,
+    ) -> Result<ImportOutcome, ImporterError> {
+        match crate::store::services::get(&self.db, service_id).await? {
+            Some(s) if s.kind == crate::store::services::ServiceKind::Source => {}
+            _ => return Err(ImporterError::NotASource(service_id.to_owned())),
+        }
+        self.import_bytes(bytes, file_name, service_id, Some(service_id))
+            .await
     }
 }
 

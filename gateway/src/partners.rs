@@ -90,8 +90,6 @@ pub async fn build(
     clock: SharedClock,
     trail: Arc<dyn AuditTrail>,
 ) -> Result<PartnerListener, GatewayError> {
-    let db_for_import = db.clone();
-    let trail_for_import = trail.clone();
     let directory = ClientDirectory::default();
     let rates = Arc::new(std::sync::RwLock::new(HashMap::new()));
     let n = reload(&db, &directory, &rates).await?;
@@ -118,6 +116,7 @@ pub async fn build(
         &tls_files.key,
         Arc::new(move |der: &[u8]| registry_directory.knows_certificate(der)),
     )?;
+    let importer = crate::importer::Importer::new(db.clone(), trail.clone(), clock.clone());
     Ok(PartnerListener {
         state: PartnerState {
             auth: Arc::new(auth),
@@ -127,11 +126,7 @@ pub async fn build(
             default_rate: partner.default_rate_per_sec.max(1),
             fhir_base: format!("{base}/fhir"),
             exports: Default::default(),
-            importer: Some(crate::importer::Importer::new(
-                db_for_import,
-                trail_for_import,
-                clock.clone(),
-            )),
+            importer: Some(importer),
             clock,
         },
         tls,

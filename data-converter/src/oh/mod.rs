@@ -538,6 +538,40 @@ pub const TYPES: [(&str, &str); 6] = [
     ("rework_sheet", "標準化リワークプログラム評価シート"),
 ];
 
+/// The document type of an `oh-records/1` record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentType {
+    /// 面談記録.
+    Interview,
+    /// 産業医意見書.
+    Opinion,
+    /// 就業判定.
+    FitnessJudgement,
+    /// 職場巡視記録 (about a workplace; names a worker only when it concerns one).
+    Patrol,
+    /// 主治医意見書.
+    AttendingOpinion,
+    /// 標準化リワークプログラム評価シート.
+    ReworkSheet,
+}
+
+/// The document type of a record read by [`read_oh`]; `None` for any other record.
+pub fn document_type(record: &Record) -> Option<DocumentType> {
+    let kind = record.header.report_kind.as_ref()?;
+    if kind.system != SYSTEM_DOCUMENT {
+        return None;
+    }
+    Some(match &*kind.code {
+        "interview" => DocumentType::Interview,
+        "opinion" => DocumentType::Opinion,
+        "fitness_judgement" => DocumentType::FitnessJudgement,
+        "patrol" => DocumentType::Patrol,
+        "attending_opinion" => DocumentType::AttendingOpinion,
+        "rework_sheet" => DocumentType::ReworkSheet,
+        _ => return None,
+    })
+}
+
 fn schema_error(file: &str, line: u64, pointer: String, field: &str, reason: String) -> Error {
     Error::new(
         Location::file(file)

@@ -6,6 +6,7 @@ use crate::domain::consent::Category;
 use crate::store::records::{NewImport, NewPersonKey, NewResource};
 use data_converter::fhir::{RefStyle, record_resources};
 use data_converter::iphr::Record;
+use data_converter::named::FileKind;
 use std::collections::BTreeMap;
 
 /// Largest file accepted (the API and the drop directory).
@@ -19,8 +20,8 @@ pub enum ImportError {
     Convert(#[from] data_converter::Error),
     /// The file's kind is not known from its name.
     #[error(
-        "{file}: unsupported file type (expected .zip 特定健診 archive, .xml CDA, .uke claims, \
-         .stress.csv or .stress.json stress check, .attendance.csv, .oh.json OP records)"
+        "{file}: unsupported file type (expected one of {})",
+        FileKind::SUFFIXES
     )]
     UnsupportedFormat {
         /// File name.
@@ -52,37 +53,32 @@ pub enum ImportError {
     },
 }
 
-/// The data category of a record's resources (fail closed: unknown formats are not imported).
+/// The data category of a record's resources (every source format maps to one; a new format
+/// fails to compile here until it is given one).
 fn category_of(record: &Record) -> Category {
     use data_converter::iphr::SourceFormat;
+    use data_converter::oh::DocumentType;
     match record.source.format {
         SourceFormat::TokuteiCda | SourceFormat::HealthCheckCsv => Category::Checkup,
         SourceFormat::UkeClaims => Category::Claims,
         SourceFormat::StressCheck => Category::StressCheck,
         SourceFormat::Attendance => Category::Attendance,
-        SourceFormat::OhRecords => {
-            // The record's document type (`oh-records/1` `type`, docs/oh-records.md).
-            let kind = record.header.report_kind.as_ref().map(|c| &*c.code);
-            match kind {
-                Some("interview") => Category::Interview,
-                Some("patrol") => Category::Patrol,
-                Some("rework_sheet") => Category::Rework,
-                Some("attending_opinion") => Category::PhysicianOpinion,
-                // opinion, fitness_judgement, and anything newer: the OP's opinions.
-                _ => Category::OhOpinion,
+        SourceFormat::OhRecords => match data_converter::oh::document_type(record) {
+            Some(DocumentType::Interview) => Category::Interview,
+            Some(DocumentType::Patrol) => Category::Patrol,
+            Some(DocumentType::ReworkSheet) => Category::Rework,
+            Some(DocumentType::AttendingOpinion) => Category::PhysicianOpinion,
+            // Opinions, 就業判定, and anything newer: the OP's opinions.
+            Some(DocumentType::Opinion | DocumentType::FitnessJudgement) | None => {
+                Category::OhOpinion
             }
-        }
+        },
     }
 }
 
 /// A record about a workplace rather than a person (職場巡視記録 without a worker).
 fn is_workplace_record(record: &Record) -> bool {
-    record.source.format == data_converter::iphr::SourceFormat::OhRecords
-        && record
-            .header
-            .report_kind
-            .as_ref()
-            .is_some_and(|c| c.code == "patrol")
+    data_converter::oh::document_type(record) == Some(data_converter::oh::DocumentType::Patrol)
 }
 
 /// `system|code` of the first coding of `code`, if any.
@@ -205,57 +201,11 @@ pub fn convert(
             max: MAX_IMPORT_BYTES,
         });
     }
+    let kind = FileKind::of(file_name).ok_or_else(|| ImportError::UnsupportedFormat {
+        file: file_name.to_owned(),
+    })?;
+    let records = data_converter::named::read(kind, bytes, file_name)?;
     let sha = crate::domain::sha256(bytes);
-    let lower = file_name.to_ascii_lowercase();
-    let (records, format) =
-        if lower.ends_with(".zip") {
-            let mut records = Vec::new();
-            let mut first_error = None;
-            data_converter::archive::read_archive(std::io::Cursor::new(bytes), file_name, |r| {
-                match r {
-                    Ok(rec) => {
-                        records.push(rec);
-                        std::ops::ControlFlow::Continue(())
-                    }
-                    Err(e) => {
-                        first_error = Some(e);
-                        std::ops::ControlFlow::Break(())
-                    }
-                }
-            })?;
-            if let Some(e) = first_error {
-                return Err(e.into());
-            }
-            (records, "tokutei-archive")
-        } else if lower.ends_with(".uke") {
-            (
-                data_converter::claims::read_uke(bytes, file_name, None)?.records,
-                "uke-claims",
-            )
-        } else if lower.ends_with(".stress.csv") || lower.ends_with(".stress.json") {
-            let out = if lower.ends_with(".csv") {
-                data_converter::stress::read_stress_csv(bytes, file_name)?
-            } else {
-                data_converter::stress::read_stress_json(bytes, file_name)?
-            };
-            (out.records().cloned().collect(), "stress-check")
-        } else if lower.ends_with(".attendance.csv") {
-            let att = data_converter::attendance::read_attendance(bytes, file_name)?;
-            (data_converter::attendance::records(&att), "attendance")
-        } else if lower.ends_with(".oh.json") {
-            (
-                data_converter::oh::read_oh(bytes, file_name, None)?,
-                "oh-records",
-            )
-        } else if lower.ends_with(".xml") {
-            (
-                vec![data_converter::cda::read_cda(bytes, file_name)?],
-                "tokutei-cda",
-            )
-        } else {
-            return Err(ImportError::UnsupportedFormat {
-                file: file_name.to_owned(),
-            });
-        };
+    let format = kind.tag();
     from_records(&records, sha, file_name, format, source_id)
 }

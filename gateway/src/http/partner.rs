@@ -21,7 +21,6 @@ use crate::domain::partner_auth::{PartnerAuth, TokenRequest, TokenRequestError};
 use crate::domain::rate_limit::RateLimiter;
 use crate::importer::{Importer, ImporterError};
 use crate::store::records::ImportOutcome;
-use crate::store::services::{self, ServiceKind};
 use axum::body::Bytes;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{DefaultBodyLimit, State};
@@ -175,18 +174,6 @@ async fn import(
         )
             .into_response()
     };
-    match services::get(state.access.db(), &client).await {
-        Ok(Some(s)) if s.kind == ServiceKind::Source => {}
-        Ok(_) => return error(StatusCode::FORBIDDEN, "not_a_source", client),
-        Err(e) => {
-            tracing::error!(error = %e, "service lookup failed");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                String::new(),
-            );
-        }
-    }
     let Ok(Query(q)) = query else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -204,7 +191,7 @@ async fn import(
         return error(StatusCode::BAD_REQUEST, "invalid_request", "file".into());
     }
     match importer
-        .import_bytes(body.to_vec(), &name, &client, Some(&client))
+        .import_from_source(&client, body.to_vec(), &name)
         .await
     {
         Ok(ImportOutcome::Imported { id, resources }) => (
@@ -220,6 +207,7 @@ async fn import(
         Err(ImporterError::Refused(e)) => {
             error(StatusCode::UNPROCESSABLE_ENTITY, "refused", e.to_string())
         }
+        Err(ImporterError::NotASource(who)) => error(StatusCode::FORBIDDEN, "not_a_source", who),
         Err(e) => {
             tracing::error!(error = %e, "import failed");
             error(

@@ -200,6 +200,10 @@ pub async fn purge_pending(db: &Db, now_ms: i64) -> Result<u64, StoreError> {
     Ok(n)
 }
 
+const INSERT_VERSION: &str = "INSERT INTO consent_versions (person_id, service_id, version, \
+     action, categories, period_start_ms, period_end_ms, document, token, card_fingerprint, \
+     committed_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
 /// Writes version `doc.version` and moves the head to it, if the head is at `doc.version - 1`
 /// (absent for version 1).
 pub async fn commit(
@@ -227,6 +231,43 @@ pub async fn commit(
          period_start_ms = $6, period_end_ms = $7 \
          WHERE person_id = $1 AND service_id = $2 AND version = $3 - 1"
     };
+    // The same two statements on either backend, in the transaction `$tx`.
+    macro_rules! write_version {
+        ($tx:expr) => {{
+            let moved = sqlx::query(head_sql)
+                .bind(&doc.person_id)
+                .bind(&doc.service_id)
+                .bind(doc.version)
+                .bind(state.status.as_str())
+                .bind(&categories)
+                .bind(state.period_start_ms)
+                .bind(state.period_end_ms)
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected();
+            if moved == 1 {
+                sqlx::query(INSERT_VERSION)
+                    .bind(&doc.person_id)
+                    .bind(&doc.service_id)
+                    .bind(doc.version)
+                    .bind(action)
+                    .bind(&categories)
+                    .bind(state.period_start_ms)
+                    .bind(state.period_end_ms)
+                    .bind(&canonical)
+                    .bind(token)
+                    .bind(card_fingerprint)
+                    .bind(now_ms)
+                    .execute(&mut *$tx)
+                    .await?;
+                $tx.commit().await?;
+                CommitOutcome::Committed
+            } else {
+                $tx.rollback().await?;
+                CommitOutcome::VersionConflict
+            }
+        }};
+    }
     let outcome = match db {
         Db::Sqlite(pool) => {
             let mut conn = pool.acquire().await?;
@@ -235,42 +276,7 @@ pub async fn commit(
                 .await?;
             let result = async {
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                let moved = sqlx::query(head_sql)
-                    .bind(&doc.person_id)
-                    .bind(&doc.service_id)
-                    .bind(doc.version)
-                    .bind(state.status.as_str())
-                    .bind(&categories)
-                    .bind(state.period_start_ms)
-                    .bind(state.period_end_ms)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if moved != 1 {
-                    tx.rollback().await?;
-                    return Ok::<_, sqlx::Error>(CommitOutcome::VersionConflict);
-                }
-                sqlx::query(
-                    "INSERT INTO consent_versions (person_id, service_id, version, action, \
-                     categories, period_start_ms, period_end_ms, document, token, \
-                     card_fingerprint, committed_at_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )
-                .bind(&doc.person_id)
-                .bind(&doc.service_id)
-                .bind(doc.version)
-                .bind(action)
-                .bind(&categories)
-                .bind(state.period_start_ms)
-                .bind(state.period_end_ms)
-                .bind(&canonical)
-                .bind(token)
-                .bind(card_fingerprint)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(CommitOutcome::Committed)
+                Ok::<_, sqlx::Error>(write_version!(tx))
             }
             .await;
             // Back to the pool's default for other paths; a failure here only costs durability
@@ -285,43 +291,7 @@ pub async fn commit(
         }
         Db::Postgres(pool) => {
             let mut tx = pool.begin().await?;
-            let moved = sqlx::query(head_sql)
-                .bind(&doc.person_id)
-                .bind(&doc.service_id)
-                .bind(doc.version)
-                .bind(state.status.as_str())
-                .bind(&categories)
-                .bind(state.period_start_ms)
-                .bind(state.period_end_ms)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if moved != 1 {
-                tx.rollback().await?;
-                CommitOutcome::VersionConflict
-            } else {
-                sqlx::query(
-                    "INSERT INTO consent_versions (person_id, service_id, version, action, \
-                     categories, period_start_ms, period_end_ms, document, token, \
-                     card_fingerprint, committed_at_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )
-                .bind(&doc.person_id)
-                .bind(&doc.service_id)
-                .bind(doc.version)
-                .bind(action)
-                .bind(&categories)
-                .bind(state.period_start_ms)
-                .bind(state.period_end_ms)
-                .bind(&canonical)
-                .bind(token)
-                .bind(card_fingerprint)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                CommitOutcome::Committed
-            }
+            write_version!(tx)
         }
     };
     Ok(outcome)
