@@ -244,8 +244,15 @@ async fn serve_command(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         )));
     }
     if let Some(hub) = &gateway.app.sources {
-        let every = config.sources.as_ref().map_or(3600, |s| s.pull_interval_secs);
-        tracing::info!(sources = hub.source_ids().len(), every_secs = every, "scheduled pulls from sources");
+        let every = config
+            .sources
+            .as_ref()
+            .map_or(3600, |s| s.pull_interval_secs);
+        tracing::info!(
+            sources = hub.source_ids().len(),
+            every_secs = every,
+            "scheduled pulls from sources"
+        );
         background.push(tokio::spawn(gateway::sources::run_scheduled(
             hub.clone(),
             Duration::from_secs(every.max(1)),
@@ -374,8 +381,7 @@ async fn pull_command(
             None => {
                 let mut after = String::new();
                 loop {
-                    let page =
-                        links::with_live_grant(&db, id, clock.now_ms(), &after, 500).await?;
+                    let page = links::with_live_grant(&db, id, clock.now_ms(), &after, 500).await?;
                     let Some(last) = page.last() else { break };
                     after = last.person_id.clone();
                     persons.extend(page.into_iter().map(|l| l.person_id));

@@ -50,7 +50,9 @@ pub enum ImportError {
         count: usize,
     },
     /// A pulled file holds a record of a category the person did not consent to for the source.
-    #[error("{file}: a record of category {category} is outside the person's consent for this source")]
+    #[error(
+        "{file}: a record of category {category} is outside the person's consent for this source"
+    )]
     NotConsented {
         /// File.
         file: String,

@@ -37,11 +37,11 @@
 mod auth;
 mod consent;
 mod error;
-mod sources;
 pub mod export;
 pub mod fhir;
 pub mod kiosk;
 pub mod partner;
+mod sources;
 
 pub use error::ApiError;
 
@@ -86,7 +86,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/history", get(consent::history))
         .route("/api/sources", get(sources::list))
         .route("/api/sources/{id}/link", post(sources::link))
-        .route("/api/sources/{id}/grant-request", post(sources::grant_request))
+        .route(
+            "/api/sources/{id}/grant-request",
+            post(sources::grant_request),
+        )
         .route("/api/sources/{id}/grant", post(sources::grant))
         .route("/api/sources/pulls/{id}", get(sources::pull))
         .merge(kiosk::routes())

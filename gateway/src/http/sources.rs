@@ -92,10 +92,7 @@ macro_rules! user_or_reply {
 }
 
 /// `GET /api/sources`.
-pub async fn list(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let hub = hub_or_404!(state);
     let user = user_or_reply!(state, headers);
     Ok(match hub.overview(&user.person_id).await {
@@ -148,7 +145,11 @@ pub async fn link(
             )
             .await
         {
-            Ok(v) => (StatusCode::CREATED, Json(serde_json::json!({ "source": v }))).into_response(),
+            Ok(v) => (
+                StatusCode::CREATED,
+                Json(serde_json::json!({ "source": v })),
+            )
+                .into_response(),
             Err(e) => sources_error(&e),
         },
     )
@@ -193,14 +194,16 @@ pub async fn grant(
     else {
         return Err(ApiError::NotJson);
     };
-    Ok(match hub.submit_grant(&user, &id, &grant, &signature).await {
-        Ok(pull) => (
-            StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "pull": pull })),
-        )
-            .into_response(),
-        Err(e) => sources_error(&e),
-    })
+    Ok(
+        match hub.submit_grant(&user, &id, &grant, &signature).await {
+            Ok(pull) => (
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({ "pull": pull })),
+            )
+                .into_response(),
+            Err(e) => sources_error(&e),
+        },
+    )
 }
 
 /// `GET /api/sources/pulls/{id}`.

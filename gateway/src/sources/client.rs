@@ -187,7 +187,9 @@ impl ClientIdentity {
 }
 
 /// Reads the PEM certificates of a source's `server_ca` file.
-pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, ClientSetupError> {
+pub fn read_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, ClientSetupError> {
     use rustls_pki_types::pem::PemObject;
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
@@ -338,7 +340,11 @@ impl SourceClient {
 
     /// `GET /v1/files/{id}`: the bytes, checked against the listing's size and SHA-256 and the
     /// `Repr-Digest` header.
-    pub async fn fetch(&self, grant: &GrantHeader, entry: &FileEntry) -> Result<Vec<u8>, SourceError> {
+    pub async fn fetch(
+        &self,
+        grant: &GrantHeader,
+        entry: &FileEntry,
+    ) -> Result<Vec<u8>, SourceError> {
         let expected = entry
             .sha256_bytes()
             .ok_or_else(|| SourceError::Malformed("invalid SHA-256 in the listing".into()))?;
@@ -456,7 +462,13 @@ fn transport_error(e: &reqwest::Error) -> SourceError {
         }
         cause = c.source();
     }
-    SourceError::Connection(error_chain(e))
+    let chain = error_chain(e);
+    // Some layers box the rustls error in types not reachable by downcasting; rustls names an
+    // invalid certificate this way in its Display.
+    if chain.contains("invalid peer certificate") {
+        return SourceError::Certificate(chain);
+    }
+    SourceError::Connection(chain)
 }
 
 fn tls_error(e: &rustls::Error) -> SourceError {
@@ -477,7 +489,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, SourceError> {
+async fn read_json<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+) -> Result<T, SourceError> {
     let body = read_limited(resp, MAX_JSON_BYTES).await?;
     serde_json::from_slice(&body).map_err(|e| SourceError::Malformed(e.to_string()))
 }

@@ -145,7 +145,9 @@ pub fn message_ja(code: &str) -> String {
         "no_consent" => "この提供元への同意がありません。先に同意してください。".into(),
         "consent_expired" => "この提供元への同意の期間が終わっています。".into(),
         "not_your_card" => "サインインしたカードの証明書ではありません。".into(),
-        "grant_expired" => "取得の許可の期限が切れています。カードで新しく許可してください。".into(),
+        "grant_expired" => {
+            "取得の許可の期限が切れています。カードで新しく許可してください。".into()
+        }
         "wrong_service" => "別の提供元あての署名です。".into(),
         "wrong_person" => "別の方のための署名です。".into(),
         "bad_signature" | "card_data_invalid" => "カードの署名を確認できませんでした。".into(),
@@ -458,7 +460,11 @@ impl SourceHub {
             .ok_or(SourcesError::UnknownSource)
     }
 
-    async fn consent(&self, person_id: &str, source_id: &str) -> Result<ConsentState, SourcesError> {
+    async fn consent(
+        &self,
+        person_id: &str,
+        source_id: &str,
+    ) -> Result<ConsentState, SourcesError> {
         let head = crate::store::consent::head(&self.db, person_id, source_id).await?;
         in_force(head.as_ref(), self.clock.now_ms())
             .cloned()
@@ -721,7 +727,9 @@ impl SourceHub {
         grant: &[u8],
         signature: &[u8],
     ) -> Result<String, SourcesError> {
-        let result = self.submit_grant_inner(user, source_id, grant, signature).await;
+        let result = self
+            .submit_grant_inner(user, source_id, grant, signature)
+            .await;
         match result {
             Ok(()) => Ok(self.start_pull(&user.person_id, source_id)),
             Err(e) => {
@@ -911,7 +919,9 @@ impl SourceHub {
         {
             Ok(true) => {
                 let r = self.pull_inner(&person, &source, progress).await;
-                if let Err(e) = store::release_lease(&self.db, &person, &source, &self.lease_owner).await {
+                if let Err(e) =
+                    store::release_lease(&self.db, &person, &source, &self.lease_owner).await
+                {
                     tracing::warn!(error = %e, "lease release failed (it expires)");
                 }
                 r
@@ -955,8 +965,8 @@ impl SourceHub {
             p.message = p.error.as_deref().map(message_ja);
         });
         let p = snapshot(progress);
-        if !matches!(outcome, Err(SourcesError::Busy | SourcesError::NotLinked)) {
-            if let Err(e) = store::record_pull(
+        if !matches!(outcome, Err(SourcesError::Busy | SourcesError::NotLinked))
+            && let Err(e) = store::record_pull(
                 &self.db,
                 &person,
                 &source,
@@ -965,9 +975,8 @@ impl SourceHub {
                 p.error.as_deref(),
             )
             .await
-            {
-                tracing::error!(error = %e, "recording a pull's outcome failed");
-            }
+        {
+            tracing::error!(error = %e, "recording a pull's outcome failed");
         }
         let outcome_str = match p.state {
             PullState::Done => "permit",
@@ -1046,7 +1055,15 @@ impl SourceHub {
             let mut page_stored = true;
             for entry in &page.files {
                 match self
-                    .pull_file(client, &header, person, source, entry, &consent.categories, progress)
+                    .pull_file(
+                        client,
+                        &header,
+                        person,
+                        source,
+                        entry,
+                        &consent.categories,
+                        progress,
+                    )
                     .await
                 {
                     Ok(()) => {}
@@ -1065,8 +1082,15 @@ impl SourceHub {
                 store::set_cursor(&self.db, person, source, next).await?;
                 cursor = Some(next.clone());
                 let now = self.clock.now_ms();
-                store::take_lease(&self.db, person, source, &self.lease_owner, now, now + LEASE_MS)
-                    .await?;
+                store::take_lease(
+                    &self.db,
+                    person,
+                    source,
+                    &self.lease_owner,
+                    now,
+                    now + LEASE_MS,
+                )
+                .await?;
             }
             if !page.more || !page_stored || page.files.is_empty() {
                 return Ok(());
@@ -1160,8 +1184,15 @@ impl SourceHub {
             Err(e) => {
                 // Retries exhausted (timeouts, 5xx, truncated or altered bodies): nothing of the
                 // file is stored; the cursor stays before it, the next pull tries again.
-                self.audit_file(person, source, entry, "error", e.code(), Some(e.to_string()))
-                    .await;
+                self.audit_file(
+                    person,
+                    source,
+                    entry,
+                    "error",
+                    e.code(),
+                    Some(e.to_string()),
+                )
+                .await;
                 update(progress, |p| {
                     p.failed += 1;
                     p.error.get_or_insert_with(|| e.code().to_owned());

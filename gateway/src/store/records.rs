@@ -89,9 +89,9 @@ pub async fn import(db: &Db, imp: &NewImport, now_ms: i64) -> Result<ImportOutco
     match import_inner(db, imp, None, now_ms).await? {
         PersonImport::Done(outcome) => Ok(outcome),
         // Invariant: without a person no key can belong to another person.
-        PersonImport::KeyOfAnotherPerson(key) => Err(StoreError::Database(
-            sqlx::Error::Protocol(format!("unexpected person conflict on {key}")),
-        )),
+        PersonImport::KeyOfAnotherPerson(key) => Err(StoreError::Database(sqlx::Error::Protocol(
+            format!("unexpected person conflict on {key}"),
+        ))),
     }
 }
 
