@@ -97,6 +97,10 @@ fn client(server: &TlsPair, identity: &TlsPair) -> reqwest::Client {
 }
 
 async fn world() -> World {
+    world_with(vec![]).await
+}
+
+async fn world_with(jpki_cas: Vec<Vec<u8>>) -> World {
     let dir = tempfile::tempdir().unwrap();
     let (ca, card) = issue_card(dir.path());
     let server_tls = tls_pair("localhost");
@@ -108,7 +112,7 @@ async fn world() -> World {
         data_dir: data.clone(),
         state_dir: dir.path().join("state"),
         phr_issuer_ca: Some(ca.cert_der.clone()),
-        jpki_cas: vec![],
+        jpki_cas,
         gateways: vec![RegisteredGateway {
             audience: AUDIENCE.into(),
             certificate: gateway_tls.cert_der.clone(),
@@ -117,6 +121,11 @@ async fn world() -> World {
             Enrollment {
                 code: "CODE-P1".into(),
                 pseudonym: "P-1".into(),
+                expires_at: None,
+            },
+            Enrollment {
+                code: "CODE-J1".into(),
+                pseudonym: "J-1".into(),
                 expires_at: None,
             },
             Enrollment {
@@ -476,4 +485,85 @@ async fn faults_fail_delay_and_truncate_and_the_state_is_persisted() {
     assert!(state.links.contains_key("P-1"));
     assert_eq!(state.redeemed_nonces.len(), 1);
     assert_eq!(state.journal.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_my_number_card_links_with_its_certificate_and_signs_grants_with_its_auth_key() {
+    use card_agent::jpki::Jpki;
+    use card_agent::pin::JpkiAuthPin;
+    use card_agent::virtual_card::jpki::{JpkiCardMaterial, VirtualJpkiCard};
+    let material_dir = tempfile::tempdir().unwrap();
+    let material = JpkiCardMaterial::load_or_create(material_dir.path()).unwrap();
+    let w = world_with(vec![material.auth_ca_der.clone()]).await;
+    let jpki_card = InProcess::new(VirtualJpkiCard::new(material));
+    let certificate = Jpki::select(jpki_card.clone())
+        .unwrap()
+        .read_auth_certificate()
+        .unwrap();
+    // A JPKI certificate from another CA is refused; the card's certificate links.
+    let other = tempfile::tempdir().unwrap();
+    let other = JpkiCardMaterial::load_or_create(other.path()).unwrap();
+    assert_eq!(
+        error_code(
+            w.link(
+                "CODE-J1",
+                Credential::Jpki {
+                    certificate: other.auth.cert_der.clone()
+                }
+            )
+            .await
+        )
+        .await,
+        (409, ErrorCode::CertificateInvalid)
+    );
+    assert_eq!(
+        w.link("CODE-J1", Credential::Jpki { certificate })
+            .await
+            .status(),
+        201
+    );
+    w.put_file("J-1", "a.zip", b"zip");
+    let grant = card_agent::phr::verify::ServiceGrant {
+        service: SERVICE.into(),
+        pseudonym: "J-1".into(),
+        audience: AUDIENCE.into(),
+        nonce: w.nonce().await,
+        issued_at: now(),
+        expires_at: now() + 3600,
+        scope: vec![Category::parse("A:*").unwrap()],
+    };
+    let bytes = grant.encode().unwrap();
+    let digest = card_agent::phr::verify::ServiceGrant::digest_of(&bytes);
+    let signature = Jpki::select(jpki_card.clone())
+        .unwrap()
+        .verify_auth_pin(&JpkiAuthPin::parse("1234").unwrap(), LastTry::Refuse)
+        .unwrap()
+        .sign_sha256(&digest)
+        .unwrap();
+    let header = |alg, signature: &[u8]| {
+        GrantHeader {
+            alg,
+            grant: bytes.clone(),
+            signature: signature.to_vec(),
+        }
+        .to_header_value()
+    };
+    // Claimed as a PHR-card signature it fails; as JPKI it passes.
+    assert_eq!(
+        error_code(w.list(&header(GrantAlg::P256, &signature), None, 10).await).await,
+        (401, ErrorCode::BadSignature)
+    );
+    let mut flipped = signature.clone();
+    flipped[10] ^= 1;
+    assert_eq!(
+        error_code(w.list(&header(GrantAlg::Jpki, &flipped), None, 10).await).await,
+        (401, ErrorCode::BadSignature)
+    );
+    let list: FileList = w
+        .list(&header(GrantAlg::Jpki, &signature), None, 10)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.files.len(), 1);
 }
