@@ -61,6 +61,34 @@ fn the_same_answers_differ_by_sex_in_the_conversion_table() {
     assert_eq!(result(&o, "W101"), (68, 63, 9, true, 9, 18, 15, false));
 }
 
+/// Example 5 of tests/fixtures/README.md, built here rather than in `workers.csv` (which would
+/// change its department counts): the least stressful answer everywhere, by a man and a woman.
+#[test]
+fn least_stressful_answers_and_the_female_environment_column() {
+    let ids = data_converter::stress::tables::item_ids();
+    let answer = |id: &str| -> u8 {
+        let n: u8 = id[1..].parse().unwrap();
+        match (&id[..1], n) {
+            ("A", 1..=7 | 11..=13 | 15) => 4,
+            ("A", _) => 1,
+            ("B", 1..=3) => 4,
+            _ => 1,
+        }
+    };
+    let mut csv = format!("worker_id,sex,answered_on,{}\n", ids.join(","));
+    for (id, sex) in [("W201", "M"), ("W202", "F")] {
+        csv.push_str(&format!("{id},{sex},2025-06-10"));
+        for item in ids {
+            csv.push_str(&format!(",{}", answer(item)));
+        }
+        csv.push('\n');
+    }
+    let o = read_stress_csv(csv.as_bytes(), "example5.csv").unwrap();
+    // 職場環境 raw 5 − 4 = 1: 評価点 4 for men, 5 for women (素点換算表 女性: 「低い/少ない」).
+    assert_eq!(result(&o, "W201"), (17, 29, 9, false, 42, 30, 15, false));
+    assert_eq!(result(&o, "W202"), (17, 29, 9, false, 43, 30, 15, false));
+}
+
 #[test]
 fn double_and_missing_marks_are_listed_and_not_scored() {
     let o = workers();

@@ -64,6 +64,143 @@ pub struct Config {
     /// The audit log's signed checkpoints.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Pulls from sources with a card-signed grant (`docs/source-protocol.md`); none when absent.
+    #[serde(default)]
+    pub sources: Option<SourcesConfig>,
+}
+
+/// The connectors to sources (`docs/source-protocol.md` §7): one mTLS client per source, shared
+/// timeouts, retries and circuit-breaker settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesConfig {
+    /// This gateway's audience string, as registered at every source (grant field `82`).
+    pub gateway_id: String,
+    /// PEM certificate chain the gateway presents to sources (mutual TLS).
+    pub client_cert: PathBuf,
+    /// PEM private key of `client_cert` (never logged).
+    pub client_key: PathBuf,
+    /// Seconds between scheduled incremental pulls.
+    #[serde(default = "default_pull_interval")]
+    pub pull_interval_secs: u64,
+    /// TCP + TLS connect timeout, milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Whole-request timeout (headers and body), milliseconds.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Attempts per request for retryable failures (§6), at least 1.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// First backoff, milliseconds; doubled per attempt, with jitter.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_base_ms: u64,
+    /// Consecutive failed requests that open a source's circuit breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// Seconds an open breaker fails fast before letting one trial request through.
+    #[serde(default = "default_breaker_open")]
+    pub breaker_open_secs: u64,
+    /// Files per list page (1–500).
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// Largest file accepted from a source, bytes.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// The sources.
+    #[serde(default)]
+    pub source: Vec<SourceEntry>,
+}
+
+/// One source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceEntry {
+    /// The service id (also registered with `register-partner --source`).
+    pub id: String,
+    /// Base URL, `https://host[:port]` (no path).
+    pub url: String,
+    /// PEM file of the only CA (or certificate) trusted for this source's server certificate.
+    pub server_ca: PathBuf,
+}
+
+fn default_pull_interval() -> u64 {
+    3600
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_request_timeout_ms() -> u64 {
+    60_000
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_backoff_ms() -> u64 {
+    500
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_open() -> u64 {
+    60
+}
+fn default_page_size() -> u32 {
+    100
+}
+fn default_max_file_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+impl SourcesConfig {
+    /// Checks values that parse but cannot work.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, reason: &str| ConfigError::Value {
+            key,
+            reason: reason.to_owned(),
+        };
+        if self.gateway_id.is_empty() || self.gateway_id.len() > 255 {
+            return Err(bad("sources.gateway_id", "must be 1–255 bytes"));
+        }
+        if self.max_attempts == 0 || self.breaker_failures == 0 {
+            return Err(bad(
+                "sources.max_attempts / sources.breaker_failures",
+                "must be positive",
+            ));
+        }
+        if self.pull_interval_secs == 0
+            || self.connect_timeout_ms == 0
+            || self.request_timeout_ms == 0
+        {
+            return Err(bad(
+                "sources.pull_interval_secs / connect_timeout_ms / request_timeout_ms",
+                "must be positive",
+            ));
+        }
+        if !(1..=500).contains(&self.page_size) {
+            return Err(bad("sources.page_size", "must be 1–500"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &self.source {
+            if card_agent::phr::consent::check_service_id(&s.id).is_err() {
+                return Err(bad(
+                    "sources.source.id",
+                    "must be 1–32 of a-z 0-9 . - _ (the service id)",
+                ));
+            }
+            if !seen.insert(s.id.as_str()) {
+                return Err(bad("sources.source.id", "appears twice"));
+            }
+            let url = s.url.trim_end_matches('/');
+            if !url.starts_with("https://") || url["https://".len()..].contains('/') {
+                return Err(bad(
+                    "sources.source.url",
+                    "must be https://host[:port] without a path",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The partner listener (DESIGN §6). Partners are the `partner` services of the database
@@ -374,6 +511,9 @@ impl Config {
                 key: "audit.checkpoint_interval_secs",
                 reason: "must be positive".into(),
             });
+        }
+        if let Some(sources) = &self.sources {
+            sources.check()?;
         }
         if self.nonce.ttl_secs == 0 || self.session.idle_timeout_secs == 0 {
             return Err(ConfigError::Value {

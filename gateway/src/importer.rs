@@ -5,9 +5,10 @@
 //! move is harmless: on restart the same bytes are found already imported (a no-op) and moved.
 
 use crate::clock::SharedClock;
-use crate::domain::import::{ImportError, MAX_IMPORT_BYTES, convert};
+use crate::domain::consent::Category;
+use crate::domain::import::{ImportError, MAX_IMPORT_BYTES, check_pulled, convert};
 use crate::domain::trail::{AuditTrail, ImportEvent, TrailEvent};
-use crate::store::records::{self, ImportOutcome};
+use crate::store::records::{self, ImportOutcome, PersonImport};
 use crate::store::{Db, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -83,6 +84,7 @@ impl Importer {
                 import_id,
                 resources,
                 duplicate,
+                person_id: None,
             }))
             .await
             .map_err(ImporterError::Audit)?;
@@ -91,6 +93,54 @@ impl Importer {
 }
 
 impl Importer {
+    /// Imports a file pulled from `source_id` with `person_id`'s grant
+    /// (`docs/source-protocol.md` §7): converted whole, checked ([`check_pulled`]: one person,
+    /// every record within `consented`), stored in one transaction that also links the file's
+    /// person key to the person (refused whole when the key belongs to someone else). The import
+    /// is audited like any other, with the person.
+    pub async fn import_pulled(
+        &self,
+        bytes: Vec<u8>,
+        file_name: &str,
+        source_id: &str,
+        person_id: &str,
+        consented: &[Category],
+    ) -> Result<ImportOutcome, ImporterError> {
+        let name = file_name.to_owned();
+        let source = source_id.to_owned();
+        let converted = tokio::task::spawn_blocking(move || convert(&bytes, &name, Some(&source)))
+            .await
+            .map_err(|e| ImporterError::Task(e.to_string()))??;
+        check_pulled(&converted, consented)?;
+        let now = self.clock.now_ms();
+        let outcome = match records::import_for_person(&self.db, &converted, person_id, now).await?
+        {
+            PersonImport::Done(outcome) => outcome,
+            PersonImport::KeyOfAnotherPerson(_) => {
+                return Err(ImporterError::Refused(ImportError::OtherPerson {
+                    file: file_name.to_owned(),
+                }));
+            }
+        };
+        let (import_id, resources, duplicate) = match outcome {
+            ImportOutcome::Imported { id, resources } => (id, resources, false),
+            ImportOutcome::AlreadyImported { id } => (id, 0, true),
+        };
+        self.trail
+            .record(TrailEvent::Import(ImportEvent {
+                at_ms: now,
+                actor: source_id.to_owned(),
+                file: file_name.to_owned(),
+                import_id,
+                resources,
+                duplicate,
+                person_id: Some(person_id.to_owned()),
+            }))
+            .await
+            .map_err(ImporterError::Audit)?;
+        Ok(outcome)
+    }
+
     /// Imports a file delivered by the service `service_id`, which must be a registered source.
     pub async fn import_from_source(
         &self,

@@ -19,6 +19,7 @@ pub mod http;
 pub mod importer;
 pub mod partners;
 pub mod server;
+pub mod sources;
 pub mod store;
 pub mod tls;
 

@@ -59,6 +59,16 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Pulls now from sources (`[sources]`) with the stored card-signed grants, showing progress:
+    /// every linked person with an unexpired grant, or one person's links; one task per source.
+    Pull {
+        /// Only this person (all their links, also those whose grant expired: shown as refused).
+        #[arg(long)]
+        person: Option<String>,
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
+    },
     /// Registers (or updates) a partner PHR service (or, with --source, a source service).
     RegisterPartner {
         /// Service id = OAuth client_id.
@@ -127,6 +137,9 @@ async fn main() -> ExitCode {
         Command::AuditKeygen { out, name } => keygen(&out, &name),
         Command::Checkpoint => checkpoint(args.config.as_deref()).await,
         Command::Import { files } => import_command(args.config.as_deref(), &files).await,
+        Command::Pull { person, source } => {
+            pull_command(args.config.as_deref(), person.as_deref(), source.as_deref()).await
+        }
         Command::RegisterPartner {
             id,
             name,
@@ -230,6 +243,22 @@ async fn serve_command(config: Option<&Path>) -> anyhow::Result<ExitCode> {
             wait_for(stop_rx.clone()),
         )));
     }
+    if let Some(hub) = &gateway.app.sources {
+        let every = config
+            .sources
+            .as_ref()
+            .map_or(3600, |s| s.pull_interval_secs);
+        tracing::info!(
+            sources = hub.source_ids().len(),
+            every_secs = every,
+            "scheduled pulls from sources"
+        );
+        background.push(tokio::spawn(gateway::sources::run_scheduled(
+            hub.clone(),
+            Duration::from_secs(every.max(1)),
+            wait_for(stop_rx.clone()),
+        )));
+    }
     let maintenance = tokio::spawn(run_maintenance_with_audit(
         gateway.app.clone(),
         Duration::from_secs(config.revocation.refresh_secs.max(1)),
@@ -301,6 +330,153 @@ async fn import_command(config: Option<&Path>, files: &[PathBuf]) -> anyhow::Res
     audit.shutdown().await;
     db.close().await;
     Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn pull_command(
+    config: Option<&Path>,
+    person: Option<&str>,
+    source: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    use gateway::sources::{PullState, SourceHub, snapshot};
+    use gateway::store::sources as links;
+    let config = Config::load(config).context("reading the configuration")?;
+    let sources = config
+        .sources
+        .as_ref()
+        .context("no [sources] section in the configuration")?;
+    let db = Db::connect(&config.database.url, 4).await?;
+    let audit = AuditLog::start(db.clone()).await?;
+    let clock: gateway::clock::SharedClock = Arc::new(SystemClock);
+    let hub = SourceHub::from_config(
+        sources,
+        db.clone(),
+        Arc::new(audit.clone()),
+        clock.clone(),
+        gateway::server::phr_anchors(&config)?,
+    )?;
+    let ids: Vec<String> = hub
+        .source_ids()
+        .into_iter()
+        .filter(|s| source.is_none_or(|w| w == s))
+        .collect();
+    if let Some(s) = source
+        && ids.is_empty()
+    {
+        anyhow::bail!("{s} is not a configured source");
+    }
+    // (person, source) pairs, grouped per source.
+    let mut pairs: Vec<(String, Vec<String>)> = Vec::new();
+    for id in &ids {
+        let mut persons = Vec::new();
+        match person {
+            Some(p) => {
+                if links::get(&db, p, id).await?.is_some() {
+                    persons.push(p.to_owned());
+                }
+            }
+            None => {
+                let mut after = String::new();
+                loop {
+                    let page = links::with_live_grant(&db, id, clock.now_ms(), &after, 500).await?;
+                    let Some(last) = page.last() else { break };
+                    after = last.person_id.clone();
+                    persons.extend(page.into_iter().map(|l| l.person_id));
+                }
+            }
+        }
+        pairs.push((id.clone(), persons));
+    }
+    let multi = indicatif::MultiProgress::new();
+    let style = indicatif::ProgressStyle::with_template("{prefix:24} {bar:30} {pos}/{len} {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let mut tasks = Vec::new();
+    for (source_id, persons) in pairs {
+        let handles: Vec<_> = persons
+            .iter()
+            .map(|p| hub.prepare_pull(p, &source_id))
+            .collect();
+        let bars: Vec<_> = persons
+            .iter()
+            .map(|p| {
+                let bar = multi.add(indicatif::ProgressBar::new(0));
+                bar.set_style(style.clone());
+                bar.set_prefix(format!("{source_id} {p}"));
+                bar
+            })
+            .collect();
+        let hub = hub.clone();
+        let watched = handles.clone();
+        let pull_task = tokio::spawn(async move {
+            let mut results = Vec::new();
+            for h in &handles {
+                results.push(hub.pull_with(h).await);
+            }
+            results
+        });
+        let watch_task = tokio::spawn(async move {
+            loop {
+                let mut all_done = true;
+                for (h, bar) in watched.iter().zip(&bars) {
+                    let p = snapshot(h);
+                    bar.set_length(p.listed);
+                    bar.set_position(p.stored + p.duplicates + p.refused + p.failed);
+                    bar.set_message(format!(
+                        "{} stored, {} already, {} refused",
+                        p.stored, p.duplicates, p.refused
+                    ));
+                    if p.state == PullState::Running {
+                        all_done = false;
+                    } else {
+                        bar.finish();
+                    }
+                }
+                if all_done {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        tasks.push((pull_task, watch_task));
+    }
+    let mut failures = 0;
+    let mut total = 0;
+    for (pull_task, watch_task) in tasks {
+        let results = pull_task.await.context("pull task")?;
+        let _ = watch_task.await;
+        for p in results {
+            total += 1;
+            if p.state != PullState::Done {
+                failures += 1;
+            }
+            println!(
+                "{} {}: {:?}, {} listed, {} stored ({} resources), {} already stored, {} refused, {} failed{}",
+                p.source_id,
+                p.person_id,
+                p.state,
+                p.listed,
+                p.stored,
+                p.resources,
+                p.duplicates,
+                p.refused,
+                p.failed,
+                p.error.map(|e| format!(" [{e}]")).unwrap_or_default()
+            );
+        }
+    }
+    for id in &ids {
+        if let Some(c) = hub.client(id) {
+            let b = c.breaker().view();
+            println!("{id}: breaker {:?}, {} requests", b.state, c.attempts());
+        }
+    }
+    println!("{total} pulls, {failures} not complete");
+    audit.shutdown().await;
+    db.close().await;
+    Ok(if failures == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -76,6 +76,25 @@ pub enum GatewayError {
     /// The audit writer could not start.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The source connectors could not be set up.
+    #[error("sources: {0}")]
+    Sources(String),
+}
+
+/// The PHR card issuer CA certificates (DER) of the configuration: holder certificates are
+/// checked against them when a card is linked at a source.
+pub fn phr_anchors(config: &Config) -> Result<Vec<Vec<u8>>, GatewayError> {
+    let mut out = Vec::new();
+    for t in &config.trust {
+        if t.card_type == crate::domain::certs::CardType::Phr
+            && t.key == crate::domain::certs::CardKey::Auth
+        {
+            for path in &t.anchors {
+                out.push(read_cert_file(path)?);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Everything [`serve`] needs.
@@ -107,11 +126,29 @@ impl Gateway {
             reason,
         })?;
         let audit = AuditLog::start(db.clone()).await?;
-        let auth = Arc::new(Authenticator::new(db, clock, verifier, auth_config(config)));
+        let auth = Arc::new(Authenticator::new(
+            db,
+            clock.clone(),
+            verifier,
+            auth_config(config),
+        ));
         let trail: Arc<dyn AuditTrail> = Arc::new(audit.clone());
         Ok(Gateway {
             app: AppState {
-                consent: Arc::new(ConsentDesk::new(auth.clone(), trail)),
+                consent: Arc::new(ConsentDesk::new(auth.clone(), trail.clone())),
+                sources: match &config.sources {
+                    Some(sc) => Some(
+                        crate::sources::SourceHub::from_config(
+                            sc,
+                            auth.db().clone(),
+                            trail,
+                            clock,
+                            phr_anchors(config)?,
+                        )
+                        .map_err(|e| GatewayError::Sources(e.to_string()))?,
+                    ),
+                    None => None,
+                },
                 auth,
                 kiosk: Arc::new(kiosk),
             },

@@ -962,6 +962,7 @@ async fn maintenance_loop_signs_checkpoints() {
         )),
         auth,
         kiosk: Arc::default(),
+        sources: None,
     };
     let log = AuditLog::start(t.db.clone()).await.unwrap();
     fill(&log, 0, 10).await;

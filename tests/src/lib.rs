@@ -3,6 +3,8 @@
 //! pcscd is one per machine and its readers are shared: every test that uses a reader holds
 //! [`pcsc_lock`], a file lock that also serialises test binaries and other checkouts.
 
+pub mod kiosk;
+
 use card_agent::transport::pcsc::PcscContext;
 use card_agent::virtual_card::VirtualCard;
 pub use card_agent::virtual_card::inserted::{ReaderLock, VPCD_READER_0, VPCD_READER_1};

@@ -7,10 +7,14 @@
 //! i0z0m/stress-check-avalonia (domain.md errata); scale formulas — the 素点換算表 「計算」 column of
 //! the MHLW ストレスチェック制度実施マニュアル; **male** conversion ranges — the manual's 男性用 table
 //! as implemented in lockhart9/stresscheck `src/lib.rs` (whose single table is the male one);
-//! **female** conversion ranges — the manual's 女性用 table as recalled by the author, *not yet
-//! checked against the PDF* (domain.md §3.3 lists the exact values as unverified). Each table is
-//! plain data below, so a correction is a one-line change; the tests check that every table covers
-//! its scale's whole raw range exactly once.
+//! **female** conversion ranges — the manual's 女性用 table as transcribed in two public
+//! repositories that carry both sexes, code4fukui/stress-check `stresscheck-calctable.csv` and
+//! taicheee05/new_streamlit_stresscheck `output_woman.csv`, which agree on every female range except
+//! 技能の活用度 (see `SKILL`); the PDF itself was not readable from here. The per-scale
+//! verification, and the one correction it made (職場環境によるストレス, raw 1 → 5 for women), are
+//! in `tests/fixtures/README.md`. Each table is plain data below, so a correction is a one-line
+//! change; the tests check that every table covers its scale's whole raw range exactly once and pin
+//! the female boundaries to those transcriptions.
 
 use crate::iphr::Sex;
 
@@ -186,7 +190,17 @@ impl Scale {
 const LOAD_M: &[(u8, u8, u8)] = &[(3, 5, 5), (6, 7, 4), (8, 9, 3), (10, 11, 2), (12, 12, 1)];
 const ONE_ITEM_STRESS: &[(u8, u8, u8)] = &[(1, 1, 4), (2, 2, 3), (3, 3, 2), (4, 4, 1)];
 const ONE_ITEM_RESOURCE: &[(u8, u8, u8)] = &[(1, 1, 1), (2, 2, 2), (3, 3, 3), (4, 4, 5)];
+/// 技能の活用度 (raw = A11), both sexes: raw 4 is 「やや高い」 (評価点 4), the 「高い」 column is empty.
+/// For women this follows taicheee05/new_streamlit_stresscheck `output_woman.csv` and four further
+/// independent implementations found in the public code index (a Perl CGI, a Streamlit app, a PHP
+/// judge class, a TypeScript result sheet that lists each single-item scale's empty column); only
+/// code4fukui/stress-check puts women's raw 4 in 「高い」 (評価点 5). Not settled against the PDF.
 const SKILL: &[(u8, u8, u8)] = &[(1, 1, 1), (2, 2, 2), (3, 3, 3), (4, 4, 4)];
+/// 職場環境によるストレス (raw = 5 − A15), women: raw 1 is 「低い/少ない」 (評価点 5) and the
+/// 「やや低い/少ない」 column is empty (the men's table has the 「低い」 column empty and raw 1 → 4).
+/// code4fukui/stress-check `stresscheck-calctable.csv` (女性: `1,,2,3,4`) and
+/// taicheee05/new_streamlit_stresscheck `output_woman.csv` (`2,2,3,4,5`, exclusive upper bounds).
+const ENVIRONMENT_F: &[(u8, u8, u8)] = &[(1, 1, 5), (2, 2, 3), (3, 3, 2), (4, 4, 1)];
 const INTERPERSONAL: &[(u8, u8, u8)] = &[(3, 3, 5), (4, 5, 4), (6, 7, 3), (8, 9, 2), (10, 12, 1)];
 const VIGOR: &[(u8, u8, u8)] = &[(3, 3, 1), (4, 5, 2), (6, 7, 3), (8, 9, 4), (10, 12, 5)];
 const FAMILY: &[(u8, u8, u8)] = &[(3, 6, 1), (7, 8, 2), (9, 9, 3), (10, 11, 4), (12, 12, 5)];
@@ -232,7 +246,7 @@ pub const SCALES: [Scale; 18] = [
         domain: Domain::A,
         formula: Formula::Minus(5, &[15]),
         male: ONE_ITEM_STRESS,
-        female: ONE_ITEM_STRESS,
+        female: ENVIRONMENT_F,
     },
     Scale {
         id: "A-control",
@@ -353,7 +367,7 @@ pub const SCALES: [Scale; 18] = [
 ];
 
 /// Name and version of the tables, written in the records' provenance.
-pub const TABLES_NAME: &str = "stress-check 57: MHLW 150803-1 thresholds; 素点換算表 male (MHLW manual via lockhart9/stresscheck), female (MHLW manual, unverified)";
+pub const TABLES_NAME: &str = "stress-check 57: MHLW 150803-1 thresholds; 素点換算表 male (MHLW manual via lockhart9/stresscheck), female (MHLW manual via code4fukui/stress-check and taicheee05/new_streamlit_stresscheck)";
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
@@ -391,5 +405,127 @@ mod tests {
                 "B3"
             ]
         );
+    }
+
+    /// A 素点換算表 row per scale in the manual's layout: columns 低い/少ない … 高い/多い, each value
+    /// the column's highest raw score, 0 an empty column (no raw score is 0).
+    type Columns = [(&'static str, [u8; 5]); 18];
+
+    /// Female: code4fukui/stress-check `stresscheck-calctable.csv` (columns 女性1–女性5).
+    /// taicheee05/new_streamlit_stresscheck `output_woman.csv` gives the same ranges (as exclusive
+    /// upper bounds) except for 技能の活用度, where it and four other implementations have
+    /// `[1, 2, 3, 4, 0]` and code4fukui `[1, 2, 3, 0, 4]`; the row below is the majority one (see
+    /// `SKILL` and tests/fixtures/README.md).
+    #[rustfmt::skip]
+    const FEMALE_COLUMNS: Columns = [
+        ("A-load-quantity", [ 4,  6,  9, 11, 12]),
+        ("A-load-quality",  [ 4,  6,  8, 10, 12]),
+        ("A-physical-load", [ 0,  1,  2,  3,  4]),
+        ("A-interpersonal", [ 3,  5,  7,  9, 12]),
+        ("A-environment",   [ 1,  0,  2,  3,  4]),
+        ("A-control",       [ 3,  5,  8, 10, 12]),
+        ("A-skill",         [ 1,  2,  3,  4,  0]),
+        ("A-fit",           [ 1,  2,  3,  0,  4]),
+        ("A-reward",        [ 1,  2,  3,  0,  4]),
+        ("B-vigor",         [ 3,  5,  7,  9, 12]),
+        ("B-irritation",    [ 3,  5,  8, 10, 12]),
+        ("B-fatigue",       [ 3,  5,  8, 11, 12]),
+        ("B-anxiety",       [ 3,  4,  7, 10, 12]),
+        ("B-depression",    [ 6,  8, 12, 17, 24]),
+        ("B-somatic",       [13, 17, 23, 29, 44]),
+        ("C-supervisor",    [ 3,  5,  7, 10, 12]),
+        ("C-coworker",      [ 5,  7,  9, 11, 12]),
+        ("C-family",        [ 6,  8,  9, 11, 12]),
+    ];
+
+    /// Scales on which a high raw score is good (評価点 = column), the others 評価点 = 6 − column.
+    fn high_is_good(id: &str) -> bool {
+        matches!(
+            id,
+            "A-control"
+                | "A-skill"
+                | "A-fit"
+                | "A-reward"
+                | "B-vigor"
+                | "C-supervisor"
+                | "C-coworker"
+                | "C-family"
+        )
+    }
+
+    /// Male: taicheee05/new_streamlit_stresscheck `output_man.csv` (exclusive upper bounds, less
+    /// one), a second source for the lockhart9/stresscheck ranges of the male table.
+    #[rustfmt::skip]
+    const MALE_COLUMNS: Columns = [
+        ("A-load-quantity", [ 5,  7,  9, 11, 12]),
+        ("A-load-quality",  [ 5,  7,  9, 11, 12]),
+        ("A-physical-load", [ 0,  1,  2,  3,  4]),
+        ("A-interpersonal", [ 3,  5,  7,  9, 12]),
+        ("A-environment",   [ 0,  1,  2,  3,  4]),
+        ("A-control",       [ 4,  6,  8, 10, 12]),
+        ("A-skill",         [ 1,  2,  3,  4,  0]),
+        ("A-fit",           [ 1,  2,  3,  0,  4]),
+        ("A-reward",        [ 1,  2,  3,  0,  4]),
+        ("B-vigor",         [ 3,  5,  7,  9, 12]),
+        ("B-irritation",    [ 3,  5,  7,  9, 12]),
+        ("B-fatigue",       [ 3,  4,  7, 10, 12]),
+        ("B-anxiety",       [ 3,  4,  7,  9, 12]),
+        ("B-depression",    [ 6,  8, 12, 16, 24]),
+        ("B-somatic",       [11, 15, 21, 26, 44]),
+        ("C-supervisor",    [ 4,  6,  8, 10, 12]),
+        ("C-coworker",      [ 5,  7,  9, 11, 12]),
+        ("C-family",        [ 6,  8,  9, 11, 12]),
+    ];
+
+    #[test]
+    fn tables_match_the_transcribed_manual() {
+        for (sex, rows) in [(Sex::Female, FEMALE_COLUMNS), (Sex::Male, MALE_COLUMNS)] {
+            for (id, cols) in rows {
+                let s = SCALES.iter().find(|s| s.id == id).unwrap();
+                let (lo, hi) = s.raw_range();
+                for raw in lo..=hi {
+                    let col = cols
+                        .iter()
+                        .position(|&top| top != 0 && raw <= top)
+                        .map(|i| i as u8 + 1)
+                        .unwrap();
+                    let want = if high_is_good(id) { col } else { 6 - col };
+                    assert_eq!(s.points(raw, sex), Some(want), "{id} {sex:?} raw {raw}");
+                }
+            }
+        }
+    }
+
+    /// (scale, raw, 評価点 female, 評価点 male) where the two tables differ, female side from
+    /// code4fukui/stress-check `stresscheck-calctable.csv` and taicheee05/new_streamlit_stresscheck
+    /// `output_woman.csv` (女性), male side from lockhart9/stresscheck and `output_man.csv`; plus
+    /// 技能の活用度 raw 4, the one female value on which those sources disagree (majority reading).
+    #[rustfmt::skip]
+    const PINS: [(&str, u8, u8, u8); 16] = [
+        ("A-environment",    1, 5, 4), // women: 「低い/少ない」; men: 「やや低い/少ない」
+        ("A-environment",    2, 3, 3),
+        ("A-load-quantity",  5, 4, 5),
+        ("A-load-quantity",  7, 3, 4),
+        ("A-load-quality",  11, 1, 2),
+        ("A-control",        4, 2, 1),
+        ("A-skill",          4, 4, 4),
+        ("B-irritation",     8, 3, 2),
+        ("B-irritation",    10, 2, 1),
+        ("B-fatigue",        5, 4, 3),
+        ("B-fatigue",       11, 2, 1),
+        ("B-anxiety",       10, 2, 1),
+        ("B-depression",    17, 2, 1),
+        ("B-somatic",       13, 5, 4),
+        ("B-somatic",       29, 2, 1),
+        ("C-supervisor",     8, 4, 3),
+    ];
+
+    #[test]
+    fn female_boundaries_pinned() {
+        for (id, raw, female, male) in PINS {
+            let s = SCALES.iter().find(|s| s.id == id).unwrap();
+            let got = (s.points(raw, Sex::Female), s.points(raw, Sex::Male));
+            assert_eq!(got, (Some(female), Some(male)), "{id} raw {raw}");
+        }
     }
 }

@@ -91,11 +91,17 @@ pub enum AuditAction {
     Delete,
     /// A partner obtained an access token.
     TokenIssue,
+    /// The worker linked their card at a source (`docs/source-protocol.md` §3).
+    SourceLink,
+    /// The worker's card signed a grant for a source (§4).
+    SourceGrant,
+    /// A pull from a source, or a refusal during one (§7).
+    Pull,
 }
 
 impl AuditAction {
     /// Every action, for parsing and tests.
-    pub const ALL: [AuditAction; 12] = [
+    pub const ALL: [AuditAction; 15] = [
         AuditAction::Read,
         AuditAction::Search,
         AuditAction::Everything,
@@ -108,6 +114,9 @@ impl AuditAction {
         AuditAction::StaffView,
         AuditAction::Delete,
         AuditAction::TokenIssue,
+        AuditAction::SourceLink,
+        AuditAction::SourceGrant,
+        AuditAction::Pull,
     ];
 
     /// The stored name.
@@ -125,6 +134,9 @@ impl AuditAction {
             AuditAction::StaffView => "staff-view",
             AuditAction::Delete => "delete",
             AuditAction::TokenIssue => "token-issue",
+            AuditAction::SourceLink => "source-link",
+            AuditAction::SourceGrant => "source-grant",
+            AuditAction::Pull => "pull",
         }
     }
 

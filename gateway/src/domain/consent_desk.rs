@@ -70,6 +70,8 @@ pub enum ConsentError {
 pub struct PartnerRequest {
     /// Service id.
     pub service_id: String,
+    /// `partner` (reads within consent) or `source` (the gateway pulls from it with a grant).
+    pub kind: &'static str,
     /// Name.
     pub name: String,
     /// Purpose.
@@ -158,7 +160,8 @@ impl ConsentDesk {
         let db = self.auth.db();
         let heads = store::heads_of_person(db, &person).await?;
         let now = self.auth.now_ms();
-        let partners = services::list(db, ServiceKind::Partner).await?;
+        let mut partners = services::list(db, ServiceKind::Partner).await?;
+        partners.extend(services::list(db, ServiceKind::Source).await?);
         Ok(partners
             .into_iter()
             .map(|s| {
@@ -168,6 +171,7 @@ impl ConsentDesk {
                     .map(|(_, st)| st.clone());
                 let in_force = crate::domain::consent::in_force(current.as_ref(), now).is_ok();
                 PartnerRequest {
+                    kind: s.kind.as_str(),
                     service_id: s.id,
                     name: s.name,
                     purpose: s.purpose,
@@ -180,7 +184,8 @@ impl ConsentDesk {
             .collect())
     }
 
-    /// Prepares a grant of `categories` (all requested ones when empty) or a revoke.
+    /// Prepares a grant of `categories` (all requested ones when empty) or a revoke, towards a
+    /// partner or a source (a source's consent bounds what the gateway pulls from it).
     pub async fn prepare(
         &self,
         cookie: Option<&str>,
@@ -192,7 +197,6 @@ impl ConsentDesk {
         let db = self.auth.db();
         let service = services::get(db, service_id)
             .await?
-            .filter(|s| s.kind == ServiceKind::Partner)
             .ok_or(ConsentError::UnknownService)?;
         let categories = match action {
             Action::Revoke => Vec::new(),

@@ -41,6 +41,30 @@ pub enum ImportError {
         /// File.
         file: String,
     },
+    /// A pulled file must hold exactly one person's records (the grant's person).
+    #[error("{file}: names {count} persons; a file pulled with a grant must name exactly one")]
+    PersonCount {
+        /// File.
+        file: String,
+        /// Distinct person keys found.
+        count: usize,
+    },
+    /// A pulled file holds a record of a category the person did not consent to for the source.
+    #[error(
+        "{file}: a record of category {category} is outside the person's consent for this source"
+    )]
+    NotConsented {
+        /// File.
+        file: String,
+        /// The category.
+        category: String,
+    },
+    /// A person key of a pulled file is already linked to another person.
+    #[error("{file}: holds the record of another person")]
+    OtherPerson {
+        /// File.
+        file: String,
+    },
     /// The file is larger than [`MAX_IMPORT_BYTES`].
     #[error("{file}: {size} bytes is more than the {max} accepted")]
     TooLarge {
@@ -183,6 +207,29 @@ pub fn from_records(
             .collect(),
         resources,
     })
+}
+
+/// Checks a converted file pulled with a person's grant (`docs/source-protocol.md` §7): it names
+/// exactly one person, and every record's category is among `consented`.
+pub fn check_pulled(imp: &NewImport, consented: &[Category]) -> Result<(), ImportError> {
+    if imp.person_keys.len() != 1 {
+        return Err(ImportError::PersonCount {
+            file: imp.file_name.clone(),
+            count: imp.person_keys.len(),
+        });
+    }
+    if let Some(r) = imp.resources.iter().find(|r| {
+        !r.category.is_empty()
+            && r.category
+                .parse::<Category>()
+                .map_or(true, |c| !consented.contains(&c))
+    }) {
+        return Err(ImportError::NotConsented {
+            file: imp.file_name.clone(),
+            category: r.category.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// Converts a delivered file, by its name: a 特定健診 archive (`.zip`), one CDA document

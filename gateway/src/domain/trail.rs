@@ -40,6 +40,37 @@ pub struct ImportEvent {
     pub resources: u64,
     /// True when the bytes had been imported before.
     pub duplicate: bool,
+    /// The person the file's keys were linked to (a pull with that person's grant).
+    pub person_id: Option<String>,
+}
+
+/// What happened with a source (`docs/source-protocol.md` §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceAction {
+    /// The card was linked at the source.
+    Link,
+    /// A grant was signed and stored (or refused).
+    Grant,
+    /// A pull ended, or something in it was refused.
+    Pull,
+}
+
+/// One event with a source: a link, a grant, a pull's end, a refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceEvent {
+    /// When (ms).
+    pub at_ms: i64,
+    /// The source's service id (the actor).
+    pub source_id: String,
+    /// Whose data.
+    pub person_id: Option<String>,
+    /// What.
+    pub action: SourceAction,
+    /// `permit` (done), `deny` (refused) or `error` (failed).
+    pub outcome: &'static str,
+    /// What was done or why it was refused (file names, counts, codes; never file content or
+    /// grant bytes).
+    pub detail: serde_json::Value,
 }
 
 /// One audited event.
@@ -51,6 +82,8 @@ pub enum TrailEvent {
     Consent(ConsentEvent),
     /// A file imported.
     Import(ImportEvent),
+    /// A link, grant, pull or refusal with a source.
+    Source(SourceEvent),
 }
 
 /// A boxed future of an audit write.
@@ -156,12 +189,25 @@ pub fn to_record(event: TrailEvent) -> crate::domain::audit::AuditRecord {
                 other => Actor::Source(other.to_owned()),
             };
             let mut r = AuditRecord::new(i.at_ms, actor, AuditAction::Import, Outcome::Permit);
+            r.person_id = i.person_id;
             r.detail = Some(serde_json::json!({
                 "file": i.file,
                 "import": i.import_id,
                 "resources": i.resources,
                 "duplicate": i.duplicate,
             }));
+            r
+        }
+        TrailEvent::Source(s) => {
+            let action = match s.action {
+                SourceAction::Link => AuditAction::SourceLink,
+                SourceAction::Grant => AuditAction::SourceGrant,
+                SourceAction::Pull => AuditAction::Pull,
+            };
+            let outcome = Outcome::parse(s.outcome).unwrap_or(Outcome::Error);
+            let mut r = AuditRecord::new(s.at_ms, Actor::Source(s.source_id), action, outcome);
+            r.person_id = s.person_id;
+            r.detail = Some(s.detail);
             r
         }
     }

@@ -19,6 +19,18 @@
 //!   `signature_refused` / 409 `no_pending_document` | `consent_changed`
 //! - `GET  /api/history` → 200 `{"accesses":[{"at_ms","partner","partner_name","action",
 //!   "outcome","served"}]}`: partner reads of the signed-in worker's data, newest first / 401
+//! - `GET  /api/sources` → 200 `{"sources":[{"id","name","linked","consent_in_force",
+//!   "grant_expires_at_ms","last_pull_ms","last_outcome","last_error","breaker":{"state",…}}]}`
+//! - `POST /api/sources/{id}/link` `{"enrollment_code","holder_cert_der","binding_cert_der"}`
+//!   (hex DER) → 201 `{"source":{…}}`: the card linked at the source (§3)
+//! - `POST /api/sources/{id}/grant-request` → 200 `{"service","pseudonym","audience","nonce",
+//!   "nonce_hex","scope":["A:checkup",…],"expires_at","ttl_secs","nonce_expires_at_ms"}`: what the
+//!   card signs (`card-agent phr sign-grant`)
+//! - `POST /api/sources/{id}/grant` `{"grant_bytes","signature"}` (hex) → 202 `{"pull"}`: the grant
+//!   verified and stored, a pull started
+//! - `GET  /api/sources/pulls/{id}` → 200 `{"state","listed","fetched","stored","duplicates",
+//!   "refused","failed","error","message",…}`
+//!   Source errors: `{"error": code, "message": 日本語}` (see [`crate::sources::message_ja`])
 //! - `GET  /kiosk` → the kiosk sign-in page (plus `/kiosk/kiosk.js`, `/kiosk/kiosk.css`), see
 //!   [`kiosk`] and `docs/kiosk.md`
 
@@ -29,6 +41,7 @@ pub mod export;
 pub mod fhir;
 pub mod kiosk;
 pub mod partner;
+mod sources;
 
 pub use error::ApiError;
 
@@ -54,6 +67,8 @@ pub struct AppState {
     pub kiosk: Arc<kiosk::KioskPage>,
     /// Consent at the kiosk.
     pub consent: Arc<ConsentDesk>,
+    /// Connectors to sources (`[sources]`), if configured.
+    pub sources: Option<Arc<crate::sources::SourceHub>>,
 }
 
 /// The router.
@@ -69,6 +84,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/consent/prepare", post(consent::prepare))
         .route("/api/consent/commit", post(consent::commit))
         .route("/api/history", get(consent::history))
+        .route("/api/sources", get(sources::list))
+        .route("/api/sources/{id}/link", post(sources::link))
+        .route(
+            "/api/sources/{id}/grant-request",
+            post(sources::grant_request),
+        )
+        .route("/api/sources/{id}/grant", post(sources::grant))
+        .route("/api/sources/pulls/{id}", get(sources::pull))
         .merge(kiosk::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(security_headers))

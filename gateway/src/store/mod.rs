@@ -12,6 +12,7 @@ pub mod persons;
 pub mod records;
 pub mod services;
 pub mod sessions;
+pub mod sources;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{

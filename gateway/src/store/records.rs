@@ -75,8 +75,45 @@ pub enum ImportOutcome {
 /// Rows per multi-row INSERT (SQLite allows 32,766 parameters; 9 per row).
 const CHUNK: usize = 500;
 
+/// What [`import_for_person`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PersonImport {
+    /// Stored (or found already stored) and its person keys linked to the person.
+    Done(ImportOutcome),
+    /// A person key of the file is linked to another person: nothing was stored.
+    KeyOfAnotherPerson(String),
+}
+
 /// Stores an import in one transaction.
 pub async fn import(db: &Db, imp: &NewImport, now_ms: i64) -> Result<ImportOutcome, StoreError> {
+    match import_inner(db, imp, None, now_ms).await? {
+        PersonImport::Done(outcome) => Ok(outcome),
+        // Invariant: without a person no key can belong to another person.
+        PersonImport::KeyOfAnotherPerson(key) => Err(StoreError::Database(sqlx::Error::Protocol(
+            format!("unexpected person conflict on {key}"),
+        ))),
+    }
+}
+
+/// Stores an import in one transaction and, in the same transaction, links every person key of
+/// the file to `person_id` (a pull with that person's grant, `docs/source-protocol.md` §7). A key
+/// already linked to another person refuses the whole file. Bytes imported before are a no-op
+/// (no link is made then).
+pub async fn import_for_person(
+    db: &Db,
+    imp: &NewImport,
+    person_id: &str,
+    now_ms: i64,
+) -> Result<PersonImport, StoreError> {
+    import_inner(db, imp, Some(person_id), now_ms).await
+}
+
+async fn import_inner(
+    db: &Db,
+    imp: &NewImport,
+    person_id: Option<&str>,
+    now_ms: i64,
+) -> Result<PersonImport, StoreError> {
     let outcome = on_db!(db, |pool| {
         let mut tx = pool.begin().await?;
         let id: Option<i64> = sqlx::query(
@@ -103,9 +140,9 @@ pub async fn import(db: &Db, imp: &NewImport, now_ms: i64) -> Result<ImportOutco
                     .fetch_one(pool)
                     .await?
                     .try_get(0)?;
-                ImportOutcome::AlreadyImported { id: existing }
+                PersonImport::Done(ImportOutcome::AlreadyImported { id: existing })
             }
-            Some(id) => {
+            Some(id) => 'stored: {
                 for chunk in imp.person_keys.chunks(CHUNK) {
                     let mut q = sqlx::QueryBuilder::new(
                         "INSERT INTO person_keys (person_key, patient_id) ",
@@ -115,6 +152,25 @@ pub async fn import(db: &Db, imp: &NewImport, now_ms: i64) -> Result<ImportOutco
                     });
                     q.push(" ON CONFLICT (person_key) DO NOTHING");
                     q.build().execute(&mut *tx).await?;
+                }
+                if let Some(person) = person_id {
+                    for k in &imp.person_keys {
+                        let linked = sqlx::query(
+                            "UPDATE person_keys SET person_id = $2, \
+                             linked_at_ms = COALESCE(linked_at_ms, $3) \
+                             WHERE person_key = $1 AND (person_id IS NULL OR person_id = $2)",
+                        )
+                        .bind(&k.person_key)
+                        .bind(person)
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                        if linked != 1 {
+                            tx.rollback().await?;
+                            break 'stored PersonImport::KeyOfAnotherPerson(k.person_key.clone());
+                        }
+                    }
                 }
                 let mut stored = 0u64;
                 for chunk in imp.resources.chunks(CHUNK) {
@@ -137,14 +193,27 @@ pub async fn import(db: &Db, imp: &NewImport, now_ms: i64) -> Result<ImportOutco
                     stored += q.build().execute(&mut *tx).await?.rows_affected();
                 }
                 tx.commit().await?;
-                ImportOutcome::Imported {
+                PersonImport::Done(ImportOutcome::Imported {
                     id,
                     resources: stored,
-                }
+                })
             }
         }
     });
     Ok(outcome)
+}
+
+/// The import id of bytes with this SHA-256, if they were imported.
+pub async fn import_of_sha256(db: &Db, sha256: &[u8; 32]) -> Result<Option<i64>, StoreError> {
+    let id = on_db!(db, |pool| {
+        sqlx::query("SELECT id FROM imports WHERE content_sha256 = $1")
+            .bind(sha256.as_slice())
+            .fetch_optional(pool)
+            .await?
+            .map(|r| r.try_get::<i64, _>(0))
+            .transpose()?
+    });
+    Ok(id)
 }
 
 /// Links a person key to a person (after the person proved, by card, who they are at the

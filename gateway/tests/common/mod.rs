@@ -404,6 +404,7 @@ impl TestGateway {
             )),
             auth,
             kiosk: Arc::default(),
+            sources: None,
         };
         let server_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let server_cert = CertificateParams::new(vec![ORIGIN_HOST.to_owned()])
