@@ -710,13 +710,13 @@ async fn faults_bounded_retries_breaker_and_other_sources_finish() {
     let (p, _) = &done["timeout"];
     assert_eq!(p.state, PullState::Failed, "{p:?}");
     assert_eq!(p.error.as_deref(), Some("timeout"));
-    // (The source counts a request only after its injected delay, which the gateway does not
-    // wait for: the attempts are counted at the gateway's client.)
+    // Counted at both ends: the source counts a request on arrival, before its delay.
     assert_eq!(
         w.hub.client("timeout").unwrap().attempts() - timeout_attempts_before,
         3,
         "bounded attempts"
     );
+    assert_eq!(requests("timeout"), 3, "bounded attempts at the source");
     // 500: three attempts, then failed; the breaker (4 failures) is not open yet …
     let (p, _) = &done["error500"];
     assert_eq!(p.state, PullState::Failed, "{p:?}");
@@ -979,6 +979,8 @@ async fn refused_files_and_unregistered_source_certificate() {
     let pull = w.grant(&user2, &slot2).await.unwrap();
     assert_eq!(w.wait(&user2, &pull).await.stored, 1);
     let (imports, resources) = w.counts().await;
+    // A misconfigured source that lists a file of a format it does not know.
+    w.source("kenshin").faults.list_unknown_formats(true);
     w.source("kenshin").put("P-1", "notes.pdf", b"%PDF-1.4");
     w.source("kenshin").put("P-1", "copy-of-theirs.xml", &{
         let mut b = fixture("cda/full.xml");

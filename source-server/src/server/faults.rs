@@ -1,7 +1,7 @@
 //! Fault injection for tests of the gateway's connector: slow answers, failures, truncated
 //! bodies. All switches are off unless a test turns them on; a production source never does.
 
-use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Switches read on every request, and a request counter.
@@ -14,6 +14,7 @@ pub struct Faults {
     requests: AtomicU64,
     file_requests: AtomicU64,
     clock_offset: AtomicI64,
+    list_unknown_formats: AtomicBool,
 }
 
 /// What to do with one request.
@@ -46,7 +47,8 @@ impl Faults {
         self.truncate_next.store(n, Ordering::SeqCst);
     }
 
-    /// Requests received (every endpoint).
+    /// Requests received (every endpoint), counted on arrival: one the client gave up on while
+    /// it was delayed counts too.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
     }
@@ -61,6 +63,16 @@ impl Faults {
         self.clock_offset.store(secs, Ordering::SeqCst);
     }
 
+    /// Lists files of formats this source does not know (a misconfigured source), so that a
+    /// gateway's refusal of them can be tested; off: such files are never listed.
+    pub fn list_unknown_formats(&self, on: bool) {
+        self.list_unknown_formats.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn lists_unknown_formats(&self) -> bool {
+        self.list_unknown_formats.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn clock_offset(&self) -> i64 {
         self.clock_offset.load(Ordering::SeqCst)
     }
@@ -69,8 +81,12 @@ impl Faults {
         Duration::from_millis(self.delay_ms.load(Ordering::SeqCst))
     }
 
-    pub(crate) fn on_request(&self) -> Injected {
+    /// Counts a request as it arrives (before any injected delay).
+    pub(crate) fn count_request(&self) {
         self.requests.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn on_request(&self) -> Injected {
         if take_one(&self.fail_next) {
             Injected::Fail(self.fail_status.load(Ordering::SeqCst))
         } else {

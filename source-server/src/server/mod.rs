@@ -262,6 +262,7 @@ async fn inject_faults(
     request: Request,
     next: Next,
 ) -> Response {
+    source.faults.count_request();
     let delay = source.faults.delay();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -528,7 +529,10 @@ async fn list_files(
         let current = found
             .iter()
             .any(|f| f.name == e.name && f.sha256 == e.sha256);
-        if current && covered(&verified.scope, &e.categories) {
+        // A file of a format this source does not know has no categories: never listed
+        // (unless a test asks for a misconfigured source).
+        let known = !e.categories.is_empty() || source.faults.lists_unknown_formats();
+        if current && known && covered(&verified.scope, &e.categories) {
             eligible.push(e);
         }
     }
@@ -576,7 +580,8 @@ async fn fetch_file(
             .cloned()
             .ok_or_else(not_found)?
     };
-    if !covered(&verified.scope, &entry.categories) {
+    let known = !entry.categories.is_empty() || source.faults.lists_unknown_formats();
+    if !known || !covered(&verified.scope, &entry.categories) {
         return Err(not_found());
     }
     let path = source
