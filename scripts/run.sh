@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The demo, without hardware: pcscd with vsmartcard's virtual reader and a virtual My Number card
-# in it; the gateway on SQLite with sample data imported (特定健診 archive and CDA, レセプト, stress
-# check), a partner PHR service registered (mTLS certificate + private_key_jwt keys), the kiosk page
-# and the card agent's localhost API. On a terminal it runs until Enter is pressed; otherwise
-# (scripts, CI) it checks that everything answers and stops.
+# The demo, without hardware: pcscd with vsmartcard's virtual readers, a virtual My Number card in
+# the first; the gateway on SQLite (a fresh database each run) with sample data imported (特定健診
+# archive and CDA, レセプト, stress check), a partner PHR service registered (mTLS certificate +
+# private_key_jwt keys), the kiosk page and the card agent's localhost API; three reference source
+# servers (健診機関, 保険者, 産業医クラウド) and a virtual PHR card in the second reader, which signs
+# in, consents, links at each source and grants, while the gateway pulls (progress shown), then a
+# new file at a source arriving with the scheduled pull. On a terminal it then runs until Ctrl-C;
+# otherwise (scripts, CI) it checks that everything answers and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -17,13 +20,20 @@ apt_install pcscd libpcsclite-dev pkg-config vsmartcard-vpcd opensc pcsc-tools o
 source scripts/test-setup.d/10-pcscd.sh
 
 step "build"
-cargo build --release -p card-agent -p gateway --locked
+cargo build --release -p card-agent -p gateway -p iphr-source --locked
+cargo build --release -p iphr-tests --bin kiosk-demo --locked
 AGENT="$CARGO_TARGET_DIR/release/card-agent"
 GATEWAY="$CARGO_TARGET_DIR/release/iphr-gateway"
+SOURCE="$CARGO_TARGET_DIR/release/iphr-source"
+KIOSK_DEMO="$CARGO_TARGET_DIR/release/kiosk-demo"
 DEMO="$(mkdir -p "${IPHR_DEMO_DIR:-.iphr/demo}" && cd "${IPHR_DEMO_DIR:-.iphr/demo}" && pwd)"
 CARD_DIR="$DEMO/virtual-my-number-card"
 GW="$DEMO/gateway"
+SRC="$DEMO/sources"
 mkdir -p "$GW"
+# Each run starts from a fresh database, fresh sources and a fresh PHR card.
+rm -rf "$GW"/gateway.db* "$SRC" "$DEMO/phr-card"
+mkdir -p "$SRC"
 KIOSK_PORT="${IPHR_DEMO_PORT:-8443}"
 PARTNER_PORT="${IPHR_DEMO_PARTNER_PORT:-9443}"
 AGENT_PORT="${IPHR_DEMO_AGENT_PORT:-24700}"
@@ -77,6 +87,52 @@ print(json.dumps({"keys": [{"kty": "EC", "crv": "P-256", "kid": "demo-1", "use":
                             "alg": "ES256", "x": b64(point[:32]), "y": b64(point[32:])}]}))
 PY
 fi
+step "three reference sources (mTLS: each its own server certificate; the gateway's client certificate)"
+SOURCE_PORT0="${IPHR_DEMO_SOURCE_PORT:-9451}"
+"$KIOSK_DEMO" ca --dir "$DEMO/phr-issuer" >/dev/null
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
+  -subj "/CN=iphr-demo-gateway" -keyout "$GW/source-client.key" -out "$GW/source-client.pem" 2>/dev/null
+SOURCES=(
+  "kenshin-tokyo|東京健診センター|K-0001|KENSHIN-7KQ2-MX4P|A.checkup"
+  "kyokai-kenpo|けんぽ健康保険組合|H-0001|KENPO-9D2T-AXQ1|A.claims"
+  "op-cloud|産業医クラウド|W003|OPCLOUD-44RW-PZ8C|B.attendance,C.interview,C.oh-opinion"
+)
+SOURCES_TOML=""
+KIOSK_SOURCES=()
+i=0
+for entry in "${SOURCES[@]}"; do
+  IFS='|' read -r id name pseudonym code categories <<<"$entry"
+  port=$((SOURCE_PORT0 + i)); i=$((i + 1))
+  dir="$SRC/$id"
+  mkdir -p "$dir/data"
+  cp -r "tests/fixtures/sources/$id/$pseudonym" "$dir/data/"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
+    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost" \
+    -keyout "$dir/tls.key" -out "$dir/tls.pem" 2>/dev/null
+  cat >"$dir/source.toml" <<TOML
+service_id = "$id"
+listen = "127.0.0.1:$port"
+data_dir = "data"
+state_dir = "state"
+tls_cert = "tls.pem"
+tls_key = "tls.key"
+phr_issuer_ca = "$DEMO/phr-issuer/phr-issuer-ca.der"
+[[gateways]]
+audience = "iphr-demo-gateway"
+certificate = "$GW/source-client.pem"
+[[enrollments]]
+code = "$code"
+pseudonym = "$pseudonym"
+TOML
+  "$SOURCE" --config "$dir/source.toml" 2>"$dir/source.log" &
+  pid=$!
+  IPHR_CLEANUP+=("kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null")
+  source_up() { curl -sfk --cert "$GW/source-client.pem" --key "$GW/source-client.key" "https://localhost:$1/healthz" >/dev/null; }
+  wait_for 15 source_up "$port" || { cat "$dir/source.log" >&2; echo "source $id did not answer" >&2; exit 1; }
+  SOURCES_TOML+=$'\n'"[[sources.source]]"$'\n'"id = \"$id\""$'\n'"url = \"https://localhost:$port\""$'\n'"server_ca = \"$dir/tls.pem\""
+  KIOSK_SOURCES+=(--source "$id:$pseudonym:$code:$categories")
+done
+
 cat >"$GW/gateway.toml" <<TOML
 public_origin = "$ORIGIN"
 listen = "127.0.0.1:$KIOSK_PORT"
@@ -97,6 +153,18 @@ listen = "127.0.0.1:$PARTNER_PORT"
 public_url = "https://localhost:$PARTNER_PORT"
 [import]
 drop_dir = "$GW/drop"
+[[trust]]
+card_type = "phr"
+key = "auth"
+anchors = ["$DEMO/phr-issuer/phr-issuer-ca.der"]
+# The demo's PHR card issuer publishes no CRL.
+revocation = "disabled"
+[sources]
+gateway_id = "iphr-demo-gateway"
+client_cert = "$GW/source-client.pem"
+client_key = "$GW/source-client.key"
+pull_interval_secs = 5
+$SOURCES_TOML
 TOML
 
 step "sample data and the partner"
@@ -109,6 +177,11 @@ cp "$FIX/stress/workers.csv" "$GW/workers.stress.csv"
   --name "けんこう手帳アプリ" --purpose "健診結果の経年表示と生活習慣の助言" \
   --categories A.checkup,A.stress-check --certificate "$GW/partner.pem" \
   --jwks "$GW/partner.jwks.json"
+for entry in "${SOURCES[@]}"; do
+  IFS='|' read -r id name pseudonym code categories <<<"$entry"
+  "$GATEWAY" --config "$GW/gateway.toml" register-partner --source --id "$id" --name "$name" \
+    --purpose "健康管理と両立支援のための記録の取り込み" --categories "$categories"
+done
 
 step "gateway"
 "$GATEWAY" --config "$GW/gateway.toml" 2>"$GW/gateway.log" &
@@ -125,6 +198,11 @@ fi
 curl -sfk --cert "$GW/partner.pem" --key "$GW/partner.key" \
   "https://localhost:$PARTNER_PORT/fhir/metadata" | grep -q CapabilityStatement
 
+step "the kiosk with a virtual PHR card: consent, link, grant, pull from the three sources"
+"$KIOSK_DEMO" run --origin "$ORIGIN" --gateway-cert "$GW/tls.pem" --issuer "$DEMO/phr-issuer" \
+  --card-dir "$DEMO/phr-card" --reader-index 1 "${KIOSK_SOURCES[@]}" \
+  --later "tests/fixtures/sources/next/kenshin-2025.xml=$SRC/kenshin-tokyo/data/K-0001/kenshin-2025.xml"
+
 cat <<MSG
 
 iPHR gateway demo
@@ -133,6 +211,7 @@ iPHR gateway demo
                      OAuth: POST /oauth/token with a private_key_jwt assertion signed by that key, client_id demo-phr-app)
   database:          $GW/gateway.db   (drop files into $GW/drop/incoming to import them)
   virtual card:      'Virtual PCD 00 00', PIN 1234
+  sources:           https://localhost:$SOURCE_PORT0 … (iphr-source, files under $SRC/*/data); pull now: $GATEWAY --config $GW/gateway.toml pull
 MSG
 
 if [ -t 0 ]; then

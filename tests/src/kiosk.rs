@@ -129,8 +129,19 @@ impl PhrCardAtReader {
         .to_string())
     }
 
-    /// Generates the service's key on the card; returns the holder and binding certificates.
+    /// Generates the service's key on the card (unless the card already holds one for that
+    /// service and pseudonym); returns the holder and binding certificates.
     pub fn link(&self, service: &str, pseudonym: &str) -> Result<(Vec<u8>, Vec<u8>), KioskError> {
+        let view = self.on_card(|tx| card::read_card(tx))?;
+        if let Some(s) = view.services.iter().find(|s| s.service == service) {
+            if s.pseudonym != pseudonym {
+                return Err(KioskError::Card(format!(
+                    "the card is linked to {service} as another person ({})",
+                    s.pseudonym
+                )));
+            }
+            return Ok((self.holder_certificate()?, s.cert_der.clone()));
+        }
         let pin = self.pin()?;
         let linked =
             self.on_card(|tx| card::link(tx, &pin, LastTry::Refuse, service, pseudonym))?;

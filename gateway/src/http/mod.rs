@@ -20,7 +20,7 @@
 //! - `GET  /api/history` → 200 `{"accesses":[{"at_ms","partner","partner_name","action",
 //!   "outcome","served"}]}`: partner reads of the signed-in worker's data, newest first / 401
 //! - `GET  /api/sources` → 200 `{"sources":[{"id","name","linked","consent_in_force",
-//!   "grant_expires_at_ms","last_pull_ms","last_outcome","last_error","breaker":{"state",…}}]}`
+//!   "grant_expires_at_ms","last_pull_ms","last_outcome","last_error","files_stored","breaker":{"state",…}}]}`
 //! - `POST /api/sources/{id}/link` `{"enrollment_code","holder_cert_der","binding_cert_der"}`
 //!   (hex DER) → 201 `{"source":{…}}`: the card linked at the source (§3)
 //! - `POST /api/sources/{id}/grant-request` → 200 `{"service","pseudonym","audience","nonce",

@@ -308,6 +308,8 @@ pub struct SourceView {
     pub last_outcome: Option<String>,
     /// Last pull error code.
     pub last_error: Option<String>,
+    /// Files from this source stored in the person's record.
+    pub files_stored: i64,
     /// The source's circuit breaker.
     pub breaker: BreakerView,
 }
@@ -525,6 +527,7 @@ impl SourceHub {
                 last_pull_ms: link.and_then(|l| l.last_pull_ms),
                 last_outcome: link.and_then(|l| l.last_outcome.clone()),
                 last_error: link.and_then(|l| l.last_error.clone()),
+                files_stored: store::files_stored(&self.db, person_id, id).await?,
                 breaker: client.breaker().view(),
             });
         }

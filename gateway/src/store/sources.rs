@@ -158,6 +158,24 @@ pub async fn of_person(db: &Db, person_id: &str) -> Result<Vec<SourceLink>, Stor
     Ok(v)
 }
 
+/// Files from `source_id` stored with records of `person_id` (each counted once).
+pub async fn files_stored(db: &Db, person_id: &str, source_id: &str) -> Result<i64, StoreError> {
+    let n = on_db!(db, |pool| {
+        sqlx::query(
+            "SELECT COUNT(DISTINCT i.id) FROM imports i \
+             JOIN iphr_resources r ON r.import_id = i.id \
+             JOIN person_keys k ON k.person_key = r.person_key \
+             WHERE i.source_id = $1 AND k.person_id = $2",
+        )
+        .bind(source_id)
+        .bind(person_id)
+        .fetch_one(pool)
+        .await?
+        .try_get::<i64, _>(0)?
+    });
+    Ok(n)
+}
+
 /// Links of a source whose grant has not expired at `now_ms` (candidates of a scheduled pull;
 /// consent is checked by the caller), by person id after `after`.
 pub async fn with_live_grant(

@@ -147,15 +147,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .as_array()
             .and_then(|a| a.iter().find(|v| v["id"] == s.service.as_str()))
             .is_some_and(|v| v["linked"] == true);
+        let categories: Vec<&str> = s.categories.iter().map(String::as_str).collect();
+        kiosk.consent(&card, &s.service, &categories).await?;
+        println!("{}: 同意しました（{}）", s.service, s.categories.join("、"));
         if !linked {
             kiosk
                 .link_source(&card, &s.service, &s.pseudonym, &s.code)
                 .await?;
             println!("{}: カードを連携しました（{}）", s.service, s.pseudonym);
         }
-        let categories: Vec<&str> = s.categories.iter().map(String::as_str).collect();
-        kiosk.consent(&card, &s.service, &categories).await?;
-        println!("{}: 同意しました（{}）", s.service, s.categories.join("、"));
         let pull = kiosk.grant(&card, &s.service).await?;
         let last = kiosk
             .wait_pull(&pull, Duration::from_secs(120), |p| {

@@ -1,0 +1,429 @@
+//! Issue 7 end to end, through pcscd + vpcd: a virtual PHR card is issued, the worker signs in at
+//! the kiosk API with it, consents to three reference source servers (健診機関, 保険者,
+//! 産業医クラウド), links the card at each with its enrollment code (a key per source on the
+//! card), and signs a grant per source with that source's own card key; the gateway pulls, and the iPHR holds units A, B and C from
+//! all three. A second pull adds nothing; a new file at a source arrives with the next scheduled
+//! pull (the gateway's background task, not a call from the test).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use card_agent::phr::ca::PhrIssuerCa;
+use card_agent::virtual_card::piv::VirtualPivCard;
+use gateway::clock::SystemClock;
+use gateway::config::Config;
+use gateway::domain::consent::Category;
+use gateway::server::{Gateway, serve};
+use gateway::sources::{PullState, run_scheduled};
+use gateway::store::records::{self, Search};
+use gateway::store::services::{self, Service, ServiceKind};
+use iphr_source::server::{Enrollment, RegisteredGateway, Source, SourceConfig};
+use iphr_tests::kiosk::{KioskClient, PhrCardAtReader, issue_card};
+use iphr_tests::{insert, pcsc_lock};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+const PIN: &str = "246810";
+const GATEWAY_ID: &str = "iphr-gw.e2e";
+
+struct Pem {
+    cert: String,
+    key: String,
+    der: Vec<u8>,
+}
+
+fn self_signed(name: &str) -> Pem {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    Pem {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+        der: cert.der().to_vec(),
+    }
+}
+
+/// One source of the test.
+struct TestSource {
+    service: &'static str,
+    name: &'static str,
+    pseudonym: &'static str,
+    code: &'static str,
+    categories: &'static [Category],
+}
+
+const SOURCES: [TestSource; 3] = [
+    TestSource {
+        service: "kenshin-tokyo",
+        name: "東京健診センター",
+        pseudonym: "K-0001",
+        code: "KENSHIN-7KQ2-MX4P",
+        categories: &[Category::Checkup],
+    },
+    TestSource {
+        service: "kyokai-kenpo",
+        name: "健康保険組合",
+        pseudonym: "H-0001",
+        code: "KENPO-9D2T-AXQ1",
+        categories: &[Category::Claims],
+    },
+    TestSource {
+        service: "op-cloud",
+        name: "産業医クラウド",
+        pseudonym: "W003",
+        code: "OPCLOUD-44RW-PZ8C",
+        categories: &[
+            Category::Attendance,
+            Category::Interview,
+            Category::OhOpinion,
+        ],
+    },
+];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sources")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// Starts a reference source server on 127.0.0.1:0 serving the fixture files of `s`.
+async fn start_source(
+    dir: &Path,
+    s: &TestSource,
+    gateway_client: &[u8],
+    phr_ca: &[u8],
+) -> (String, Pem, PathBuf, tokio::sync::oneshot::Sender<()>) {
+    let base = dir.join(s.service);
+    let data = base.join("data");
+    copy_dir(
+        &fixtures().join(s.service).join(s.pseudonym),
+        &data.join(s.pseudonym),
+    );
+    let source = Source::open(SourceConfig {
+        service_id: s.service.into(),
+        data_dir: data.clone(),
+        state_dir: base.join("state"),
+        phr_issuer_ca: Some(phr_ca.to_vec()),
+        jpki_cas: vec![],
+        gateways: vec![RegisteredGateway {
+            audience: GATEWAY_ID.into(),
+            certificate: gateway_client.to_vec(),
+        }],
+        enrollments: vec![Enrollment {
+            code: s.code.into(),
+            pseudonym: s.pseudonym.into(),
+            expires_at: None,
+        }],
+    })
+    .unwrap();
+    let tls_pair = self_signed("localhost");
+    let key = PrivateKeyDer::from_pem_slice(tls_pair.key.as_bytes()).unwrap();
+    let tls = source
+        .tls_config(vec![CertificateDer::from(tls_pair.der.clone())], key)
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(iphr_source::server::serve(listener, tls, source, async {
+        let _ = stopped.await;
+    }));
+    (url, tls_pair, data, stop)
+}
+
+fn write_gateway_config(
+    dir: &Path,
+    origin: &str,
+    gateway_tls: &Pem,
+    client: &Pem,
+    sources: &[(String, PathBuf)],
+) -> PathBuf {
+    let d = dir.display();
+    std::fs::write(dir.join("tls.pem"), &gateway_tls.cert).unwrap();
+    std::fs::write(dir.join("tls.key"), &gateway_tls.key).unwrap();
+    std::fs::write(dir.join("source-client.pem"), &client.cert).unwrap();
+    std::fs::write(dir.join("source-client.key"), &client.key).unwrap();
+    let mut toml = format!(
+        r#"
+public_origin = "{origin}"
+[tls]
+cert = "{d}/tls.pem"
+key = "{d}/tls.key"
+[database]
+url = "sqlite://{d}/gateway.db"
+[[trust]]
+card_type = "phr"
+key = "auth"
+anchors = ["{d}/phr-issuer-ca.der"]
+revocation = "disabled"
+[sources]
+gateway_id = "{GATEWAY_ID}"
+client_cert = "{d}/source-client.pem"
+client_key = "{d}/source-client.key"
+pull_interval_secs = 2
+request_timeout_ms = 15000
+"#
+    );
+    for (s, (url, ca)) in SOURCES.iter().zip(sources) {
+        toml.push_str(&format!(
+            "[[sources.source]]\nid = \"{}\"\nurl = \"{url}\"\nserver_ca = \"{}\"\n",
+            s.service,
+            ca.display()
+        ));
+    }
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// The person's resources per category.
+async fn categories_of(db: &gateway::store::Db, person: &str) -> (usize, BTreeSet<String>) {
+    let all = records::search(
+        db,
+        person,
+        &Search {
+            categories: Category::ALL
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect(),
+            resource_type: None,
+            fhir_category: None,
+            code: None,
+            date_from: None,
+            date_to: None,
+            limit: 100_000,
+            offset: 0,
+        },
+    )
+    .await
+    .unwrap();
+    let categories = all.iter().map(|r| r.category.clone()).collect();
+    (all.len(), categories)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phr_card_links_three_sources_consents_and_the_gateway_pulls_units_a_b_c() {
+    let _lock = pcsc_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // The card issuer and a factory-fresh virtual PIV card in a vpcd reader, issued through pcscd.
+    let ca = PhrIssuerCa::load_or_create(&d.join("issuer")).unwrap();
+    std::fs::write(d.join("phr-issuer-ca.der"), &ca.cert_der).unwrap();
+    let inserted = insert(VirtualPivCard::open(&d.join("card")).unwrap(), 1);
+    let reader = inserted.reader();
+    tokio::task::spawn_blocking({
+        let ca_dir = d.join("issuer");
+        move || {
+            let ca = PhrIssuerCa::load_or_create(&ca_dir).unwrap();
+            issue_card(reader, &ca, "HOLDER-E2E-7", PIN).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let card = PhrCardAtReader::new(reader, PIN);
+
+    // Three reference sources, each trusting the PHR issuer and the gateway's client certificate.
+    let client = self_signed("iphr-gw.e2e");
+    let mut endpoints = Vec::new();
+    let mut data_dirs = Vec::new();
+    let mut stops = Vec::new();
+    for s in &SOURCES {
+        let (url, tls, data, stop) = start_source(d, s, &client.der, &ca.cert_der).await;
+        let ca_path = d.join(format!("{}-server.pem", s.service));
+        std::fs::write(&ca_path, &tls.cert).unwrap();
+        endpoints.push((url, ca_path));
+        data_dirs.push(data);
+        stops.push(stop);
+    }
+
+    // The gateway, its sources registered as source services, scheduled pulls every 2 s.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let gateway_tls = self_signed("localhost");
+    let config = Config::load(Some(&write_gateway_config(
+        d,
+        &origin,
+        &gateway_tls,
+        &client,
+        &endpoints,
+    )))
+    .unwrap();
+    let gateway = Gateway::from_config(&config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let db = gateway.app.auth.db().clone();
+    for s in &SOURCES {
+        services::upsert(
+            &db,
+            &Service {
+                id: s.service.into(),
+                kind: ServiceKind::Source,
+                name: s.name.into(),
+                purpose: "健康管理と両立支援のための記録の取り込み".into(),
+                categories: s.categories.to_vec(),
+                period_days: 365,
+                certificate_sha256: None,
+                jwks: None,
+                scopes: String::new(),
+                rate_per_sec: 10,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    }
+    let hub = gateway.app.sources.clone().unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(serve(listener, gateway, {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    }));
+
+    // At the kiosk: sign in with the card, then per source consent, link, grant, pull.
+    let mut kiosk = KioskClient::new(&origin, gateway_tls.cert.as_bytes()).unwrap();
+    let person = kiosk.sign_in(&card).await.unwrap();
+    let mut files_at_sources = 0;
+    for (s, data) in SOURCES.iter().zip(&data_dirs) {
+        let categories: Vec<&str> = s.categories.iter().map(|c| c.as_str()).collect();
+        kiosk.consent(&card, s.service, &categories).await.unwrap();
+        let linked = kiosk
+            .link_source(&card, s.service, s.pseudonym, s.code)
+            .await
+            .unwrap();
+        assert_eq!(linked["source"]["linked"], true, "{linked}");
+        let pull = kiosk.grant(&card, s.service).await.unwrap();
+        let mut seen = Vec::new();
+        let last = kiosk
+            .wait_pull(&pull, Duration::from_secs(60), |p| seen.push(p.clone()))
+            .await
+            .unwrap();
+        assert_eq!(last["state"], "done", "{}: {last}", s.service);
+        let expected_files = std::fs::read_dir(data.join(s.pseudonym)).unwrap().count() as u64;
+        assert_eq!(last["listed"], expected_files, "{last}");
+        assert_eq!(last["stored"], expected_files, "{last}");
+        assert_eq!(last["refused"], 0, "{last}");
+        assert!(seen.len() >= 2, "progress was shown: {seen:?}");
+        files_at_sources += expected_files;
+    }
+    // The card holds one key per source (three linked services).
+    let view = tokio::task::spawn_blocking({
+        let reader = reader.to_owned();
+        move || iphr_tests::on_card(&reader, |tx| card_agent::phr::card::read_card(tx)).unwrap()
+    })
+    .await
+    .unwrap();
+    let linked: BTreeSet<&str> = view.services.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(
+        linked,
+        SOURCES.iter().map(|s| s.service).collect::<BTreeSet<_>>()
+    );
+
+    // Units A, B and C, from all three sources.
+    let (resources, categories) = categories_of(&db, &person).await;
+    for c in [
+        "A.checkup",
+        "A.claims",
+        "B.attendance",
+        "C.interview",
+        "C.oh-opinion",
+    ] {
+        assert!(categories.contains(c), "{c} missing from {categories:?}");
+    }
+    let (imports, total) = records::counts(&db).await.unwrap();
+    assert_eq!(u64::try_from(imports).unwrap(), files_at_sources);
+
+    // A second pull from each source adds nothing.
+    for s in &SOURCES {
+        let p = hub.pull(&person, s.service).await;
+        assert_eq!(p.state, PullState::Done, "{p:?}");
+        assert_eq!((p.stored, p.fetched), (0, 0), "{p:?}");
+    }
+    assert_eq!(records::counts(&db).await.unwrap(), (imports, total));
+
+    // A new file at the 健診機関 arrives with the next scheduled pull.
+    let (stop_schedule, schedule_stopped) = tokio::sync::oneshot::channel::<()>();
+    let scheduler = tokio::spawn(run_scheduled(
+        Arc::clone(&hub),
+        Duration::from_secs(2),
+        async {
+            let _ = schedule_stopped.await;
+        },
+    ));
+    std::fs::copy(
+        fixtures().join("next/kenshin-2025.xml"),
+        data_dirs[0].join("K-0001/kenshin-2025.xml"),
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (now_imports, _) = records::counts(&db).await.unwrap();
+        if now_imports == imports + 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scheduled pull did not bring the new file"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (after, _) = categories_of(&db, &person).await;
+    assert!(after > resources, "{after} resources, before {resources}");
+    let dated_2025 = records::search(
+        &db,
+        &person,
+        &Search {
+            categories: vec!["A.checkup".into()],
+            resource_type: Some("Observation".into()),
+            fhir_category: None,
+            code: None,
+            date_from: Some("2025-01-01".into()),
+            date_to: Some("2025-12-31".into()),
+            limit: 1000,
+            offset: 0,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!dated_2025.is_empty(), "no 2025 observation arrived");
+
+    // The kiosk shows each source linked, consented, with a grant and its last pull.
+    let overview = kiosk.sources().await.unwrap();
+    for s in overview["sources"].as_array().unwrap() {
+        assert_eq!(s["linked"], true, "{s}");
+        assert_eq!(s["consent_in_force"], true, "{s}");
+        assert!(s["grant_expires_at_ms"].as_i64().unwrap() > 0, "{s}");
+        assert_eq!(s["last_outcome"], "ok", "{s}");
+        // Every file now at the source is in the record, each once.
+        let i = SOURCES.iter().position(|x| s["id"] == x.service).unwrap();
+        let expected = std::fs::read_dir(data_dirs[i].join(SOURCES[i].pseudonym))
+            .unwrap()
+            .count();
+        assert_eq!(s["files_stored"], expected, "{s}");
+    }
+
+    let _ = stop_schedule.send(());
+    scheduler.await.unwrap();
+    stop.send(true).unwrap();
+    server.await.unwrap().unwrap();
+    drop(stops);
+    drop(inserted);
+}
