@@ -3,6 +3,7 @@
 //! every item code the converter accepts.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 
 use serde::Deserialize;
@@ -160,9 +161,35 @@ pub struct Group {
     pub identified_by: Vec<String>,
 }
 
+/// Word-at-a-time hash (FxHash) for the catalogue's fixed tables: keys are short codes, looked
+/// up once or twice per observation; SipHash's flooding resistance is not needed for tables
+/// that are built from shipped data only.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<V> = HashMap<String, V, BuildHasherDefault<FxHasher>>;
+
 #[derive(Deserialize)]
 struct File {
-    values: HashMap<String, HashMap<String, String>>,
+    values: FxMap<FxMap<String>>,
     item: Vec<Item>,
     group: Vec<Group>,
 }
@@ -170,8 +197,8 @@ struct File {
 /// The item catalogue.
 #[derive(Debug)]
 pub struct Catalogue {
-    items: HashMap<String, Item>,
-    values: HashMap<String, HashMap<String, String>>,
+    items: FxMap<Item>,
+    values: FxMap<FxMap<String>>,
     groups: Vec<Group>,
 }
 
@@ -189,7 +216,7 @@ impl Catalogue {
     /// Parses a catalogue from TOML text.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let f: File = toml::from_str(text).map_err(|e| e.to_string())?;
-        let mut items = HashMap::new();
+        let mut items = FxMap::default();
         for mut it in f.item {
             it.values_system = it.values.as_deref().map(|v| format!("urn:oid:{v}"));
             it.unit_keys = [

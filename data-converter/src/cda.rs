@@ -100,43 +100,45 @@ enum N {
     Other,
 }
 
+/// The [`N`] of a local name (by length and first byte, then one fixed-size comparison).
 fn intern(local: &str) -> N {
-    match local {
-        "ClinicalDocument" => N::ClinicalDocument,
-        "id" => N::Id,
-        "code" => N::Code,
-        "effectiveTime" => N::EffectiveTime,
-        "recordTarget" => N::RecordTarget,
-        "patientRole" => N::PatientRole,
-        "patient" => N::Patient,
-        "name" => N::Name,
-        "administrativeGenderCode" => N::AdministrativeGenderCode,
-        "birthTime" => N::BirthTime,
-        "addr" => N::Addr,
-        "postalCode" => N::PostalCode,
-        "author" => N::Author,
-        "assignedAuthor" => N::AssignedAuthor,
-        "assignedPerson" => N::AssignedPerson,
-        "representedOrganization" => N::RepresentedOrganization,
-        "participant" => N::Participant,
-        "associatedEntity" => N::AssociatedEntity,
-        "scopingOrganization" => N::ScopingOrganization,
-        "documentationOf" => N::DocumentationOf,
-        "serviceEvent" => N::ServiceEvent,
-        "low" => N::Low,
-        "high" => N::High,
-        "component" => N::Component,
-        "structuredBody" => N::StructuredBody,
-        "section" => N::Section,
-        "entry" => N::Entry,
-        "observation" => N::Observation,
-        "value" => N::Value,
-        "interpretationCode" => N::InterpretationCode,
-        "methodCode" => N::MethodCode,
-        "referenceRange" => N::ReferenceRange,
-        "observationRange" => N::ObservationRange,
-        "entryRelationship" => N::EntryRelationship,
-        "text" => N::Text,
+    let b = local.as_bytes();
+    match (b.len(), b.first().copied().unwrap_or(0)) {
+        (2, b'i') if b == b"id" => N::Id,
+        (3, b'l') if b == b"low" => N::Low,
+        (4, b'a') if b == b"addr" => N::Addr,
+        (4, b'c') if b == b"code" => N::Code,
+        (4, b'h') if b == b"high" => N::High,
+        (4, b'n') if b == b"name" => N::Name,
+        (4, b't') if b == b"text" => N::Text,
+        (5, b'e') if b == b"entry" => N::Entry,
+        (5, b'v') if b == b"value" => N::Value,
+        (6, b'a') if b == b"author" => N::Author,
+        (7, b'p') if b == b"patient" => N::Patient,
+        (7, b's') if b == b"section" => N::Section,
+        (9, b'b') if b == b"birthTime" => N::BirthTime,
+        (9, b'c') if b == b"component" => N::Component,
+        (10, b'm') if b == b"methodCode" => N::MethodCode,
+        (10, b'p') if b == b"postalCode" => N::PostalCode,
+        (11, b'o') if b == b"observation" => N::Observation,
+        (11, b'p') if b == b"patientRole" => N::PatientRole,
+        (11, b'p') if b == b"participant" => N::Participant,
+        (12, b'r') if b == b"recordTarget" => N::RecordTarget,
+        (12, b's') if b == b"serviceEvent" => N::ServiceEvent,
+        (13, b'e') if b == b"effectiveTime" => N::EffectiveTime,
+        (14, b'a') if b == b"assignedPerson" => N::AssignedPerson,
+        (14, b'a') if b == b"assignedAuthor" => N::AssignedAuthor,
+        (14, b'r') if b == b"referenceRange" => N::ReferenceRange,
+        (14, b's') if b == b"structuredBody" => N::StructuredBody,
+        (15, b'd') if b == b"documentationOf" => N::DocumentationOf,
+        (16, b'C') if b == b"ClinicalDocument" => N::ClinicalDocument,
+        (16, b'a') if b == b"associatedEntity" => N::AssociatedEntity,
+        (16, b'o') if b == b"observationRange" => N::ObservationRange,
+        (17, b'e') if b == b"entryRelationship" => N::EntryRelationship,
+        (18, b'i') if b == b"interpretationCode" => N::InterpretationCode,
+        (19, b's') if b == b"scopingOrganization" => N::ScopingOrganization,
+        (23, b'r') if b == b"representedOrganization" => N::RepresentedOrganization,
+        (24, b'a') if b == b"administrativeGenderCode" => N::AdministrativeGenderCode,
         _ => N::Other,
     }
 }
@@ -148,20 +150,28 @@ fn name_hash(s: &str) -> u64 {
     })
 }
 
-/// One open element, for XPath (`name[index]`).
-#[derive(Default)]
+/// One open element: where its `/name[index]` step starts in the XPath buffer, and where the
+/// counts of its children's names start in [`Parser::counts`].
+#[derive(Default, Clone, Copy)]
 struct Frame {
-    local: String,
-    index: u32,
-    /// (hash of child name, count) — hashed to avoid an allocation per element.
-    counts: Vec<(u64, u32)>,
+    xp_len: usize,
+    counts_start: usize,
+}
+
+/// Sibling-count key of an element name (`known` is `intern(local)`, whatever the prefix).
+fn name_key(known: N, local: &str) -> u64 {
+    if known == N::Other {
+        name_hash(local) | 1 << 63
+    } else {
+        known as u64
+    }
 }
 
 /// A borrowed attribute value (owned only when normalisation changed it).
 type Val<'a> = Option<Cow<'a, str>>;
 
 /// Attributes of one element that the reader looks at, borrowed from the document bytes.
-#[derive(Default, Debug, Clone)]
+#[derive(Default, Debug, Clone, PartialEq)]
 struct Attrs<'a> {
     root: Val<'a>,
     extension: Val<'a>,
@@ -176,16 +186,81 @@ struct Attrs<'a> {
     negation: Val<'a>,
 }
 
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in the bytes of `w` equal to `c` (exact up to the first such byte).
+fn swar_eq(w: u64, c: u8) -> u64 {
+    let x = w ^ (LO * u64::from(c));
+    x.wrapping_sub(LO) & !x & HI
+}
+
+/// High bit set in the bytes of `w` below `c` (`c` ≤ 128; exact up to the first such byte).
+fn swar_lt(w: u64, c: u8) -> u64 {
+    w.wrapping_sub(LO * u64::from(c)) & !w & HI
+}
+
+/// Index of the first byte in `b[from..to]` that `word` (8 bytes at a time) or `byte` (the tail)
+/// flags.
+fn find(
+    b: &[u8],
+    from: usize,
+    to: usize,
+    word: impl Fn(u64) -> u64,
+    byte: impl Fn(u8) -> bool,
+) -> Option<usize> {
+    let b = b.get(..to)?;
+    let mut i = from;
+    while let Some(w) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let m = word(u64::from_le_bytes(*w));
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b.get(i..)?.iter().position(|&c| byte(c)).map(|p| i + p)
+}
+
+impl<'a> Attrs<'a> {
+    /// The slot of attribute `key`, if the reader reads it (by length and first byte, then one
+    /// comparison).
+    fn slot(&mut self, key: &[u8], xsi_prefix: &[u8]) -> Option<&mut Val<'a>> {
+        Some(match (key.len(), key.first()) {
+            (4, Some(b'r')) if key == b"root" => &mut self.root,
+            (4, Some(b'c')) if key == b"code" => &mut self.code,
+            (4, Some(b'u')) if key == b"unit" => &mut self.unit,
+            (5, Some(b'v')) if key == b"value" => &mut self.value,
+            (8, Some(b't')) if key == b"typeCode" => &mut self.type_code,
+            (9, Some(b'e')) if key == b"extension" => &mut self.extension,
+            (10, Some(b'c')) if key == b"codeSystem" => &mut self.code_system,
+            (10, Some(b'n')) if key == b"nullFlavor" => &mut self.null_flavor,
+            (11, Some(b'd')) if key == b"displayName" => &mut self.display,
+            (11, Some(b'n')) if key == b"negationInd" => &mut self.negation,
+            _ if key.strip_suffix(b":type") == Some(xsi_prefix) => &mut self.xsi_type,
+            _ => return None,
+        })
+    }
+}
+
 /// xsi:type is a QName (`PQ` or `hl7:PQ`): keeps the local part.
 fn xsi_local(a: &mut Attrs<'_>) {
     if let Some(t) = &mut a.xsi_type
-        && let Some(i) = t.find(':')
+        && let Some(i) = t.bytes().position(|b| b == b':')
     {
         *t = match std::mem::take(t) {
             Cow::Borrowed(b) => Cow::Borrowed(&b[i + 1..]),
             Cow::Owned(o) => Cow::Owned(o[i + 1..].to_owned()),
         };
     }
+}
+
+fn empty_range() -> Box<ReferenceRange> {
+    Box::new(ReferenceRange {
+        low: None,
+        high: None,
+        unit: None,
+        text: None,
+    })
 }
 
 /// Appends the decimal digits of `n` (no formatting machinery).
@@ -232,18 +307,21 @@ struct RawValue<'a> {
 struct ObsBuilder<'a> {
     /// Index in `path` of the observation element.
     depth: usize,
-    slot: usize,
+    /// Index in `entries`, reserved when the first member opens (else pushed when closed).
+    slot: Option<usize>,
     id: String,
     xpath: String,
     pos: u64,
     /// `code/@code`, `@codeSystem`, `@displayName` (not the whole [`Attrs`]: the builder is moved).
     code: Option<[Val<'a>; 3]>,
     negated: bool,
-    values: Vec<RawValue<'a>>,
+    /// Start of this observation's values in [`Parser::vals`].
+    vals_start: usize,
     interpretation: Val<'a>,
     method: Option<Box<Attrs<'a>>>,
     effective: Val<'a>,
-    range: Option<ReferenceRange>,
+    /// Boxed: rare, and the builder is moved twice per observation.
+    range: Option<Box<ReferenceRange>>,
     range_unit: Val<'a>,
     author: Option<String>,
     parent: Option<String>,
@@ -256,8 +334,14 @@ struct Parser<'a> {
     cat: &'static Catalogue,
     file: &'a str,
     text: &'a [u8],
+    /// The document as text, when it is valid UTF-8 (the fast attribute path borrows from it).
+    doc: Option<&'a str>,
     path: Vec<N>,
     frames: Vec<Frame>,
+    /// XPath of the open element, kept up to date element by element.
+    xp: String,
+    /// (key of a child name, count) of the open elements, a stack region per element.
+    counts: Vec<(u64, u32)>,
     root_seen: bool,
     hl7_prefix: Option<String>,
     xsi_prefix: String,
@@ -283,6 +367,8 @@ struct Parser<'a> {
     exam_date: Option<(Cow<'a, str>, u64, String)>,
     sections: Vec<Code>,
     obs: Vec<ObsBuilder<'a>>,
+    /// Values of the open observations (a stack: members' values above their group's).
+    vals: Vec<RawValue<'a>>,
     entries: Vec<Entry>,
     next_id: u32,
 }
@@ -293,8 +379,11 @@ impl<'a> Parser<'a> {
             cat,
             file,
             text,
-            path: Vec::with_capacity(32),
-            frames: Vec::with_capacity(32),
+            doc: simdutf8::basic::from_utf8(text).ok(),
+            path: Vec::with_capacity(16),
+            frames: Vec::with_capacity(16),
+            xp: String::with_capacity(128),
+            counts: Vec::with_capacity(32),
             root_seen: false,
             hl7_prefix: None,
             xsi_prefix: "xsi".into(),
@@ -319,7 +408,9 @@ impl<'a> Parser<'a> {
             exam_date: None,
             sections: Vec::new(),
             obs: Vec::new(),
-            entries: Vec::with_capacity(64),
+            vals: Vec::with_capacity(2),
+            // About one entry per 200 bytes of a typical document (the synthetic ones: 240).
+            entries: Vec::with_capacity((text.len() / 200).clamp(16, 256)),
             next_id: 0,
         }
     }
@@ -329,19 +420,7 @@ impl<'a> Parser<'a> {
     }
 
     fn xpath(&self) -> String {
-        let frames = &self.frames[..self.path.len()];
-        let len: usize = frames.iter().map(|f| f.local.len() + 8).sum();
-        let mut s = String::with_capacity(len);
-        for f in frames {
-            s.push('/');
-            s.push_str(&f.local);
-            if f.index > 1 {
-                s.push('[');
-                push_u32(&mut s, f.index);
-                s.push(']');
-            }
-        }
-        s
+        self.xp.clone()
     }
 
     fn err_at(&self, pos: u64, path: String, kind: ErrorKind) -> Error {
@@ -456,80 +535,90 @@ impl<'a> Parser<'a> {
         std::str::from_utf8(bytes).ok()
     }
 
-    /// Fast path of [`Self::read_attrs`]: scans the tag bytes for the attributes the reader
-    /// needs and borrows their values. Gives up (`None`, and the caller uses quick-xml's attribute
-    /// iterator, with its exact errors) on anything unusual: an entity or a character that
-    /// normalisation would change in a value, a malformed or unusual key, missing quotes.
-    fn fast_attrs(&self, e: &BytesStart<'_>) -> Option<Attrs<'a>> {
+    /// Fast path of [`Self::read_attrs`]: one pass over the tag, borrowing the values the reader
+    /// needs from the (UTF-8 checked) document. Gives up (`None`, and the caller uses quick-xml's
+    /// attribute iterator, with its exact errors) on anything unusual: whitespace or a control
+    /// character in a key, an entity, `<` or a control character in a value, missing quotes.
+    #[inline]
+    fn fast_attrs(&self, e: &BytesStart<'_>, a: &mut Attrs<'a>) -> Option<()> {
+        let doc = self.doc?;
         let raw: &str = e;
-        let off = (raw.as_ptr() as usize).checked_sub(self.text.as_ptr() as usize)?;
-        let tag: &'a [u8] = self.text.get(off..off.checked_add(raw.len())?)?;
-        let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
-        let mut rest: &'a [u8] = tag.get(e.name().0.len()..)?;
-        let mut a = Attrs::default();
-        // Skip whitespace; the key runs to `=` (no whitespace around it in the common case).
-        while let Some(ks) = rest.iter().position(|&b| !ws(b)) {
-            rest = &rest[ks..];
-            let eq = rest.iter().position(|&b| b == b'=')?;
-            let key = &rest[..eq];
-            if key.is_empty()
-                || !key.iter().all(|&b| {
-                    b.is_ascii_alphabetic() || matches!(b, b':' | b'_' | b'-' | b'.' | b'0'..=b'9')
-                })
-            {
-                return None;
+        let off = (raw.as_ptr() as usize).checked_sub(doc.as_ptr() as usize)?;
+        let tag: &'a str = doc.get(off..off.checked_add(raw.len())?)?;
+        let b = tag.as_bytes();
+        let ws = |i: usize| {
+            b.get(i)
+                .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
+        };
+        let mut i = e.name().0.len();
+        loop {
+            while ws(i) {
+                i += 1;
             }
-            let q = *rest.get(eq + 1)?;
-            if q != b'"' && q != b'\'' {
-                return None;
+            if i >= b.len() {
+                break;
             }
-            let after = rest.get(eq + 2..)?;
-            let len = after.iter().position(|&b| b == q)?;
-            let v = &after[..len];
-            rest = &after[len + 1..];
-            if rest.first().is_some_and(|&b| !ws(b)) {
+            let ks = i;
+            // The key runs to `=`; a byte below `!` (whitespace) in it gives up.
+            let eq = find(
+                b,
+                ks,
+                b.len(),
+                |w| swar_lt(w, b'!') | swar_eq(w, b'='),
+                |c| c < b'!' || c == b'=',
+            )?;
+            let [b'=', q @ (b'"' | b'\''), ..] = *b.get(eq..)? else {
                 return None;
-            }
-            let slot = match key {
-                b"root" => &mut a.root,
-                b"extension" => &mut a.extension,
-                b"code" => &mut a.code,
-                b"codeSystem" => &mut a.code_system,
-                b"displayName" => &mut a.display,
-                b"value" => &mut a.value,
-                b"unit" => &mut a.unit,
-                b"nullFlavor" => &mut a.null_flavor,
-                b"typeCode" => &mut a.type_code,
-                b"negationInd" => &mut a.negation,
-                _ => match key.strip_suffix(b":type") {
-                    Some(p) if p == self.xsi_prefix.as_bytes() => &mut a.xsi_type,
-                    _ => continue,
-                },
             };
-            if v.iter()
-                .any(|&b| matches!(b, b'&' | b'<' | b'\t' | b'\r' | b'\n'))
-            {
+            let vs = eq + 2;
+            // The closing quote, or a byte that normalisation could change (then give up).
+            let ve = find(
+                b,
+                vs,
+                b.len(),
+                |w| swar_eq(w, q) | swar_lt(w, b' ') | swar_eq(w, b'&') | swar_eq(w, b'<'),
+                |c| c == q || c < b' ' || c == b'&' || c == b'<',
+            )?;
+            i = ve + 1;
+            if b.get(ve) != Some(&q) || eq == ks || (i < b.len() && !ws(i)) {
                 return None;
             }
-            *slot = Some(Cow::Borrowed(std::str::from_utf8(v).ok()?));
+            if let Some(slot) = a.slot(&b[ks..eq], self.xsi_prefix.as_bytes()) {
+                *slot = Some(Cow::Borrowed(tag.get(vs..ve)?));
+            }
         }
-        xsi_local(&mut a);
-        Some(a)
+        xsi_local(a);
+        Some(())
     }
 
     fn read_attrs(&self, e: &BytesStart<'_>, pos: u64) -> Result<Attrs<'a>> {
-        if let Some(a) = self.fast_attrs(e) {
-            return Ok(a);
+        let mut a = Attrs::default();
+        self.read_attrs_into(e, pos, &mut a)?;
+        Ok(a)
+    }
+
+    /// [`Self::read_attrs`] into `a` (a default [`Attrs`]; no copy of the struct).
+    fn read_attrs_into(&self, e: &BytesStart<'_>, pos: u64, a: &mut Attrs<'a>) -> Result<()> {
+        if self.fast_attrs(e, a).is_some() {
+            return Ok(());
         }
         let name_len = e.name().0.len();
-        match self.tag_text(e) {
+        *a = match self.tag_text(e) {
             Some(tag) => self.read_attrs_from(
                 quick_xml::events::attributes::Attributes::new(tag, name_len),
                 pos,
                 |v| v,
             ),
             None => self.read_attrs_from(e.attributes(), pos, |v| Cow::Owned(v.into_owned())),
-        }
+        }?;
+        Ok(())
+    }
+
+    /// `observation/@negationInd` is `true`.
+    fn negated(&self, e: &BytesStart<'_>, pos: u64) -> Result<bool> {
+        let mut a = Attrs::default();
+        self.read_attrs_into(e, pos, &mut a)?;
+        Ok(a.negation.as_deref() == Some("true"))
     }
 
     fn read_attrs_from<'b>(
@@ -619,32 +708,39 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn push_frame(&mut self, local: &str, n: N) {
+    fn push_frame(&mut self, local: &str, key: u64, n: N) {
         let depth = self.path.len();
         let index = if depth == 0 {
             1
         } else {
-            let parent = &mut self.frames[depth - 1];
-            let h = name_hash(local);
-            match parent.counts.iter_mut().find(|(k, _)| *k == h) {
+            // The parent's region is the top of the stack: its closed children's were dropped.
+            let start = self.frames[depth - 1].counts_start;
+            match self.counts[start..].iter_mut().find(|(k, _)| *k == key) {
                 Some((_, c)) => {
                     *c += 1;
                     *c
                 }
                 None => {
-                    parent.counts.push((h, 1));
+                    self.counts.push((key, 1));
                     1
                 }
             }
         };
-        if self.frames.len() == depth {
-            self.frames.push(Frame::default());
+        let f = Frame {
+            xp_len: self.xp.len(),
+            counts_start: self.counts.len(),
+        };
+        match self.frames.get_mut(depth) {
+            Some(slot) => *slot = f,
+            None => self.frames.push(f),
         }
-        let f = &mut self.frames[depth];
-        f.local.clear();
-        f.local.push_str(local);
-        f.index = index;
-        f.counts.clear();
+        self.xp.push('/');
+        self.xp.push_str(local);
+        if index > 1 {
+            self.xp.push('[');
+            push_u32(&mut self.xp, index);
+            self.xp.push(']');
+        }
         self.path.push(n);
     }
 
@@ -661,16 +757,17 @@ impl<'a> Parser<'a> {
             self.root_seen = true;
         }
         let qname = e.name().0;
-        let (prefix, local) = match qname.split_once(':') {
-            Some((p, l)) => (Some(p), l),
+        let (prefix, local) = match qname.bytes().position(|b| b == b':') {
+            Some(i) => (Some(&qname[..i]), &qname[i + 1..]),
             None => (None, qname),
         };
+        let known = intern(local);
         let n = if prefix == self.hl7_prefix.as_deref() {
-            intern(local)
+            known
         } else {
             N::Other
         };
-        self.push_frame(local, n);
+        self.push_frame(local, name_key(known, local), n);
         if n == N::Other {
             return Ok(());
         }
@@ -845,14 +942,8 @@ impl<'a> Parser<'a> {
                 Entry,
                 Observation,
             ] => {
-                let a = self.read_attrs(e, pos)?;
-                self.open_obs(
-                    a.negation.as_deref() == Some("true"),
-                    pos,
-                    path_len - 1,
-                    None,
-                    None,
-                );
+                let negated = self.negated(e, pos)?;
+                self.open_obs(negated, pos, path_len - 1, None, None);
             }
             _ => {}
         }
@@ -871,21 +962,26 @@ impl<'a> Parser<'a> {
         let mut id = String::with_capacity(8);
         id.push('e');
         push_u32(&mut id, self.next_id);
-        let slot = self.entries.len();
-        self.entries.push(Entry::observation(
-            String::new(),
-            Code::new("", ""),
-            String::new(),
-        ));
+        // The group's entry precedes its members'.
+        if let Some(group) = self.obs.last_mut()
+            && group.slot.is_none()
+        {
+            group.slot = Some(self.entries.len());
+            self.entries.push(Entry::observation(
+                String::new(),
+                Code::new("", ""),
+                String::new(),
+            ));
+        }
         self.obs.push(ObsBuilder {
             depth,
-            slot,
+            slot: None,
             id,
             xpath: self.xpath(),
             pos,
             code: None,
             negated,
-            values: Vec::new(),
+            vals_start: self.vals.len(),
             interpretation: None,
             method: None,
             effective: None,
@@ -913,24 +1009,22 @@ impl<'a> Parser<'a> {
         };
         match rel {
             [Code] => {
-                let a = self.read_attrs(e, pos)?;
+                let mut a = Attrs::default();
+                self.read_attrs_into(e, pos, &mut a)?;
                 if let Some(top) = self.obs.last_mut() {
                     top.code = Some([a.code, a.code_system, a.display]);
                 }
             }
             [Value] => {
-                let a = self.read_attrs(e, pos)?;
-                let is_text = a.xsi_type.as_deref() == Some("ST");
-                let idx = if let Some(top) = self.obs.last_mut() {
-                    top.values.push(RawValue {
-                        attrs: a,
-                        text: String::new(),
-                        pos,
-                    });
-                    top.values.len() - 1
-                } else {
-                    0
+                let mut v = RawValue {
+                    attrs: Attrs::default(),
+                    text: String::new(),
+                    pos,
                 };
+                self.read_attrs_into(e, pos, &mut v.attrs)?;
+                let is_text = v.attrs.xsi_type.as_deref() == Some("ST");
+                let idx = self.vals.len();
+                self.vals.push(v);
                 if is_text {
                     self.begin_capture(Target::ObsValueText(idx));
                 }
@@ -957,12 +1051,7 @@ impl<'a> Parser<'a> {
             }
             [ReferenceRange, ObservationRange] => {
                 if let Some(top) = self.obs.last_mut() {
-                    top.range.get_or_insert(crate::iphr::ReferenceRange {
-                        low: None,
-                        high: None,
-                        unit: None,
-                        text: None,
-                    });
+                    top.range.get_or_insert_with(empty_range);
                 }
             }
             [ReferenceRange, ObservationRange, Value, Low | High] => {
@@ -982,12 +1071,7 @@ impl<'a> Parser<'a> {
                     None => None,
                 };
                 if let Some(top) = self.obs.last_mut() {
-                    let r = top.range.get_or_insert(crate::iphr::ReferenceRange {
-                        low: None,
-                        high: None,
-                        unit: None,
-                        text: None,
-                    });
+                    let r = top.range.get_or_insert_with(empty_range);
                     if n == Low {
                         r.low = parsed;
                     } else {
@@ -1023,7 +1107,7 @@ impl<'a> Parser<'a> {
                 }
             }
             [EntryRelationship, Observation] => {
-                let a = self.read_attrs(e, pos)?;
+                let negated = self.negated(e, pos)?;
                 let (parent, relation) = match self.obs.last_mut() {
                     Some(top) => {
                         top.children += 1;
@@ -1032,13 +1116,7 @@ impl<'a> Parser<'a> {
                     None => (None, None),
                 };
                 let depth = self.path.len() - 1;
-                self.open_obs(
-                    a.negation.as_deref() == Some("true"),
-                    pos,
-                    depth,
-                    parent,
-                    relation,
-                );
+                self.open_obs(negated, pos, depth, parent, relation);
             }
             _ => {}
         }
@@ -1059,51 +1137,79 @@ impl<'a> Parser<'a> {
         {
             self.close_obs(b)?;
         }
+        if let Some(f) = depth.checked_sub(1).and_then(|d| self.frames.get(d)) {
+            self.xp.truncate(f.xp_len);
+            self.counts.truncate(f.counts_start);
+        }
         self.path.pop();
         Ok(())
     }
 
     fn deliver(&mut self, target: Target, buf: &str) {
-        let t = buf.split_whitespace().collect::<Vec<_>>().join(" ");
-        let t = if t.is_empty() { None } else { Some(t) };
+        let t = || {
+            let mut t = String::with_capacity(buf.len());
+            for w in buf.split_whitespace() {
+                if !t.is_empty() {
+                    t.push(' ');
+                }
+                t.push_str(w);
+            }
+            (!t.is_empty()).then_some(t)
+        };
         match target {
-            Target::PatientName => self.name = t,
-            Target::PostalCode => self.postal = t,
-            Target::OrgName => self.org_name = t,
+            Target::PatientName => self.name = t(),
+            Target::PostalCode => self.postal = t(),
+            Target::OrgName => self.org_name = t(),
             Target::ObsValueText(i) => {
-                if let Some(v) = self.obs.last_mut().and_then(|o| o.values.get_mut(i)) {
+                if let Some(v) = self.vals.get_mut(i) {
                     v.text = buf.trim().to_owned();
                 }
             }
             Target::ObsRangeText => {
                 if let Some(r) = self.obs.last_mut().and_then(|o| o.range.as_mut()) {
-                    r.text = t;
+                    r.text = t();
                 }
             }
             Target::ObsAuthorName => {
                 if let Some(o) = self.obs.last_mut() {
-                    o.author = t;
+                    o.author = t();
                 }
             }
         }
     }
 
-    fn close_obs(&mut self, b: ObsBuilder<'a>) -> Result<()> {
-        let slot = b.slot;
-        let entry = self.build_entry(b)?;
-        self.entries[slot] = entry;
+    /// Builds the entry of `b` in place (in its reserved slot, or a new one at the end).
+    fn close_obs(&mut self, mut b: ObsBuilder<'a>) -> Result<()> {
+        let vals_start = b.vals_start;
+        // `entries` is moved out so that the entry can be filled while `self` is borrowed.
+        let mut entries = std::mem::take(&mut self.entries);
+        let slot = b.slot.unwrap_or_else(|| {
+            entries.push(Entry::observation(
+                String::new(),
+                Code::new("", ""),
+                String::new(),
+            ));
+            entries.len() - 1
+        });
+        if let Some((e, members)) = entries.get_mut(slot..).and_then(<[_]>::split_first_mut) {
+            let xpath = std::mem::take(&mut b.xpath);
+            self.fill_entry(b, &xpath, e, members)?;
+            e.locator = xpath;
+        }
+        self.entries = entries;
+        self.vals.truncate(vals_start);
         Ok(())
     }
 
-    fn build_entry(&self, mut b: ObsBuilder<'a>) -> Result<Entry> {
-        let xpath = std::mem::take(&mut b.xpath);
-        let mut e = self.build_entry_at(b, &xpath)?;
-        e.locator = xpath;
-        Ok(e)
-    }
-
-    /// Builds the entry of observation `b` found at `xpath` (the caller sets the locator).
-    fn build_entry_at(&self, b: ObsBuilder<'a>, xpath: &str) -> Result<Entry> {
+    /// Fills `e` (a fresh observation entry) from `b` found at `xpath`, `members` being the
+    /// entries after it (the caller sets the locator).
+    fn fill_entry(
+        &self,
+        b: ObsBuilder<'a>,
+        xpath: &str,
+        e: &mut Entry,
+        members: &[Entry],
+    ) -> Result<()> {
         let loc = || {
             Location::file(self.file)
                 .at_line(self.line(b.pos))
@@ -1119,7 +1225,6 @@ impl<'a> Parser<'a> {
                     ErrorKind::Missing("observation/code/@code"),
                 ));
             }
-            let members = &self.entries[b.slot + 1..];
             let group = members
                 .iter()
                 .filter(|m| m.parent.as_deref() == Some(b.id.as_str()))
@@ -1128,11 +1233,12 @@ impl<'a> Parser<'a> {
                 Some(g) => Code::with_display(systems::IPHR_GROUP, &g.id, &g.name),
                 None => Code::new(systems::IPHR_GROUP, "unidentified"),
             };
-            let mut e = Entry::observation(b.id, code, String::new());
+            e.id = b.id;
+            e.code = code;
             e.kind = EntryKind::Group;
-            e.parent.clone_from(&b.parent);
+            e.parent = b.parent;
             e.relation = b.relation;
-            return Ok(e);
+            return Ok(());
         };
         let loc_item = || loc().with_item(item_code.to_owned());
         if let Some(sys) = code_attrs.and_then(|[_, s, _]| s.as_deref())
@@ -1155,14 +1261,15 @@ impl<'a> Parser<'a> {
             _ => Cow::Borrowed(item.name.as_str()),
         };
         let code = Code::with_display(systems::TOKUTEI_ITEM, item.code.as_str(), display);
-        let mut e = Entry::observation(b.id, code, String::new());
+        e.id = b.id;
+        e.code = code;
         if item.jlac10 {
             e.codings.push(Code::new(systems::JLAC10, &item.code));
         }
         e.analyte = Some(Cow::Borrowed(item.analyte.as_str()));
-        e.parent.clone_from(&b.parent);
+        e.parent = b.parent;
         e.relation = b.relation;
-        e.performer.clone_from(&b.author);
+        e.performer = b.author;
         if let Some(m) = &b.method
             && let Some(c) = &m.code
         {
@@ -1188,8 +1295,7 @@ impl<'a> Parser<'a> {
             Some("A" | "AA") => Some(Interpretation::A),
             _ => None,
         };
-        if let Some(r) = &b.range {
-            let mut r = r.clone();
+        if let Some(mut r) = b.range {
             if let Some(u) = &b.range_unit {
                 if item.value_type == ValueType::Pq && !item.unit_matches(u) {
                     return Err(Error::new(
@@ -1202,17 +1308,18 @@ impl<'a> Parser<'a> {
                 }
                 r.unit = item.ucum.clone().or_else(|| Some(u.to_string()));
             }
-            e.reference_range = Some(r);
+            e.reference_range = Some(*r);
         }
         if b.negated {
             e.absent = Some(Absent::NotPerformed);
-            return Ok(e);
+            return Ok(());
         }
         // Partition values: out-of-range marker, nullFlavor, the value proper.
+        let values = self.vals.get(b.vals_start..).unwrap_or_default();
         let mut main: Option<(usize, &RawValue<'_>)> = None;
-        for (i, v) in b.values.iter().enumerate() {
+        for (i, v) in values.iter().enumerate() {
             let vpath = || {
-                if b.values.len() > 1 {
+                if values.len() > 1 {
                     format!("{}/value[{}]", xpath, i + 1)
                 } else {
                     format!("{}/value", xpath)
@@ -1263,13 +1370,13 @@ impl<'a> Parser<'a> {
                     ErrorKind::Missing("observation/value"),
                 ));
             }
-            return Ok(e);
+            return Ok(());
         };
         if e.absent.is_some() {
             e.absent = None; // a value next to a nullFlavor sibling: the value wins
         }
         let vloc = || {
-            let p = if b.values.len() > 1 {
+            let p = if values.len() > 1 {
                 format!("{}/value[{}]", xpath, i + 1)
             } else {
                 format!("{}/value", xpath)
@@ -1280,7 +1387,7 @@ impl<'a> Parser<'a> {
                 .with_item(item_code)
         };
         e.value = Some(self.read_value(item, v, e.out_of_range, &vloc)?);
-        Ok(e)
+        Ok(())
     }
 
     fn read_value(
@@ -1577,4 +1684,46 @@ pub(crate) fn coded_value(
     Ok(Value::Coded {
         code: Code::with_display(system, code, display),
     })
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-pass attribute scan gives what quick-xml's attribute iterator gives, or gives up.
+    #[test]
+    fn fast_attribute_scan_agrees_with_quick_xml() {
+        let doc = "<ClinicalDocument xmlns=\"urn:hl7-org:v3\" \
+            xmlns:x=\"http://www.w3.org/2001/XMLSchema-instance\">\n\
+            <a code=\"1\" codeSystem='2.3' displayName=\"血圧 値\" x:type=\"hl7:PQ\"/>\n\
+            <a root=\"r\" extension=\"e\" typeCode=\"COMP\" negationInd=\"true\" \
+            nullFlavor=\"NI\" unit=\"mg/dL\" value=\"1.5\"/>\n\
+            <a classCode=\"OBS\"\tmoodCode=\"EVN\"\ncode=\"c\"   value=\"a long value, 32 bytes or more..\">\
+            </a>\n\
+            <a code=\"x &amp; y\" value=\"t\tab\"/>\n\
+            <a code = \"spaced\" value=\"y\"/>\n\
+            <a t12:type=\"x\" typeCode=\"y\" x:type=\"CD\"/>\n\
+            <a codeX=\"1\" cod=\"2\" Code=\"3\" value=\"\"/>\n\
+            </ClinicalDocument>";
+        let mut p = Parser::new(Catalogue::builtin(), "t.xml", doc.as_bytes());
+        p.xsi_prefix = "x".into();
+        let mut r = Reader::from_reader(doc.as_bytes());
+        let mut fast_taken = 0;
+        loop {
+            let e = match r.read_event().unwrap() {
+                Event::Start(e) | Event::Empty(e) => e,
+                Event::Eof => break,
+                _ => continue,
+            };
+            let tag = p.tag_text(&e).unwrap();
+            let attrs = quick_xml::events::attributes::Attributes::new(tag, e.name().0.len());
+            let slow = p.read_attrs_from(attrs, 0, |v| v).unwrap();
+            let mut fast = Attrs::default();
+            if p.fast_attrs(&e, &mut fast).is_some() {
+                assert_eq!(fast, slow, "{tag}");
+                fast_taken += 1;
+            }
+        }
+        // All but the entity, tab and spaced tags.
+        assert_eq!(fast_taken, 6);
+    }
 }

@@ -51,7 +51,8 @@ pub struct Level {
 }
 
 impl Level {
-    fn reached(&self, e: &Entry, sex: Option<Sex>) -> bool {
+    /// Whether `e` (whose quantity, parsed once by the caller, is `quantity`) reaches the level.
+    fn reached(&self, e: &Entry, quantity: Option<f64>, sex: Option<Sex>) -> bool {
         if let Some(c) = e.coded() {
             return self.codes.iter().any(|x| x == c);
         }
@@ -62,7 +63,7 @@ impl Level {
             None => self.value,
         };
         let Some(limit) = limit else { return false };
-        match (e.quantity(), e.out_of_range) {
+        match (quantity, e.out_of_range) {
             (Some(x), _) => match op {
                 Op::Ge => x >= limit,
                 Op::Gt => x > limit,
@@ -213,8 +214,9 @@ pub fn apply_with(record: &mut Record, tables: &Tables) {
         let Some(t) = tables.threshold.iter().find(|t| t.analyte == analyte) else {
             continue;
         };
-        let g = t.guidance.as_ref().is_some_and(|l| l.reached(e, sex));
-        let r = t.referral.as_ref().is_some_and(|l| l.reached(e, sex));
+        let q = e.quantity();
+        let g = t.guidance.as_ref().is_some_and(|l| l.reached(e, q, sex));
+        let r = t.referral.as_ref().is_some_and(|l| l.reached(e, q, sex));
         if g {
             e.flags.push(Flag::GuidanceLevel);
         }

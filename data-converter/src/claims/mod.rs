@@ -608,7 +608,7 @@ impl Reader<'_> {
         } else {
             Some(text.to_owned())
         };
-        e.claim = Some(ClaimLine {
+        e.claim = Some(Box::new(ClaimLine {
             primary,
             text: note,
             practice_class: None,
@@ -616,7 +616,7 @@ impl Reader<'_> {
             unit: None,
             times: None,
             days: Vec::new(),
-        });
+        }));
         Ok(e)
     }
 
@@ -662,7 +662,7 @@ impl Reader<'_> {
                 end: Some(last.date),
             });
         }
-        e.claim = Some(ClaimLine {
+        e.claim = Some(Box::new(ClaimLine {
             primary: false,
             text: None,
             practice_class: (!class.is_empty()).then(|| class.to_owned()),
@@ -670,7 +670,7 @@ impl Reader<'_> {
             unit: master.and_then(|x| x.extra.clone()),
             times,
             days,
-        });
+        }));
         Ok(e)
     }
 

@@ -320,9 +320,10 @@ pub struct Entry {
     /// Where in the source the entry came from (XPath for XML, `line N, column NAME` for CSV).
     pub locator: String,
     // --- issue 5, claims (conv2) ---
-    /// Claim line details (UKE SY/IY records), see [`crate::claims::ClaimLine`].
+    /// Claim line details (UKE SY/IY records), see [`crate::claims::ClaimLine`]; boxed, as most
+    /// entries have none (keeps [`Entry`] small).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub claim: Option<crate::claims::ClaimLine>,
+    pub claim: Option<Box<crate::claims::ClaimLine>>,
 }
 
 impl Entry {
