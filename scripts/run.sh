@@ -52,11 +52,14 @@ wait_for 15 card_seen || { echo "the virtual card did not appear in 'Virtual PCD
 "$AGENT" status --reader "Virtual PCD 00 00"
 
 step "gateway configuration (TLS, the test CA and its CRL, a partner's keys)"
-if [ ! -f "$GW/tls.pem" ]; then
+# Server certificates are end-entity certificates (CA:FALSE): rustls clients (the kiosk client,
+# the gateway's source connector) refuse a CA certificate used as a server's own.
+server_cert() {
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
     -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost" \
-    -keyout "$GW/tls.key" -out "$GW/tls.pem" 2>/dev/null
-fi
+    -addext "basicConstraints=critical,CA:FALSE" -keyout "$1.key" -out "$1.pem" 2>/dev/null
+}
+server_cert "$GW/tls"
 # The virtual card's JPKI-like test CA, and a CRL it signs (openssl's minimal CA database).
 CA="$CARD_DIR/ca"
 openssl x509 -inform DER -in "$CA/auth-ca.der" -out "$GW/jpki-auth-ca.pem"
@@ -106,9 +109,7 @@ for entry in "${SOURCES[@]}"; do
   dir="$SRC/$id"
   mkdir -p "$dir/data"
   cp -r "tests/fixtures/sources/$id/$pseudonym" "$dir/data/"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
-    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost" \
-    -keyout "$dir/tls.key" -out "$dir/tls.pem" 2>/dev/null
+  server_cert "$dir/tls"
   cat >"$dir/source.toml" <<TOML
 service_id = "$id"
 listen = "127.0.0.1:$port"

@@ -176,7 +176,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let now = stored_total(&mut kiosk).await?;
             if now > before {
-                println!("定期取得で取り込まれました（最終取得の結果: {now} 件保存）");
+                println!("定期取得で取り込まれました（提供元から保存したファイル: 計 {now} 件）");
                 break;
             }
             if tokio::time::Instant::now() > deadline {
