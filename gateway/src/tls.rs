@@ -85,7 +85,7 @@ pub fn from_der(
 }
 
 /// Decides whether a client certificate (DER) belongs to a registered partner or source.
-pub type CertificateRegistry = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+pub use iphr_source::tls::CertificateRegistry;
 
 /// The partner listener's configuration: mutual TLS with a client certificate required and
 /// accepted only when `registry` knows it (RFC 8705 §2.2, self-signed certificate method: the
@@ -95,85 +95,5 @@ pub fn partner_from_der(
     key: PrivateKeyDer<'static>,
     registry: CertificateRegistry,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(RegisteredClientCerts {
-        registry,
-        algorithms: provider.signature_verification_algorithms,
-    });
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// Requires a client certificate that is inside its validity and registered; the handshake
-/// signature is verified by rustls with the certificate's key.
-struct RegisteredClientCerts {
-    registry: CertificateRegistry,
-    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
-}
-
-impl std::fmt::Debug for RegisteredClientCerts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RegisteredClientCerts")
-    }
-}
-
-impl rustls::server::danger::ClientCertVerifier for RegisteredClientCerts {
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        use x509_parser::prelude::{FromDer, X509Certificate};
-        let (_, cert) = X509Certificate::from_der(end_entity.as_ref()).map_err(|_| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-        })?;
-        let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        if cert.validity().not_before.timestamp() > now {
-            return Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidYet,
-            ));
-        }
-        if cert.validity().not_after.timestamp() < now {
-            return Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::Expired,
-            ));
-        }
-        if !(self.registry)(end_entity.as_ref()) {
-            return Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer,
-            ));
-        }
-        Ok(rustls::server::danger::ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+    Ok(iphr_source::tls::server_config(chain, key, registry)?)
 }

@@ -170,17 +170,9 @@ impl Source {
             .iter()
             .map(|g| g.certificate.clone())
             .collect();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = Arc::new(RegisteredClients {
-            registered,
-            algorithms: provider.signature_verification_algorithms,
-        });
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        let registry: crate::tls::CertificateRegistry =
+            Arc::new(move |der: &[u8]| registered.iter().any(|r| r == der));
+        Ok(crate::tls::server_config(chain, key, registry)?)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -691,69 +683,4 @@ pub async fn serve(
     drop(listener);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
     Ok(())
-}
-
-/// Accepts only client certificates registered for a gateway, inside their validity; the
-/// handshake signature is verified by rustls with the certificate's key.
-struct RegisteredClients {
-    registered: Vec<Vec<u8>>,
-    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
-}
-
-impl std::fmt::Debug for RegisteredClients {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RegisteredClients")
-    }
-}
-
-impl rustls::server::danger::ClientCertVerifier for RegisteredClients {
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        use rustls::CertificateError;
-        use x509_parser::prelude::{FromDer, X509Certificate};
-        let invalid = rustls::Error::InvalidCertificate;
-        if !self.registered.iter().any(|r| r == end_entity.as_ref()) {
-            return Err(invalid(CertificateError::UnknownIssuer));
-        }
-        let (_, cert) = X509Certificate::from_der(end_entity.as_ref())
-            .map_err(|_| invalid(CertificateError::BadEncoding))?;
-        let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        if cert.validity().not_before.timestamp() > now {
-            return Err(invalid(CertificateError::NotValidYet));
-        }
-        if cert.validity().not_after.timestamp() < now {
-            return Err(invalid(CertificateError::Expired));
-        }
-        Ok(rustls::server::danger::ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }
