@@ -84,6 +84,7 @@
     show("signed-in");
     touch();
     loadConsent();
+    loadSources();
   }
 
   // ----- consent: each change is a document the card signs (its hash is the nonce).
@@ -144,6 +145,109 @@
     } catch (_) {
       consentSay("同意の状況を読み込めませんでした");
     }
+  }
+
+  // ----- sources: what was pulled, and a pull now with the stored grant, with its progress.
+
+  const PULL_STATES = { running: "取り込み中", done: "完了", partial: "一部のみ取り込み", failed: "失敗", refused: "取り込めません" };
+
+  function pullText(p) {
+    const state = PULL_STATES[p.state] || p.state;
+    const counts = `一覧 ${p.listed} 件・取得 ${p.fetched} 件・新規保存 ${p.stored} 件・保存済み ${p.duplicates} 件`;
+    return p.message ? `${state}：${counts}（${p.message}）` : `${state}：${counts}`;
+  }
+
+  function sourceItem(s) {
+    const li = document.createElement("li");
+    li.className = "partner";
+    li.dataset.source = s.id;
+    const h = document.createElement("h3");
+    h.textContent = s.name;
+    const status = document.createElement("p");
+    status.className = "status";
+    const parts = [s.linked ? "カード連携済み" : "カード未連携", s.consent_in_force ? "同意中" : "同意なし"];
+    if (s.grant_expires_at_ms) {
+      parts.push(`取り込みの許可は ${date(s.grant_expires_at_ms)} まで`);
+    }
+    status.textContent = parts.join("・");
+    const stored = document.createElement("p");
+    stored.className = "stored";
+    stored.textContent = `取り込んだファイル：${s.files_stored} 件` + (s.last_pull_ms ? `（最終取り込み ${dateTime(s.last_pull_ms)}）` : "");
+    const progress = document.createElement("p");
+    progress.className = "progress";
+    progress.setAttribute("role", "status");
+    li.append(h, status, stored, progress);
+    if (s.linked && s.grant_expires_at_ms) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "secondary";
+      button.textContent = "今すぐ取り込む";
+      button.addEventListener("click", () => pullNow(s, button, progress));
+      li.append(button);
+    }
+    return li;
+  }
+
+  async function loadSources() {
+    const list = $("source-list");
+    list.textContent = "";
+    $("sources-message").textContent = "";
+    try {
+      const r = await fetch("/api/sources");
+      if (r.status === 404) {
+        $("sources").hidden = true;
+        return;
+      }
+      if (!r.ok) {
+        $("sources-message").textContent = "取り込みの状況を読み込めませんでした";
+        return;
+      }
+      const { sources } = await r.json();
+      $("sources").hidden = false;
+      for (const s of sources) {
+        list.append(sourceItem(s));
+      }
+    } catch (_) {
+      $("sources-message").textContent = "取り込みの状況を読み込めませんでした";
+    }
+  }
+
+  async function pullNow(s, button, progress) {
+    button.disabled = true;
+    progress.textContent = "取り込みを始めています…";
+    try {
+      const started = await fetch(`/api/sources/${encodeURIComponent(s.id)}/pull`, { method: "POST" });
+      const body = await readJson(started);
+      if (!started.ok || !body || !body.pull) {
+        progress.textContent = (body && body.message) || "取り込みを始められませんでした";
+        button.disabled = false;
+        return;
+      }
+      for (;;) {
+        const r = await fetch(`/api/sources/pulls/${encodeURIComponent(body.pull)}`);
+        const p = await readJson(r);
+        if (!r.ok || !p) {
+          progress.textContent = "取り込みの状況を読み込めませんでした";
+          break;
+        }
+        progress.textContent = pullText(p);
+        if (p.state !== "running") {
+          const stored = button.parentElement.querySelector(".stored");
+          const overview = await fetch("/api/sources");
+          if (overview.ok) {
+            const now = (await overview.json()).sources.find((x) => x.id === s.id);
+            if (now && stored) {
+              stored.textContent = `取り込んだファイル：${now.files_stored} 件` + (now.last_pull_ms ? `（最終取り込み ${dateTime(now.last_pull_ms)}）` : "");
+            }
+          }
+          break;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      }
+    } catch (_) {
+      progress.textContent = "取り込みの状況を読み込めませんでした";
+    }
+    button.disabled = false;
   }
 
   const ACTIONS = { read: "1件の読み取り", search: "検索", everything: "全データの取得", export: "一括エクスポート" };
@@ -305,7 +409,7 @@
     } catch (_) {
       // The server session also ends on its own idle timeout.
     }
-    for (const id of ["person-id", "card-type", "subject", "issuer", "validity", "partners", "consent-message", "history-rows", "history-message"]) {
+    for (const id of ["person-id", "card-type", "subject", "issuer", "validity", "partners", "consent-message", "source-list", "sources-message", "history-rows", "history-message"]) {
       $(id).textContent = "";
     }
     $("history-table").hidden = true;

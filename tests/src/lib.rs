@@ -3,6 +3,7 @@
 //! pcscd is one per machine and its readers are shared: every test that uses a reader holds
 //! [`pcsc_lock`], a file lock that also serialises test binaries and other checkouts.
 
+pub mod browser;
 pub mod kiosk;
 
 use card_agent::transport::pcsc::PcscContext;

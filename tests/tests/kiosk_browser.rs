@@ -13,15 +13,15 @@
 
 use card_agent::testca::{JpkiTestCa, Purpose};
 use card_agent::virtual_card::jpki::{JpkiCardMaterial, VirtualJpkiCard};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use gateway::clock::SystemClock;
 use gateway::config::Config;
 use gateway::server::{Gateway, serve};
+use iphr_tests::browser::{ChildGuard, UI_TIMEOUT, start_browser, wait_text, wait_text_within};
 use iphr_tests::{VPCD_READER_0, insert, pcsc_lock, persistent_dir};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,32 +29,6 @@ const CORRECT_PIN: &str = "1234";
 const WRONG_PIN: &str = "9999";
 /// The kiosk idle timeout in this test (shortened from the 120 s default so the test waits less).
 const KIOSK_IDLE_SECS: u64 = 20;
-/// Longest wait for anything the page should show.
-const UI_TIMEOUT: Duration = Duration::from_secs(30);
-/// Interval between two looks at the page or a starting process.
-const POLL: Duration = Duration::from_millis(50);
-
-/// A child process, killed and reaped on drop (with its whole process group when it leads one:
-/// chromedriver's Chromium processes are in chromedriver's group).
-struct ChildGuard {
-    name: &'static str,
-    child: Child,
-    group: bool,
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if self.group {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", self.child.id())])
-                .status();
-        }
-        if let Err(e) = self.child.kill() {
-            eprintln!("kill {}: {e}", self.name);
-        }
-        let _ = self.child.wait();
-    }
-}
 
 /// The cargo target directory (`target/debug/deps/<test>` → `target`).
 fn target_dir() -> PathBuf {
@@ -122,109 +96,6 @@ fn start_agent(origin: &str) -> (ChildGuard, ChildStdin, String) {
     // Keep draining stdout so the agent never blocks on a full pipe.
     std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     (guard, stdin, format!("http://{listening}"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts chromedriver and a headless Chromium session.
-async fn start_browser(profile: &Path) -> (ChildGuard, Client) {
-    let port = free_port();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .process_group(0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("chromedriver: {e} (install chromium and chromium-driver: scripts/test-setup.d/50-chromium.sh)")
-        });
-    let driver = ChildGuard {
-        name: "chromedriver",
-        child,
-        group: true,
-    };
-    let mut caps = serde_json::Map::new();
-    caps.insert("acceptInsecureCerts".into(), serde_json::json!(true));
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-                "--ignore-certificate-errors",
-                "--lang=ja",
-                "--window-size=1100,900",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + UI_TIMEOUT;
-    let client = loop {
-        let mut builder =
-            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
-        builder.capabilities(caps.clone());
-        match builder.connect(&url).await {
-            Ok(client) => break client,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "chromedriver session: {e}");
-                tokio::time::sleep(POLL).await;
-            }
-        }
-    };
-    (driver, client)
-}
-
-/// Waits until the element `css` is displayed and its text satisfies `ok`; returns the text.
-async fn wait_text(client: &Client, css: &str, ok: impl Fn(&str) -> bool) -> String {
-    wait_text_within(client, css, ok, UI_TIMEOUT).await
-}
-
-/// [`wait_text`] with its own time limit.
-async fn wait_text_within(
-    client: &Client,
-    css: &str,
-    ok: impl Fn(&str) -> bool,
-    limit: Duration,
-) -> String {
-    let deadline = Instant::now() + limit;
-    let mut last = String::new();
-    loop {
-        if let Ok(el) = client.find(Locator::Css(css)).await
-            && el.is_displayed().await.unwrap_or(false)
-        {
-            last = el.text().await.unwrap_or_default();
-            if ok(&last) {
-                return last;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{css}: not shown as expected within {limit:?}; last text {last:?}; page: {}",
-            client
-                .find(Locator::Css("main"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap_or_default()
-        );
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 /// `GET /api/session` from inside the page (the session cookie is HttpOnly).

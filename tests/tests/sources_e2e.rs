@@ -3,12 +3,15 @@
 //! 産業医クラウド), links the card at each with its enrollment code (a key per source on the
 //! card), and signs a grant per source with that source's own card key; the gateway pulls, and the iPHR holds units A, B and C from
 //! all three. A second pull adds nothing; a new file at a source arrives with the next scheduled
-//! pull (the gateway's background task, not a call from the test).
+//! pull (the gateway's background task, not a call from the test). Then the kiosk page, in a real
+//! headless Chromium with the same session, shows each source's state in Japanese, and its
+//! 「今すぐ取り込む」 pulls a new file with the stored grant, showing the pull's progress.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use card_agent::phr::ca::PhrIssuerCa;
 use card_agent::virtual_card::piv::VirtualPivCard;
+use fantoccini::Locator;
 use gateway::clock::SystemClock;
 use gateway::config::Config;
 use gateway::domain::consent::Category;
@@ -17,6 +20,7 @@ use gateway::sources::{PullState, run_scheduled};
 use gateway::store::records::{self, Search};
 use gateway::store::services::{self, Service, ServiceKind};
 use iphr_source::server::{Enrollment, RegisteredGateway, Source, SourceConfig};
+use iphr_tests::browser::{start_browser, wait_text};
 use iphr_tests::kiosk::{KioskClient, PhrCardAtReader, issue_card};
 use iphr_tests::{insert, pcsc_lock};
 use rustls_pki_types::pem::PemObject as _;
@@ -422,6 +426,86 @@ async fn a_phr_card_links_three_sources_consents_and_the_gateway_pulls_units_a_b
 
     let _ = stop_schedule.send(());
     scheduler.await.unwrap();
+
+    // The kiosk page with this session: the sources and a pull now, with its progress.
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, browser) = start_browser(profile.path()).await;
+    browser.goto(&format!("{origin}/kiosk")).await.unwrap();
+    // The page signs in with the card: its own nonce, signed by the card as the agent would
+    // (the agent's localhost API signs with My Number cards only), its own token request.
+    let nonce = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             fetch('/api/auth/nonce', {method: 'POST', headers: {'content-type': 'application/json'},\
+               body: JSON.stringify({purpose: 'login'})})\
+               .then(r => r.json()).then(j => done(j.nonce), () => done(null));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let nonce = nonce.as_str().unwrap().to_owned();
+    let token = tokio::task::spawn_blocking({
+        let (card, origin) = (card.clone(), origin.clone());
+        move || card.token(&origin, &nonce).unwrap()
+    })
+    .await
+    .unwrap();
+    let status = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             fetch('/api/auth/token', {method: 'POST', headers: {'content-type': 'application/json'},\
+               body: arguments[0]}).then(r => done(r.status), () => done(0));",
+            vec![serde_json::Value::String(token)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    browser.goto(&format!("{origin}/kiosk")).await.unwrap();
+    wait_text(&browser, "#signed-in h1", |t| t == "サインインしました").await;
+    wait_text(&browser, "#sources h2", |t| t == "データの取り込み").await;
+    let kenshin = "#source-list li[data-source='kenshin-tokyo']";
+    let item = wait_text(&browser, kenshin, |t| t.contains("東京健診センター")).await;
+    assert!(
+        item.contains("カード連携済み")
+            && item.contains("同意中")
+            && item.contains("取り込んだファイル：2 件"),
+        "{item}"
+    );
+    // A new claims file at the insurer (July instead of June), pulled from the page.
+    // (Shift_JIS trail bytes are never ASCII digits: a byte replace changes only the dates.)
+    let june = std::fs::read(data_dirs[1].join("H-0001/claims-202406.uke")).unwrap();
+    let mut july = Vec::with_capacity(june.len());
+    let mut rest = june.as_slice();
+    while let Some(at) = rest.windows(6).position(|w| w == b"202406") {
+        july.extend_from_slice(&rest[..at]);
+        july.extend_from_slice(b"202407");
+        rest = &rest[at + 6..];
+    }
+    july.extend_from_slice(rest);
+    assert_ne!(july, june);
+    std::fs::write(data_dirs[1].join("H-0001/claims-202407.uke"), &july).unwrap();
+    let insurer = "#source-list li[data-source='kyokai-kenpo']";
+    wait_text(&browser, &format!("{insurer} .stored"), |t| {
+        t.starts_with("取り込んだファイル：1 件")
+    })
+    .await;
+    browser
+        .find(Locator::Css(&format!("{insurer} button")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let progress = wait_text(&browser, &format!("{insurer} .progress"), |t| {
+        t.starts_with("完了")
+    })
+    .await;
+    assert!(progress.contains("新規保存 1 件"), "{progress}");
+    wait_text(&browser, &format!("{insurer} .stored"), |t| {
+        t.starts_with("取り込んだファイル：2 件")
+    })
+    .await;
+
     stop.send(true).unwrap();
     server.await.unwrap().unwrap();
     drop(stops);

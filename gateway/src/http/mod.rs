@@ -28,6 +28,8 @@
 //!   card signs (`card-agent phr sign-grant`)
 //! - `POST /api/sources/{id}/grant` `{"grant_bytes","signature"}` (hex) → 202 `{"pull"}`: the grant
 //!   verified and stored, a pull started
+//! - `POST /api/sources/{id}/pull` → 202 `{"pull"}`: a pull now with the stored grant (the kiosk
+//!   page's 「今すぐ取り込む」)
 //! - `GET  /api/sources/pulls/{id}` → 200 `{"state","listed","fetched","stored","duplicates",
 //!   "refused","failed","error","message",…}`
 //!   Source errors: `{"error": code, "message": 日本語}` (see [`crate::sources::message_ja`])
@@ -91,6 +93,7 @@ pub fn router(state: AppState) -> Router {
             post(sources::grant_request),
         )
         .route("/api/sources/{id}/grant", post(sources::grant))
+        .route("/api/sources/{id}/pull", post(sources::pull_now))
         .route("/api/sources/pulls/{id}", get(sources::pull))
         .merge(kiosk::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

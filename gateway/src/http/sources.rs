@@ -206,6 +206,27 @@ pub async fn grant(
     )
 }
 
+/// `POST /api/sources/{id}/pull` → 202 `{"pull": id}`: pulls now with the stored grant (the pull
+/// itself refuses without a live grant or consent, visible in its progress).
+pub async fn pull_now(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_origin(&state, &headers)?;
+    let hub = hub_or_404!(state);
+    let user = user_or_reply!(state, headers);
+    if !hub.source_ids().contains(&id) {
+        return Ok(sources_error(&SourcesError::UnknownSource));
+    }
+    let pull = hub.start_pull(&user.person_id, &id);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "pull": pull })),
+    )
+        .into_response())
+}
+
 /// `GET /api/sources/pulls/{id}`.
 pub async fn pull(
     State(state): State<AppState>,

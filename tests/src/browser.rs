@@ -1,0 +1,146 @@
+//! Chromium over WebDriver for the kiosk page tests: chromedriver with a headless Chromium
+//! (`chromium`, `chromium-driver`; scripts/test-setup.d/50-chromium.sh), and waiting for what the
+//! page shows by polling, never by sleeping a fixed time.
+
+// Test support: a failure here is the test's failure, reported by the panic's message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest wait for anything the page should show.
+pub const UI_TIMEOUT: Duration = Duration::from_secs(30);
+/// Interval between two looks at the page or a starting process.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// A child process, killed and reaped on drop (with its whole process group when it leads one:
+/// chromedriver's Chromium processes are in chromedriver's group).
+pub struct ChildGuard {
+    /// For messages.
+    pub name: &'static str,
+    /// The process.
+    pub child: Child,
+    /// Whether it leads a process group (killed whole).
+    pub group: bool,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.group {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .status();
+        }
+        if let Err(e) = self.child.kill() {
+            eprintln!("kill {}: {e}", self.name);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts chromedriver and a headless Chromium session.
+pub async fn start_browser(profile: &Path) -> (ChildGuard, Client) {
+    let port = free_port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("chromedriver: {e} (install chromium and chromium-driver: scripts/test-setup.d/50-chromium.sh)")
+        });
+    let driver = ChildGuard {
+        name: "chromedriver",
+        child,
+        group: true,
+    };
+    let mut caps = serde_json::Map::new();
+    caps.insert("acceptInsecureCerts".into(), serde_json::json!(true));
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--ignore-certificate-errors",
+                "--lang=ja",
+                "--window-size=1100,900",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + UI_TIMEOUT;
+    let client = loop {
+        let mut builder =
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+        builder.capabilities(caps.clone());
+        match builder.connect(&url).await {
+            Ok(client) => break client,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "chromedriver session: {e}");
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    };
+    (driver, client)
+}
+
+/// Waits until the element `css` is displayed and its text satisfies `ok`; returns the text.
+pub async fn wait_text(client: &Client, css: &str, ok: impl Fn(&str) -> bool) -> String {
+    wait_text_within(client, css, ok, UI_TIMEOUT).await
+}
+
+/// [`wait_text`] with its own time limit.
+pub async fn wait_text_within(
+    client: &Client,
+    css: &str,
+    ok: impl Fn(&str) -> bool,
+    limit: Duration,
+) -> String {
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    loop {
+        if let Ok(el) = client.find(Locator::Css(css)).await
+            && el.is_displayed().await.unwrap_or(false)
+        {
+            last = el.text().await.unwrap_or_default();
+            if ok(&last) {
+                return last;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css}: not shown as expected within {limit:?}; last text {last:?}; page: {}",
+            client
+                .find(Locator::Css("main"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap_or_default()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
