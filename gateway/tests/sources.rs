@@ -1047,3 +1047,53 @@ async fn refused_files_and_unregistered_source_certificate() {
     assert_eq!(audited[0]["detail"]["reason"], "certificate_not_registered");
     w.t.cleanup().await;
 }
+
+/// Bytes imported earlier by another route (drop directory, CLI), without a person: a pull of the
+/// same bytes with a grant stores nothing again but links their keys to the grant's person; a
+/// second pull does not download them again.
+#[tokio::test]
+async fn bytes_imported_before_by_another_route_are_linked_by_the_pull() {
+    let w = World::new(Backend::Sqlite, &["kenshin"], settings()).await;
+    let bytes = fixture("cda/minimal.xml");
+    let importer = gateway::importer::Importer::new(
+        w.db().clone(),
+        Arc::new(MemoryTrail::new()),
+        Arc::new(SystemClock),
+    );
+    importer
+        .import_bytes(bytes.clone(), "minimal.xml", "drop-dir", None)
+        .await
+        .unwrap();
+    let card = TestCard::new();
+    let (user, slot) = w.person_at("p1", &card, "kenshin", "P-1", CHECKUP).await;
+    assert!(
+        records::patient_ids_of(w.db(), "p1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    w.source("kenshin").put("P-1", "kenshin-2024.xml", &bytes);
+    let counts = w.counts().await;
+    let pull = w.grant(&user, &slot).await.unwrap();
+    let p = w.wait(&user, &pull).await;
+    assert_eq!(
+        (p.state, p.fetched, p.stored, p.duplicates),
+        (PullState::Done, 1, 0, 1),
+        "{p:?}"
+    );
+    assert_eq!(w.counts().await, counts, "nothing stored twice");
+    assert_eq!(
+        records::patient_ids_of(w.db(), "p1").await.unwrap().len(),
+        1
+    );
+    // Now held by p1: a new grant lists it again (no cursor), and it is not downloaded again.
+    let downloads = w.source("kenshin").faults.file_requests();
+    let pull = w.grant(&user, &slot).await.unwrap();
+    let p = w.wait(&user, &pull).await;
+    assert_eq!(
+        (p.state, p.listed, p.fetched, p.duplicates),
+        (PullState::Done, 1, 0, 1),
+        "{p:?}"
+    );
+    assert_eq!(w.source("kenshin").faults.file_requests(), downloads);
+}

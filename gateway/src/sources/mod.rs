@@ -1163,10 +1163,11 @@ impl SourceHub {
         let Some(sha) = entry.sha256_bytes() else {
             return refuse("unknown_format", None).await;
         };
-        if records::import_of_sha256(&self.db, &sha)
+        // Bytes already stored for this person are not downloaded again; bytes stored by another
+        // route (drop directory, CLI) are, so that their keys get linked to the grant's person.
+        if records::import_held_by(&self.db, &sha, person)
             .await
             .map_err(|e| FileFailure::Abort(e.into()))?
-            .is_some()
         {
             update(progress, |p| p.duplicates += 1);
             return Ok(());

@@ -97,8 +97,8 @@ pub async fn import(db: &Db, imp: &NewImport, now_ms: i64) -> Result<ImportOutco
 
 /// Stores an import in one transaction and, in the same transaction, links every person key of
 /// the file to `person_id` (a pull with that person's grant, `docs/source-protocol.md` §7). A key
-/// already linked to another person refuses the whole file. Bytes imported before are a no-op
-/// (no link is made then).
+/// already linked to another person refuses the whole file. Bytes imported before (e.g. through
+/// the drop directory) store nothing again, but their keys are linked the same way.
 pub async fn import_for_person(
     db: &Db,
     imp: &NewImport,
@@ -106,6 +106,32 @@ pub async fn import_for_person(
     now_ms: i64,
 ) -> Result<PersonImport, StoreError> {
     import_inner(db, imp, Some(person_id), now_ms).await
+}
+
+/// Links every person key of `imp` to `person` inside `tx`; evaluates to the first key already
+/// linked to someone else, if any (the caller rolls back).
+macro_rules! link_keys {
+    ($tx:ident, $imp:ident, $person:ident, $now_ms:ident) => {{
+        let mut foreign = None;
+        for k in &$imp.person_keys {
+            let linked = sqlx::query(
+                "UPDATE person_keys SET person_id = $2, \
+                 linked_at_ms = COALESCE(linked_at_ms, $3) \
+                 WHERE person_key = $1 AND (person_id IS NULL OR person_id = $2)",
+            )
+            .bind(&k.person_key)
+            .bind($person)
+            .bind($now_ms)
+            .execute(&mut *$tx)
+            .await?
+            .rows_affected();
+            if linked != 1 {
+                foreign = Some(k.person_key.clone());
+                break;
+            }
+        }
+        foreign
+    }};
 }
 
 async fn import_inner(
@@ -133,13 +159,19 @@ async fn import_inner(
         .map(|r| r.try_get(0))
         .transpose()?;
         match id {
-            None => {
-                tx.rollback().await?;
+            None => 'again: {
                 let existing: i64 = sqlx::query("SELECT id FROM imports WHERE content_sha256 = $1")
                     .bind(imp.content_sha256.as_slice())
-                    .fetch_one(pool)
+                    .fetch_one(&mut *tx)
                     .await?
                     .try_get(0)?;
+                if let Some(person) = person_id
+                    && let Some(key) = link_keys!(tx, imp, person, now_ms)
+                {
+                    tx.rollback().await?;
+                    break 'again PersonImport::KeyOfAnotherPerson(key);
+                }
+                tx.commit().await?;
                 PersonImport::Done(ImportOutcome::AlreadyImported { id: existing })
             }
             Some(id) => 'stored: {
@@ -153,24 +185,11 @@ async fn import_inner(
                     q.push(" ON CONFLICT (person_key) DO NOTHING");
                     q.build().execute(&mut *tx).await?;
                 }
-                if let Some(person) = person_id {
-                    for k in &imp.person_keys {
-                        let linked = sqlx::query(
-                            "UPDATE person_keys SET person_id = $2, \
-                             linked_at_ms = COALESCE(linked_at_ms, $3) \
-                             WHERE person_key = $1 AND (person_id IS NULL OR person_id = $2)",
-                        )
-                        .bind(&k.person_key)
-                        .bind(person)
-                        .bind(now_ms)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                        if linked != 1 {
-                            tx.rollback().await?;
-                            break 'stored PersonImport::KeyOfAnotherPerson(k.person_key.clone());
-                        }
-                    }
+                if let Some(person) = person_id
+                    && let Some(key) = link_keys!(tx, imp, person, now_ms)
+                {
+                    tx.rollback().await?;
+                    break 'stored PersonImport::KeyOfAnotherPerson(key);
                 }
                 let mut stored = 0u64;
                 for chunk in imp.resources.chunks(CHUNK) {
@@ -201,6 +220,33 @@ async fn import_inner(
         }
     });
     Ok(outcome)
+}
+
+/// Whether bytes with this SHA-256 were imported and every person key of their resources is
+/// linked to `person_id`.
+pub async fn import_held_by(
+    db: &Db,
+    sha256: &[u8; 32],
+    person_id: &str,
+) -> Result<bool, StoreError> {
+    let held = on_db!(db, |pool| {
+        let row = sqlx::query(
+            "SELECT COUNT(*), \
+             SUM(CASE WHEN k.person_id = $2 THEN 0 ELSE 1 END) \
+             FROM imports i \
+             JOIN iphr_resources r ON r.import_id = i.id \
+             JOIN person_keys k ON k.person_key = r.person_key \
+             WHERE i.content_sha256 = $1",
+        )
+        .bind(sha256.as_slice())
+        .bind(person_id)
+        .fetch_one(pool)
+        .await?;
+        let resources: i64 = row.try_get(0)?;
+        let foreign: Option<i64> = row.try_get(1)?;
+        resources > 0 && foreign.unwrap_or(0) == 0
+    });
+    Ok(held)
 }
 
 /// The import id of bytes with this SHA-256, if they were imported.

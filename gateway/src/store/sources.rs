@@ -205,7 +205,8 @@ pub async fn with_live_grant(
     Ok(v)
 }
 
-/// Stores the person's new grant at a source.
+/// Stores the person's new grant at a source and forgets the cursor: the new grant's scope may
+/// cover files an older one skipped (files already held are not downloaded again).
 pub async fn set_grant(
     db: &Db,
     person_id: &str,
@@ -215,7 +216,7 @@ pub async fn set_grant(
     let n = on_db!(db, |pool| {
         sqlx::query(
             "UPDATE source_links SET grant_bytes = $3, grant_signature = $4, grant_alg = $5, \
-             grant_expires_ms = $6 WHERE person_id = $1 AND source_id = $2",
+             grant_expires_ms = $6, list_cursor = NULL WHERE person_id = $1 AND source_id = $2",
         )
         .bind(person_id)
         .bind(source_id)
