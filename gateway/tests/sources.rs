@@ -1097,3 +1097,62 @@ async fn bytes_imported_before_by_another_route_are_linked_by_the_pull() {
     );
     assert_eq!(w.source("kenshin").faults.file_requests(), downloads);
 }
+
+/// Two gateways on one PostgreSQL: while one pulls a (person, source) pair under its lease, the
+/// other's pull of the same pair is refused as busy; the file is downloaded and stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_one_postgres_never_pull_the_same_pair_at_once() {
+    let w = World::new(Backend::Postgres, &["kenshin"], settings()).await;
+    let card = TestCard::new();
+    let (user, slot) = w.person_at("p1", &card, "kenshin", "P-1", CHECKUP).await;
+    w.source("kenshin")
+        .put("P-1", "kenshin-2024.xml", &fixture("cda/minimal.xml"));
+    // Store the grant (its own pull runs to the end first).
+    let pull = w.grant(&user, &slot).await.unwrap();
+    assert_eq!(w.wait(&user, &pull).await.state, PullState::Done);
+    w.source("kenshin")
+        .put("P-1", "kenshin-2025.xml", &fixture("cda/full.xml"));
+    // A second gateway process: its own hub (own lease owner) on the same database.
+    let gateway = gateway_identity();
+    let other = SourceHub::new(
+        HubSettings {
+            gateway_id: AUDIENCE.to_owned(),
+            page_size: 2,
+        },
+        vec![w.source("kenshin").client(&gateway, settings())],
+        w.db().clone(),
+        Arc::new(MemoryTrail::new()),
+        Arc::new(SystemClock),
+        vec![pki().phr.cert_der.clone()],
+    )
+    .unwrap();
+    w.source("kenshin")
+        .faults
+        .set_delay(Duration::from_millis(400));
+    let first = w.hub.start_pull("p1", "kenshin");
+    // Wait until the first pull holds the lease (its list request is at the source).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let requests = w.source("kenshin").faults.requests();
+    while w.source("kenshin").faults.requests() == requests {
+        assert!(
+            Instant::now() < deadline,
+            "the first pull never reached the source"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = other.pull("p1", "kenshin").await;
+    assert_eq!(second.error.as_deref(), Some("busy"), "{second:?}");
+    assert_eq!(second.fetched, 0);
+    let first = w.wait(&user, &first).await;
+    assert_eq!(
+        (first.state, first.stored),
+        (PullState::Done, 1),
+        "{first:?}"
+    );
+    assert_eq!(
+        w.source("kenshin").faults.file_requests(),
+        2,
+        "each file once"
+    );
+    w.t.cleanup().await;
+}
