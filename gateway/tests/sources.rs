@@ -987,11 +987,14 @@ async fn refused_files_and_unregistered_source_certificate() {
         b.extend_from_slice(b"\n");
         b
     });
+    // A file in a known format whose content is broken (XML cut off mid-document).
+    w.source("kenshin")
+        .put("P-1", "broken.xml", &fixture("bad/truncated.xml"));
     let pull = w.grant(&user, &slot).await.unwrap();
     let p = w.wait(&user, &pull).await;
     assert_eq!(
         (p.state, p.stored, p.refused),
-        (PullState::Partial, 0, 2),
+        (PullState::Partial, 0, 3),
         "{p:?}"
     );
     assert_eq!(w.counts().await, (imports, resources));
@@ -1006,12 +1009,29 @@ async fn refused_files_and_unregistered_source_certificate() {
         "{reasons:?}"
     );
     assert!(reasons.contains(&"other_person".to_owned()), "{reasons:?}");
-    // The cursor did not move past the refused files.
+    assert!(
+        reasons.contains(&"conversion_failed".to_owned()),
+        "{reasons:?}"
+    );
+    // Refused files do not block the files after them: the broken XML, on the second page, was
+    // reached; the cursor moved past all three; the next pull lists and audits nothing again.
     let link = gateway::store::sources::get(w.db(), "p1", "kenshin")
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(link.cursor, None);
+    assert!(link.cursor.is_some());
+    let audited = w.source_events("kenshin", SourceAction::Pull).len();
+    let p = w.hub.pull("p1", "kenshin").await;
+    assert_eq!(
+        (p.state, p.listed, p.refused),
+        (PullState::Done, 0, 0),
+        "{p:?}"
+    );
+    assert_eq!(
+        w.source_events("kenshin", SourceAction::Pull).len(),
+        audited + 1,
+        "only the pull itself"
+    );
     // A source presenting an unregistered certificate: refused at the handshake, nothing sent.
     register_source(w.db(), "rogue", CHECKUP).await;
     let now = SystemClock.now_ms();

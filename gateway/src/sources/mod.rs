@@ -1069,7 +1069,10 @@ impl SourceHub {
                     )
                     .await
                 {
-                    Ok(()) => {}
+                    // A refused file is refused for good (these bytes never convert, or are not
+                    // this person's or not consented under this grant: a new grant starts over):
+                    // audited once, the cursor may pass it.
+                    Ok(()) | Err(FileFailure::Refused) => {}
                     Err(FileFailure::Skip) => page_stored = false,
                     Err(FileFailure::Abort(e)) => {
                         if let SourcesError::Source(SourceError::Refused { code, .. }) = &e
@@ -1147,7 +1150,7 @@ impl SourceHub {
                 p.refused += 1;
                 p.error.get_or_insert_with(|| reason.to_owned());
             });
-            Err(FileFailure::Skip)
+            Err(FileFailure::Refused)
         };
         if FileKind::of(&entry.name).is_none() {
             return refuse("unknown_format", None).await;
@@ -1279,8 +1282,10 @@ impl SourceHub {
 }
 
 enum FileFailure {
-    /// This file is not stored (refused or not fetched); go on with the others, keep the cursor.
+    /// This file could not be fetched now; go on with the others, keep the cursor before it.
     Skip,
+    /// This file is refused (audited); go on, the cursor may pass it.
+    Refused,
     /// Stop the pull.
     Abort(SourcesError),
 }
