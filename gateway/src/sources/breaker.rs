@@ -22,7 +22,9 @@ pub enum BreakerState {
 struct Inner {
     consecutive_failures: u32,
     opened_at: Option<Instant>,
-    trial_in_flight: bool,
+    /// When the half-open trial was let through, until it reports back. A trial that never
+    /// reports (its request was cancelled) is given up after `open_for`.
+    trial_since: Option<Instant>,
     times_opened: u64,
 }
 
@@ -61,7 +63,7 @@ impl Breaker {
             inner: Mutex::new(Inner {
                 consecutive_failures: 0,
                 opened_at: None,
-                trial_in_flight: false,
+                trial_since: None,
                 times_opened: 0,
             }),
         }
@@ -84,12 +86,19 @@ impl Breaker {
     /// Whether a request may go now (`None`: fail fast).
     pub fn allow(&self) -> Option<Permit> {
         let mut inner = self.lock();
-        match self.state_of(&inner, Instant::now()) {
+        let now = Instant::now();
+        match self.state_of(&inner, now) {
             BreakerState::Closed => Some(Permit { trial: false }),
             BreakerState::Open => None,
-            BreakerState::HalfOpen if inner.trial_in_flight => None,
+            BreakerState::HalfOpen
+                if inner
+                    .trial_since
+                    .is_some_and(|t| now.duration_since(t) < self.open_for) =>
+            {
+                None
+            }
             BreakerState::HalfOpen => {
-                inner.trial_in_flight = true;
+                inner.trial_since = Some(now);
                 Some(Permit { trial: true })
             }
         }
@@ -100,7 +109,7 @@ impl Breaker {
         let mut inner = self.lock();
         inner.consecutive_failures = 0;
         inner.opened_at = None;
-        inner.trial_in_flight = false;
+        inner.trial_since = None;
     }
 
     /// The request failed (timeout, reset, 5xx, 429, short or altered body).
@@ -113,7 +122,7 @@ impl Breaker {
             inner.times_opened += 1;
         }
         if permit.trial {
-            inner.trial_in_flight = false;
+            inner.trial_since = None;
         }
     }
 
@@ -158,5 +167,18 @@ mod tests {
         assert_eq!(b.view().state, BreakerState::Closed);
         assert_eq!(b.view().consecutive_failures, 0);
         assert_eq!(b.allow(), Some(Permit { trial: false }));
+    }
+
+    #[test]
+    fn a_trial_that_never_reports_back_is_given_up_after_the_cooldown() {
+        let b = Breaker::new(1, Duration::from_millis(40));
+        b.failure(b.allow().unwrap());
+        assert_eq!(b.view().state, BreakerState::Open);
+        std::thread::sleep(Duration::from_millis(50));
+        // The trial's request is cancelled: neither success nor failure is reported.
+        assert!(b.allow().unwrap().trial);
+        assert!(b.allow().is_none(), "one trial at a time");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(b.allow().is_some_and(|p| p.trial), "stuck half-open");
     }
 }

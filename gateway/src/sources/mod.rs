@@ -1057,6 +1057,21 @@ impl SourceHub {
             update(progress, |p| p.listed += page.files.len() as u64);
             let mut page_stored = true;
             for entry in &page.files {
+                // Renew the lease before every file (a file may take minutes): another gateway
+                // never takes the pair while this pull goes on, and a lost lease stops it.
+                let now = self.clock.now_ms();
+                if !store::take_lease(
+                    &self.db,
+                    person,
+                    source,
+                    &self.lease_owner,
+                    now,
+                    now + LEASE_MS,
+                )
+                .await?
+                {
+                    return Err(SourcesError::Busy);
+                }
                 match self
                     .pull_file(
                         client,
@@ -1084,21 +1099,16 @@ impl SourceHub {
                     }
                 }
             }
+            let moved = page.next_cursor.is_some() && page.next_cursor != cursor;
             if page_stored && let Some(next) = &page.next_cursor {
-                store::set_cursor(&self.db, person, source, next).await?;
+                // Only under the grant this pull started with: a new grant stored meanwhile
+                // reset the cursor for its own scope, and this pull stops.
+                if !store::set_cursor(&self.db, person, source, &grant.bytes, next).await? {
+                    return Err(SourcesError::Busy);
+                }
                 cursor = Some(next.clone());
-                let now = self.clock.now_ms();
-                store::take_lease(
-                    &self.db,
-                    person,
-                    source,
-                    &self.lease_owner,
-                    now,
-                    now + LEASE_MS,
-                )
-                .await?;
             }
-            if !page.more || !page_stored || page.files.is_empty() {
+            if !page.more || !page_stored || page.files.is_empty() || !moved {
                 return Ok(());
             }
         }
@@ -1182,6 +1192,8 @@ impl SourceHub {
                 ..
             }) => return refuse("not_found", None).await,
             Err(e @ SourceError::Refused { .. }) => return Err(FileFailure::Abort(e.into())),
+            // Larger than accepted, or an impossible listing: the same on every pull.
+            Err(SourceError::Malformed(m)) => return refuse("malformed_entry", Some(m)).await,
             Err(e @ (SourceError::BreakerOpen | SourceError::Certificate(_))) => {
                 self.audit_file(person, source, entry, "error", e.code(), None)
                     .await;
@@ -1237,6 +1249,8 @@ impl SourceHub {
                 refuse(reason, Some(e.to_string())).await
             }
             Err(ImporterError::Store(e)) => Err(FileFailure::Abort(e.into())),
+            // The converter failed on these bytes (it would again): refused, not retried.
+            Err(ImporterError::Task(m)) => refuse("conversion_failed", Some(m)).await,
             Err(e) => Err(FileFailure::Abort(SourcesError::Audit(e.to_string()))),
         }
     }

@@ -259,19 +259,23 @@ pub async fn set_cursor(
     db: &Db,
     person_id: &str,
     source_id: &str,
+    grant_bytes: &[u8],
     cursor: &str,
-) -> Result<(), StoreError> {
-    on_db!(db, |pool| {
+) -> Result<bool, StoreError> {
+    let n = on_db!(db, |pool| {
         sqlx::query(
-            "UPDATE source_links SET list_cursor = $3 WHERE person_id = $1 AND source_id = $2",
+            "UPDATE source_links SET list_cursor = $4 \
+             WHERE person_id = $1 AND source_id = $2 AND grant_bytes = $3",
         )
         .bind(person_id)
         .bind(source_id)
+        .bind(grant_bytes)
         .bind(cursor)
         .execute(pool)
-        .await?;
+        .await?
+        .rows_affected()
     });
-    Ok(())
+    Ok(n == 1)
 }
 
 /// Records how a pull ended.

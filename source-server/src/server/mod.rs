@@ -581,7 +581,15 @@ async fn fetch_file(
         .data_dir
         .join(&verified.pseudonym)
         .join(&entry.name);
-    let bytes = tokio::fs::read(&path).await.map_err(|_| not_found())?;
+    let bytes = tokio::fs::read(&path).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            not_found()
+        } else {
+            // Transient (e.g. too many open files): retryable, never "gone for good".
+            tracing::error!(error = %e, "reading a file failed");
+            Failure::new(ErrorCode::Internal, "the source could not read the file")
+        }
+    })?;
     let sha: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(
         <sha2::Sha256 as sha2::Digest>::new(),
         &bytes,
