@@ -632,8 +632,7 @@ async fn faults_bounded_retries_breaker_and_other_sources_finish() {
         ("twice", "f.attendance.csv", attendance_of("W003")),
     ];
     let mut users = Vec::new();
-    for (source, name, bytes) in &files {
-        w.source(source).put("P-1", name, bytes);
+    for (source, _, _) in &files {
         let cats = [
             Category::Checkup,
             Category::StressCheck,
@@ -644,15 +643,18 @@ async fn faults_bounded_retries_breaker_and_other_sources_finish() {
             w.person_at("p1", &card, source, "P-1", &cats).await,
         ));
     }
-    // The same file a second time under another name.
+    // The grants are signed while every source is healthy (a source must accept a grant before
+    // the gateway stores it); their first pulls find nothing yet.
+    for (_, (user, slot)) in &users {
+        let pull = w.grant(user, slot).await.unwrap();
+        assert_eq!(w.wait(user, &pull).await.state, PullState::Done);
+    }
+    // Then the files arrive, the same one twice under another name, and the faults start.
+    for (source, name, bytes) in &files {
+        w.source(source).put("P-1", name, bytes);
+    }
     w.source("twice")
         .put("P-1", "f-copy.attendance.csv", &files[5].2);
-    let mut pulls = Vec::new();
-    for (source, (user, slot)) in &users {
-        // Nonces come before the faults are switched on.
-        let req = w.hub.grant_request(user, &slot.service).await.unwrap();
-        pulls.push((*source, user.clone(), slot, req));
-    }
     w.source("slowpoke")
         .faults
         .set_delay(Duration::from_millis(150));
@@ -663,27 +665,10 @@ async fn faults_bounded_retries_breaker_and_other_sources_finish() {
     let baseline: Vec<u64> = ids.iter().map(|s| w.source(s).faults.requests()).collect();
     let timeout_attempts_before = w.hub.client("timeout").unwrap().attempts();
     let start = Instant::now();
-    let mut ids_started = Vec::new();
-    for (source, user, slot, req) in &pulls {
-        let (grant, sig) = sign_grant(
-            &slot.key,
-            &GrantSpec {
-                service: &req.service,
-                pseudonym: &req.pseudonym,
-                audience: &req.audience,
-                nonce: hex::decode(&req.nonce_hex).unwrap(),
-                issued_at: now_s(),
-                expires_at: now_s() + 3600,
-                scope: req.scope.clone(),
-            },
-        );
-        let pull = w
-            .hub
-            .submit_grant(user, &slot.service, &grant, &sig)
-            .await
-            .unwrap();
-        ids_started.push((*source, user.clone(), pull));
-    }
+    let ids_started: Vec<_> = users
+        .iter()
+        .map(|(source, (user, _))| (*source, user.clone(), w.hub.start_pull("p1", source)))
+        .collect();
     let mut done = std::collections::BTreeMap::new();
     for (source, user, pull) in &ids_started {
         let p = w.wait(user, pull).await;
@@ -1175,4 +1160,46 @@ async fn two_gateways_on_one_postgres_never_pull_the_same_pair_at_once() {
         "each file once"
     );
     w.t.cleanup().await;
+}
+
+/// A grant is stored only once the source accepted it: signed while the source answers 503, the
+/// kiosk step fails (after the bounded attempts) and nothing is stored; signed again once the
+/// source is back, it is stored and pulls.
+#[tokio::test]
+async fn a_grant_the_source_cannot_accept_now_is_not_stored() {
+    let w = World::new(Backend::Sqlite, &["kenshin"], settings()).await;
+    let card = TestCard::new();
+    let (user, slot) = w.person_at("p1", &card, "kenshin", "P-1", CHECKUP).await;
+    w.source("kenshin")
+        .put("P-1", "kenshin-2024.xml", &fixture("cda/minimal.xml"));
+    let req = w.hub.grant_request(&user, "kenshin").await.unwrap();
+    // The nonce was issued; now the source is down.
+    w.source("kenshin").faults.fail_next(1000, 503);
+    let (grant, sig) = sign_grant(
+        &slot.key,
+        &GrantSpec {
+            service: &req.service,
+            pseudonym: &req.pseudonym,
+            audience: &req.audience,
+            nonce: hex::decode(&req.nonce_hex).unwrap(),
+            issued_at: now_s(),
+            expires_at: now_s() + 3600,
+            scope: req.scope.clone(),
+        },
+    );
+    let e = w
+        .hub
+        .submit_grant(&user, "kenshin", &grant, &sig)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SourcesError::Source(_)), "{e:?}");
+    let link = gateway::store::sources::get(w.db(), "p1", "kenshin")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(link.grant.is_none(), "no grant stored");
+    assert_eq!(w.counts().await.0, 0);
+    w.source("kenshin").faults.fail_next(0, 503);
+    let pull = w.grant(&user, &slot).await.unwrap();
+    assert_eq!(w.wait(&user, &pull).await.stored, 1);
 }

@@ -802,6 +802,15 @@ impl SourceHub {
         if verified.scope.is_empty() || !verified.scope.iter().all(covered) {
             return Err(SourcesError::ScopeBeyondConsent);
         }
+        // Redeem the nonce at the source now (a one-file list, with retries): a grant is stored
+        // only once the source accepted it, so a source that is down now fails this kiosk step
+        // instead of refusing the grant later (an unredeemed nonce expires after 5 minutes).
+        let header = GrantHeader {
+            alg: GrantAlg::P256,
+            grant: grant_bytes.to_vec(),
+            signature: signature.to_vec(),
+        };
+        self.client_of(source_id)?.list(&header, None, 1).await?;
         let expires_ms = i64::from(verified.expires_at) * 1000;
         self.audit(SourceEvent {
             at_ms: now,
