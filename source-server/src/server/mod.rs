@@ -114,6 +114,9 @@ pub struct Source {
     config: SourceConfig,
     state: Mutex<State>,
     faults: Arc<Faults>,
+    /// Held from a folder scan to the answer built on it, so that a file journaled by a
+    /// concurrent request is never passed over by a cursor handed out meanwhile.
+    scan: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Source {
@@ -144,6 +147,7 @@ impl Source {
             config,
             state: Mutex::new(state),
             faults: Arc::new(Faults::default()),
+            scan: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -508,6 +512,7 @@ async fn list_files(
             format!("limit: 1..={MAX_PAGE}"),
         ));
     }
+    let _scan = source.scan.lock().await;
     let (verified, found) = verified_and_scanned(&source, &headers, audience.as_ref()).await?;
     let state = source.lock();
     let mine = state
