@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo, without hardware: pcscd with vsmartcard's virtual readers, a virtual My Number card in
-# the first; the gateway on SQLite (a fresh database each run) with sample data imported (特定健診
-# archive and CDA, レセプト, stress check), a partner PHR service registered (mTLS certificate +
+# the first; the gateway on SQLite (a fresh database each run) with sample data imported through its
+# drop directory (特定健診 archive and CDA, レセプト, stress check), a partner PHR service registered (mTLS certificate +
 # private_key_jwt keys), the kiosk page and the card agent's localhost API; three reference source
 # servers (健診機関, 保険者, 産業医クラウド) and a virtual PHR card in the second reader, which signs
 # in, consents, links at each source and grants, while the gateway pulls (progress shown), then a
@@ -168,12 +168,7 @@ pull_interval_secs = 5
 $SOURCES_TOML
 TOML
 
-step "sample data and the partner"
-FIX=data-converter/tests/fixtures
-cp "$FIX/stress/workers.csv" "$GW/workers.stress.csv"
-"$GATEWAY" --config "$GW/gateway.toml" import \
-  "$FIX"/archive/1399999991_06139999_202406100_1.zip "$FIX/cda/full.xml" \
-  "$FIX/uke/sample.uke" "$GW/workers.stress.csv"
+step "the partner and the sources registered"
 "$GATEWAY" --config "$GW/gateway.toml" register-partner --id demo-phr-app \
   --name "けんこう手帳アプリ" --purpose "健診結果の経年表示と生活習慣の助言" \
   --categories A.checkup,A.stress-check --certificate "$GW/partner.pem" \
@@ -203,6 +198,22 @@ step "the kiosk with a virtual PHR card: consent, link, grant, pull from the thr
 "$KIOSK_DEMO" run --origin "$ORIGIN" --gateway-cert "$GW/tls.pem" --issuer "$DEMO/phr-issuer" \
   --card-dir "$DEMO/phr-card" --reader-index 1 "${KIOSK_SOURCES[@]}" \
   --later "tests/fixtures/sources/next/kenshin-2025.xml=$SRC/kenshin-tokyo/data/K-0001/kenshin-2025.xml"
+
+# The sample data for the partner API, delivered through the drop directory after the pulls: some of
+# it is about the same synthetic people, whose keys the pulls linked to the PHR card's person (a key
+# that already held records from elsewhere would need an identity check first).
+step "sample data through the drop directory"
+FIX=data-converter/tests/fixtures
+mkdir -p "$GW/drop/incoming"
+cp "$FIX/stress/workers.csv" "$GW/drop/incoming/.workers.stress.csv" && mv "$GW/drop/incoming/.workers.stress.csv" "$GW/drop/incoming/workers.stress.csv"
+for f in archive/1399999991_06139999_202406100_1.zip cda/full.xml uke/sample.uke; do
+  name="${f##*/}"
+  cp "$FIX/$f" "$GW/drop/incoming/.$name" && mv "$GW/drop/incoming/.$name" "$GW/drop/incoming/$name"
+done
+drop_done() { [ -z "$(ls -A "$GW/drop/incoming")" ]; }
+wait_for 60 drop_done || { ls -l "$GW/drop/incoming" >&2; echo "the drop directory was not imported" >&2; exit 1; }
+ls "$GW/drop/done"
+if [ -n "$(ls -A "$GW/drop/failed" 2>/dev/null)" ]; then cat "$GW/drop/failed"/*.error.txt >&2; exit 1; fi
 
 cat <<MSG
 

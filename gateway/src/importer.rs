@@ -121,6 +121,12 @@ impl Importer {
                     file: file_name.to_owned(),
                 }));
             }
+            PersonImport::KeyNeedsIdentityCheck(key) => {
+                return Err(ImporterError::Refused(ImportError::IdentityCheck {
+                    file: file_name.to_owned(),
+                    key,
+                }));
+            }
         };
         let (import_id, resources, duplicate) = match outcome {
             ImportOutcome::Imported { id, resources } => (id, resources, false),

@@ -1203,3 +1203,45 @@ async fn a_grant_the_source_cannot_accept_now_is_not_stored() {
     let pull = w.grant(&user, &slot).await.unwrap();
     assert_eq!(w.wait(&user, &pull).await.stored, 1);
 }
+
+/// A pulled file whose person key already holds records from other imports, and is not linked to
+/// anyone, is refused whole: the pull alone never claims someone's earlier records (a misfiled
+/// file would hand them to the wrong person); staff link the key after an identity check.
+#[tokio::test]
+async fn a_key_with_records_from_elsewhere_needs_an_identity_check() {
+    let w = World::new(Backend::Sqlite, &["kenshin"], settings()).await;
+    let importer = gateway::importer::Importer::new(
+        w.db().clone(),
+        Arc::new(MemoryTrail::new()),
+        Arc::new(SystemClock),
+    );
+    importer
+        .import_bytes(fixture("cda/minimal.xml"), "minimal.xml", "drop-dir", None)
+        .await
+        .unwrap();
+    let card = TestCard::new();
+    let (user, slot) = w.person_at("p1", &card, "kenshin", "P-1", CHECKUP).await;
+    // Other bytes (a later copy) about the same person key.
+    let mut later = fixture("cda/minimal.xml");
+    later.extend_from_slice(b"\n");
+    w.source("kenshin").put("P-1", "minimal-copy.xml", &later);
+    let counts = w.counts().await;
+    let pull = w.grant(&user, &slot).await.unwrap();
+    let p = w.wait(&user, &pull).await;
+    assert_eq!((p.stored, p.refused), (0, 1), "{p:?}");
+    assert_eq!(p.error.as_deref(), Some("identity_check"), "{p:?}");
+    assert_eq!(w.counts().await, counts, "nothing stored");
+    assert!(
+        records::patient_ids_of(w.db(), "p1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let reasons: Vec<String> = w
+        .source_events("kenshin", SourceAction::Pull)
+        .iter()
+        .filter(|e| e["outcome"] == "deny")
+        .map(|e| e["detail"]["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(reasons, vec!["identity_check".to_owned()]);
+}

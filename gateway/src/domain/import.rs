@@ -65,6 +65,17 @@ pub enum ImportError {
         /// File.
         file: String,
     },
+    /// A person key of a pulled file already holds records from other imports and is not linked
+    /// to anyone: staff link it after an identity check; the pull alone does not.
+    #[error(
+        "{file}: person key {key} already holds records from elsewhere; link it after an identity check (link-person)"
+    )]
+    IdentityCheck {
+        /// File.
+        file: String,
+        /// The key.
+        key: String,
+    },
     /// The file is larger than [`MAX_IMPORT_BYTES`].
     #[error("{file}: {size} bytes is more than the {max} accepted")]
     TooLarge {

@@ -1250,6 +1250,7 @@ impl SourceHub {
                     crate::domain::import::ImportError::PersonCount { .. } => "person_count",
                     crate::domain::import::ImportError::NotConsented { .. } => "not_consented",
                     crate::domain::import::ImportError::OtherPerson { .. } => "other_person",
+                    crate::domain::import::ImportError::IdentityCheck { .. } => "identity_check",
                     crate::domain::import::ImportError::UnsupportedFormat { .. } => {
                         "unknown_format"
                     }

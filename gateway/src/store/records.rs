@@ -82,16 +82,22 @@ pub enum PersonImport {
     Done(ImportOutcome),
     /// A person key of the file is linked to another person: nothing was stored.
     KeyOfAnotherPerson(String),
+    /// A person key of the file is not linked yet but already holds records of other imports:
+    /// a pull alone does not claim them (a misfiled file would hand them to the wrong person);
+    /// staff link it after an identity check (`link-person`). Nothing was stored.
+    KeyNeedsIdentityCheck(String),
 }
 
 /// Stores an import in one transaction.
 pub async fn import(db: &Db, imp: &NewImport, now_ms: i64) -> Result<ImportOutcome, StoreError> {
     match import_inner(db, imp, None, now_ms).await? {
         PersonImport::Done(outcome) => Ok(outcome),
-        // Invariant: without a person no key can belong to another person.
-        PersonImport::KeyOfAnotherPerson(key) => Err(StoreError::Database(sqlx::Error::Protocol(
-            format!("unexpected person conflict on {key}"),
-        ))),
+        // Invariant: without a person no key is linked, so none can be refused.
+        PersonImport::KeyOfAnotherPerson(key) | PersonImport::KeyNeedsIdentityCheck(key) => {
+            Err(StoreError::Database(sqlx::Error::Protocol(format!(
+                "unexpected person conflict on {key}"
+            ))))
+        }
     }
 }
 
@@ -108,29 +114,43 @@ pub async fn import_for_person(
     import_inner(db, imp, Some(person_id), now_ms).await
 }
 
-/// Links every person key of `imp` to `person` inside `tx`; evaluates to the first key already
-/// linked to someone else, if any (the caller rolls back).
+/// Links every person key of `imp` to `person` inside `tx` (the import being `import_id`);
+/// evaluates to the first key that cannot be linked, if any (the caller rolls back): a key
+/// linked to someone else, or an unlinked key that already holds records of other imports.
 macro_rules! link_keys {
-    ($tx:ident, $imp:ident, $person:ident, $now_ms:ident) => {{
-        let mut foreign = None;
+    ($tx:ident, $imp:ident, $person:ident, $now_ms:ident, $import_id:expr) => {{
+        let mut refused = None;
         for k in &$imp.person_keys {
             let linked = sqlx::query(
                 "UPDATE person_keys SET person_id = $2, \
                  linked_at_ms = COALESCE(linked_at_ms, $3) \
-                 WHERE person_key = $1 AND (person_id IS NULL OR person_id = $2)",
+                 WHERE person_key = $1 AND (person_id = $2 OR (person_id IS NULL AND NOT EXISTS \
+                 (SELECT 1 FROM iphr_resources r WHERE r.person_key = $1 AND r.import_id <> $4)))",
             )
             .bind(&k.person_key)
             .bind($person)
             .bind($now_ms)
+            .bind($import_id)
             .execute(&mut *$tx)
             .await?
             .rows_affected();
             if linked != 1 {
-                foreign = Some(k.person_key.clone());
+                let owner: Option<String> =
+                    sqlx::query("SELECT person_id FROM person_keys WHERE person_key = $1")
+                        .bind(&k.person_key)
+                        .fetch_optional(&mut *$tx)
+                        .await?
+                        .map(|r| r.try_get::<Option<String>, _>(0))
+                        .transpose()?
+                        .flatten();
+                refused = Some(match owner {
+                    Some(_) => PersonImport::KeyOfAnotherPerson(k.person_key.clone()),
+                    None => PersonImport::KeyNeedsIdentityCheck(k.person_key.clone()),
+                });
                 break;
             }
         }
-        foreign
+        refused
     }};
 }
 
@@ -166,10 +186,10 @@ async fn import_inner(
                     .await?
                     .try_get(0)?;
                 if let Some(person) = person_id
-                    && let Some(key) = link_keys!(tx, imp, person, now_ms)
+                    && let Some(refused) = link_keys!(tx, imp, person, now_ms, existing)
                 {
                     tx.rollback().await?;
-                    break 'again PersonImport::KeyOfAnotherPerson(key);
+                    break 'again refused;
                 }
                 tx.commit().await?;
                 PersonImport::Done(ImportOutcome::AlreadyImported { id: existing })
@@ -186,10 +206,10 @@ async fn import_inner(
                     q.build().execute(&mut *tx).await?;
                 }
                 if let Some(person) = person_id
-                    && let Some(key) = link_keys!(tx, imp, person, now_ms)
+                    && let Some(refused) = link_keys!(tx, imp, person, now_ms, id)
                 {
                     tx.rollback().await?;
-                    break 'stored PersonImport::KeyOfAnotherPerson(key);
+                    break 'stored refused;
                 }
                 let mut stored = 0u64;
                 for chunk in imp.resources.chunks(CHUNK) {
