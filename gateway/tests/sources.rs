@@ -486,6 +486,17 @@ impl World {
     }
 }
 
+impl World {
+    /// The reasons of the files refused at `source`, in the audit trail's order.
+    fn deny_reasons(&self, source: &str) -> Vec<String> {
+        self.source_events(source, SourceAction::Pull)
+            .iter()
+            .filter(|e| e["outcome"] == "deny")
+            .map(|e| e["detail"]["reason"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
 fn code_of(source: &str, pseudonym: &str) -> String {
     format!("CODE-{source}-{pseudonym}")
 }
@@ -983,12 +994,7 @@ async fn refused_files_and_unregistered_source_certificate() {
         "{p:?}"
     );
     assert_eq!(w.counts().await, (imports, resources));
-    let reasons: Vec<String> = w
-        .source_events("kenshin", SourceAction::Pull)
-        .iter()
-        .filter(|e| e["outcome"] == "deny")
-        .map(|e| e["detail"]["reason"].as_str().unwrap().to_owned())
-        .collect();
+    let reasons = w.deny_reasons("kenshin");
     assert!(
         reasons.contains(&"unknown_format".to_owned()),
         "{reasons:?}"
@@ -1237,11 +1243,6 @@ async fn a_key_with_records_from_elsewhere_needs_an_identity_check() {
             .unwrap()
             .is_empty()
     );
-    let reasons: Vec<String> = w
-        .source_events("kenshin", SourceAction::Pull)
-        .iter()
-        .filter(|e| e["outcome"] == "deny")
-        .map(|e| e["detail"]["reason"].as_str().unwrap().to_owned())
-        .collect();
+    let reasons = w.deny_reasons("kenshin");
     assert_eq!(reasons, vec!["identity_check".to_owned()]);
 }
