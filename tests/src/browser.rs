@@ -2,9 +2,6 @@
 //! (`chromium`, `chromium-driver`; scripts/test-setup.d/50-chromium.sh), and waiting for what the
 //! page shows by polling, never by sleeping a fixed time.
 
-// Test support: a failure here is the test's failure, reported by the panic's message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use fantoccini::{Client, ClientBuilder, Locator};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -41,13 +38,12 @@ impl Drop for ChildGuard {
     }
 }
 
-/// A free loopback TCP port.
+/// A free loopback TCP port (panics, failing the test, when loopback cannot be bound).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
 }
 
 /// Starts chromedriver and a headless Chromium session.
@@ -133,14 +129,16 @@ pub async fn wait_text_within(
         assert!(
             Instant::now() < deadline,
             "{css}: not shown as expected within {limit:?}; last text {last:?}; page: {}",
-            client
-                .find(Locator::Css("main"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap_or_default()
+            page_text(client).await
         );
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The text of the page's `main` element (empty when there is none), for failure messages.
+async fn page_text(client: &Client) -> String {
+    match client.find(Locator::Css("main")).await {
+        Ok(main) => main.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
     }
 }
