@@ -428,31 +428,39 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-/// Verifies the grant and brings the person's journal up to date.
-async fn verified_and_scanned(
+/// Verifies the request's grant (redeeming its nonce on first use).
+fn verified_grant(
     source: &Arc<Source>,
     headers: &HeaderMap,
     audience: Option<&Extension<ClientAudience>>,
-) -> Result<(grant::Verified, Vec<catalog::Found>), Failure> {
+) -> Result<grant::Verified, Failure> {
     let audience = audience_of(audience)?;
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let now = source.now();
-    let verified = {
-        let mut state = source.lock();
-        let (verified, changed) = grant::verify(
-            &mut state,
-            &source.config.service_id,
-            authorization,
-            &audience,
-            now,
-        )?;
-        if changed {
-            source.save(&state)?;
-        }
-        verified
-    };
+    let mut state = source.lock();
+    let (verified, changed) = grant::verify(
+        &mut state,
+        &source.config.service_id,
+        authorization,
+        &audience,
+        now,
+    )?;
+    if changed {
+        source.save(&state)?;
+    }
+    Ok(verified)
+}
+
+/// Verifies the grant and brings the person's journal up to date (lists only: a download is
+/// of a file already journaled, and is checked against its journaled SHA-256).
+async fn verified_and_scanned(
+    source: &Arc<Source>,
+    headers: &HeaderMap,
+    audience: Option<&Extension<ClientAudience>>,
+) -> Result<(grant::Verified, Vec<catalog::Found>), Failure> {
+    let verified = verified_grant(source, headers, audience)?;
     let dir = source.config.data_dir.join(&verified.pseudonym);
     let found = tokio::task::spawn_blocking(move || catalog::scan(&dir))
         .await
@@ -567,7 +575,7 @@ async fn fetch_file(
     source.faults.on_file_request();
     let not_found = || Failure::new(ErrorCode::NotFound, "no such file for this person");
     let seq: u64 = id.parse().map_err(|_| not_found())?;
-    let (verified, _) = verified_and_scanned(&source, &headers, audience.as_ref()).await?;
+    let verified = verified_grant(&source, &headers, audience.as_ref())?;
     let entry = {
         let state = source.lock();
         state
