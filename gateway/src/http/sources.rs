@@ -216,15 +216,14 @@ pub async fn pull_now(
     require_origin(&state, &headers)?;
     let hub = hub_or_404!(state);
     let user = user_or_reply!(state, headers);
-    if !hub.source_ids().contains(&id) {
-        return Ok(sources_error(&SourcesError::UnknownSource));
-    }
-    let pull = hub.start_pull(&user.person_id, &id);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "pull": pull })),
-    )
-        .into_response())
+    Ok(match hub.pull_now(&user.person_id, &id) {
+        Ok(pull) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "pull": pull })),
+        )
+            .into_response(),
+        Err(e) => sources_error(&e),
+    })
 }
 
 /// `GET /api/sources/pulls/{id}`.

@@ -805,13 +805,16 @@ impl SourceHub {
         // Redeem the nonce at the source now (a one-file list, with retries): a grant is stored
         // only once the source accepted it, so a source that is down now fails this kiosk step
         // instead of refusing the grant later (an unredeemed nonce expires after 5 minutes).
-        let header = GrantHeader {
-            alg: GrantAlg::P256,
-            grant: grant_bytes.to_vec(),
+        let stored = StoredGrant {
+            bytes: grant_bytes.to_vec(),
             signature: signature.to_vec(),
+            alg: GrantAlg::P256.as_str().into(),
+            expires_ms: i64::from(verified.expires_at) * 1000,
         };
-        self.client_of(source_id)?.list(&header, None, 1).await?;
-        let expires_ms = i64::from(verified.expires_at) * 1000;
+        self.client_of(source_id)?
+            .list(&grant_header(&stored), None, 1)
+            .await?;
+        let expires_ms = stored.expires_ms;
         self.audit(SourceEvent {
             at_ms: now,
             source_id: source_id.to_owned(),
@@ -824,18 +827,7 @@ impl SourceHub {
             }),
         })
         .await?;
-        store::set_grant(
-            &self.db,
-            &user.person_id,
-            source_id,
-            &StoredGrant {
-                bytes: grant_bytes.to_vec(),
-                signature: signature.to_vec(),
-                alg: GrantAlg::P256.as_str().into(),
-                expires_ms,
-            },
-        )
-        .await?;
+        store::set_grant(&self.db, &user.person_id, source_id, &stored).await?;
         Ok(())
     }
 
@@ -868,6 +860,17 @@ impl SourceHub {
         }
         pulls.insert(id, progress.clone());
         progress
+    }
+
+    /// Starts a pull now with the person's stored grant (the kiosk's 「今すぐ取り込む」); the
+    /// pull itself refuses without a live grant or consent, visible in its progress.
+    pub fn pull_now(
+        self: &Arc<Self>,
+        person_id: &str,
+        source_id: &str,
+    ) -> Result<String, SourcesError> {
+        self.client_of(source_id)?;
+        Ok(self.start_pull(person_id, source_id))
     }
 
     /// Starts a pull in the background; returns its id.
@@ -1038,15 +1041,7 @@ impl SourceHub {
             }));
         }
         let consent = self.consent(person, source).await?;
-        let header = GrantHeader {
-            alg: if grant.alg == "jpki" {
-                GrantAlg::Jpki
-            } else {
-                GrantAlg::P256
-            },
-            grant: grant.bytes.clone(),
-            signature: grant.signature.clone(),
-        };
+        let header = grant_header(&grant);
         let mut cursor = link.cursor.clone();
         loop {
             let page = match client
@@ -1312,6 +1307,19 @@ enum FileFailure {
     Refused,
     /// Stop the pull.
     Abort(SourcesError),
+}
+
+/// The `Authorization` value of a stored grant.
+fn grant_header(grant: &StoredGrant) -> GrantHeader {
+    GrantHeader {
+        alg: if grant.alg == GrantAlg::Jpki.as_str() {
+            GrantAlg::Jpki
+        } else {
+            GrantAlg::P256
+        },
+        grant: grant.bytes.clone(),
+        signature: grant.signature.clone(),
+    }
 }
 
 /// Pulls from every source, each on its own task, every `interval` until `shutdown`. A source
