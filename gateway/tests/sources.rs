@@ -17,7 +17,9 @@ use gateway::domain::consent::{Action, Category};
 use gateway::domain::trail::{AuditTrail, MemoryTrail, SourceAction, TrailEvent};
 use gateway::sources::breaker::{Breaker, BreakerState};
 use gateway::sources::client::{ClientIdentity, ClientSettings, SourceClient};
-use gateway::sources::{HubSettings, KioskUser, PullProgress, PullState, SourceHub, SourcesError};
+use gateway::sources::{
+    GrantRequest, HubSettings, KioskUser, PullProgress, PullState, SourceHub, SourcesError,
+};
 use gateway::store::Db;
 use gateway::store::records;
 use gateway::store::services::{self, Service, ServiceKind};
@@ -438,18 +440,7 @@ impl World {
     /// Grant request → card signature → submit; returns the pull id.
     async fn grant(&self, user: &KioskUser, slot: &Slot) -> Result<String, SourcesError> {
         let req = self.hub.grant_request(user, &slot.service).await.unwrap();
-        let (grant, sig) = sign_grant(
-            &slot.key,
-            &GrantSpec {
-                service: &req.service,
-                pseudonym: &req.pseudonym,
-                audience: &req.audience,
-                nonce: hex::decode(&req.nonce_hex).unwrap(),
-                issued_at: now_s(),
-                expires_at: now_s() + i64::from(req.ttl_secs),
-                scope: req.scope.clone(),
-            },
-        );
+        let (grant, sig) = sign_requested(slot, &req);
         self.hub
             .submit_grant(user, &slot.service, &grant, &sig)
             .await
@@ -495,6 +486,22 @@ impl World {
             .map(|e| e["detail"]["reason"].as_str().unwrap().to_owned())
             .collect()
     }
+}
+
+/// The grant the gateway asked for, signed with the slot's key (valid as long as it asked).
+fn sign_requested(slot: &Slot, req: &GrantRequest) -> (Vec<u8>, Vec<u8>) {
+    sign_grant(
+        &slot.key,
+        &GrantSpec {
+            service: &req.service,
+            pseudonym: &req.pseudonym,
+            audience: &req.audience,
+            nonce: hex::decode(&req.nonce_hex).unwrap(),
+            issued_at: now_s(),
+            expires_at: now_s() + i64::from(req.ttl_secs),
+            scope: req.scope.clone(),
+        },
+    )
 }
 
 fn code_of(source: &str, pseudonym: &str) -> String {
@@ -1181,18 +1188,7 @@ async fn a_grant_the_source_cannot_accept_now_is_not_stored() {
     let req = w.hub.grant_request(&user, "kenshin").await.unwrap();
     // The nonce was issued; now the source is down.
     w.source("kenshin").faults.fail_next(1000, 503);
-    let (grant, sig) = sign_grant(
-        &slot.key,
-        &GrantSpec {
-            service: &req.service,
-            pseudonym: &req.pseudonym,
-            audience: &req.audience,
-            nonce: hex::decode(&req.nonce_hex).unwrap(),
-            issued_at: now_s(),
-            expires_at: now_s() + 3600,
-            scope: req.scope.clone(),
-        },
-    );
+    let (grant, sig) = sign_requested(&slot, &req);
     let e = w
         .hub
         .submit_grant(&user, "kenshin", &grant, &sig)
