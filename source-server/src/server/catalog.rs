@@ -13,12 +13,14 @@ pub struct Found {
     pub sha256: String,
     /// Bytes.
     pub size: u64,
-    /// Categories (empty: a format this source does not know).
-    pub categories: Vec<String>,
+    /// Categories (empty: a format this source does not know); `None` for a file `known`
+    /// already (journaled: its categories were read then).
+    pub categories: Option<Vec<String>>,
 }
 
-/// Reads every regular file of `dir` (absent directory: none), in name order.
-pub fn scan(dir: &Path) -> std::io::Result<Vec<Found>> {
+/// Reads every regular file of `dir` (absent directory: none), in name order; classifies only
+/// the files `known(name, sha256)` does not know.
+pub fn scan(dir: &Path, known: impl Fn(&str, &str) -> bool) -> std::io::Result<Vec<Found>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -41,9 +43,10 @@ pub fn scan(dir: &Path) -> std::io::Result<Vec<Found>> {
     let mut found = Vec::with_capacity(names.len());
     for name in names {
         let bytes = std::fs::read(dir.join(&name))?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
         found.push(Found {
-            categories: categories_of(&name, &bytes),
-            sha256: hex::encode(Sha256::digest(&bytes)),
+            categories: (!known(&name, &sha256)).then(|| categories_of(&name, &bytes)),
+            sha256,
             size: bytes.len() as u64,
             name,
         });
@@ -51,44 +54,41 @@ pub fn scan(dir: &Path) -> std::io::Result<Vec<Found>> {
     Ok(found)
 }
 
-/// The categories of a file: by name, and for OP records (`oh-records/1`) by the record types.
+/// The categories of a file: its format from its name, as the gateway's importer reads it
+/// (`data_converter::named::FileKind`), and for OP records (`oh-records/1`) the document type
+/// of each record, read by the data-converter. Empty: a format this source cannot classify
+/// (the file is never listed).
 pub fn categories_of(name: &str, bytes: &[u8]) -> Vec<String> {
-    let lower = name.to_ascii_lowercase();
-    let by_suffix = [
-        (".stress.csv", "A.stress-check"),
-        (".stress.json", "A.stress-check"),
-        (".attendance.csv", "B.attendance"),
-        (".zip", "A.checkup"),
-        (".xml", "A.checkup"),
-        (".uke", "A.claims"),
-    ];
-    if let Some((_, category)) = by_suffix.iter().find(|(s, _)| lower.ends_with(s)) {
-        return vec![(*category).to_owned()];
-    }
-    if lower.ends_with(".oh.json") {
-        return oh_categories(bytes);
-    }
-    Vec::new()
+    use data_converter::named::FileKind;
+    let category = match FileKind::of(name) {
+        None => return Vec::new(),
+        Some(FileKind::TokuteiArchive | FileKind::TokuteiCda) => "A.checkup",
+        Some(FileKind::UkeClaims) => "A.claims",
+        Some(FileKind::StressCsv | FileKind::StressJson) => "A.stress-check",
+        Some(FileKind::Attendance) => "B.attendance",
+        Some(FileKind::OhRecords) => return oh_categories(name, bytes),
+    };
+    vec![category.to_owned()]
 }
 
-/// `records[].type` of an OP export → categories, sorted, without duplicates.
-fn oh_categories(bytes: &[u8]) -> Vec<String> {
-    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(bytes) else {
-        return Vec::new();
-    };
-    let Some(records) = doc.get("records").and_then(|r| r.as_array()) else {
+/// The document types of an OP export → categories, sorted, without duplicates; empty when the
+/// file does not read or holds a record of no known type.
+fn oh_categories(name: &str, bytes: &[u8]) -> Vec<String> {
+    use data_converter::oh::{DocumentType, document_type};
+    let Ok(records) =
+        data_converter::named::read(data_converter::named::FileKind::OhRecords, bytes, name)
+    else {
         return Vec::new();
     };
     let mut out: Vec<String> = Vec::new();
-    for record in records {
-        let category = match record.get("type").and_then(|t| t.as_str()) {
-            Some("interview") => "C.interview",
-            Some("opinion" | "fitness_judgement") => "C.oh-opinion",
-            Some("patrol") => "C.patrol",
-            Some("rework_sheet") => "C.rework",
-            Some("attending_opinion") => "A.physician-opinion",
-            // A type this source cannot classify: the file cannot be matched to a scope.
-            _ => return Vec::new(),
+    for record in &records {
+        let category = match document_type(record) {
+            Some(DocumentType::Interview) => "C.interview",
+            Some(DocumentType::Opinion | DocumentType::FitnessJudgement) => "C.oh-opinion",
+            Some(DocumentType::Patrol) => "C.patrol",
+            Some(DocumentType::ReworkSheet) => "C.rework",
+            Some(DocumentType::AttendingOpinion) => "A.physician-opinion",
+            None => return Vec::new(),
         };
         if !out.iter().any(|c| c == category) {
             out.push(category.to_owned());
@@ -107,13 +107,22 @@ mod tests {
         assert_eq!(categories_of("a.ZIP", b""), vec!["A.checkup"]);
         assert_eq!(categories_of("x.attendance.csv", b""), vec!["B.attendance"]);
         assert_eq!(categories_of("x.csv", b""), Vec::<String>::new());
-        let oh = br#"{"format":"oh-records/1","records":[{"type":"opinion"},{"type":"interview"},{"type":"fitness_judgement"}]}"#;
+        let oh = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/sources/op-cloud/W003/W003.oh.json"
+        ))
+        .unwrap();
         assert_eq!(
-            categories_of("w.oh.json", oh),
+            categories_of("W003.oh.json", &oh),
             vec!["C.interview", "C.oh-opinion"]
         );
-        let unknown = br#"{"records":[{"type":"interview"},{"type":"gossip"}]}"#;
-        assert!(categories_of("w.oh.json", unknown).is_empty());
+        assert!(
+            categories_of(
+                "w.oh.json",
+                br#"{"format":"oh-records/1","records":[{"type":"gossip"}]}"#
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -122,10 +131,23 @@ mod tests {
         std::fs::write(dir.path().join("b.uke"), b"x").unwrap();
         std::fs::write(dir.path().join(".a.uke"), b"partial").unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
-        let found = scan(dir.path()).unwrap();
+        let found = scan(dir.path(), |_, _| false).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].name, "b.uke");
         assert_eq!(found[0].size, 1);
-        assert!(scan(&dir.path().join("absent")).unwrap().is_empty());
+        assert_eq!(
+            found[0].categories.as_deref(),
+            Some(&["A.claims".to_owned()][..])
+        );
+        let again = scan(dir.path(), |name, _| name == "b.uke").unwrap();
+        assert_eq!(
+            again[0].categories, None,
+            "a known file is not classified again"
+        );
+        assert!(
+            scan(&dir.path().join("absent"), |_, _| false)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -462,13 +462,24 @@ async fn verified_and_scanned(
 ) -> Result<(grant::Verified, Vec<catalog::Found>), Failure> {
     let verified = verified_grant(source, headers, audience)?;
     let dir = source.config.data_dir.join(&verified.pseudonym);
-    let found = tokio::task::spawn_blocking(move || catalog::scan(&dir))
-        .await
-        .map_err(|_| Failure::new(ErrorCode::Internal, "scan failed"))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "scan failed");
-            Failure::new(ErrorCode::Internal, "the source could not read its files")
-        })?;
+    let journaled: std::collections::HashSet<(String, String)> = source
+        .lock()
+        .journal
+        .iter()
+        .filter(|e| e.pseudonym == verified.pseudonym)
+        .map(|e| (e.name.clone(), e.sha256.clone()))
+        .collect();
+    let found = tokio::task::spawn_blocking(move || {
+        catalog::scan(&dir, |name, sha| {
+            journaled.contains(&(name.to_owned(), sha.to_owned()))
+        })
+    })
+    .await
+    .map_err(|_| Failure::new(ErrorCode::Internal, "scan failed"))?
+    .map_err(|e| {
+        tracing::error!(error = %e, "scan failed");
+        Failure::new(ErrorCode::Internal, "the source could not read its files")
+    })?;
     {
         let mut state = source.lock();
         let mut changed = false;
@@ -476,7 +487,7 @@ async fn verified_and_scanned(
             let known = state.journal.iter().any(|e| {
                 e.pseudonym == verified.pseudonym && e.name == f.name && e.sha256 == f.sha256
             });
-            if !known {
+            if let (false, Some(categories)) = (known, &f.categories) {
                 let seq = state.next_seq();
                 state.journal.push(state::JournalEntry {
                     seq,
@@ -484,7 +495,7 @@ async fn verified_and_scanned(
                     name: f.name.clone(),
                     sha256: f.sha256.clone(),
                     size: f.size,
-                    categories: f.categories.clone(),
+                    categories: categories.clone(),
                 });
                 changed = true;
             }
