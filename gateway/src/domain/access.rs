@@ -254,18 +254,7 @@ impl PartnerAccess {
 
     async fn patient_json(&self, person_id: &str) -> Result<ServedResource, AccessError> {
         let stored = records::patient_of(&self.db, person_id).await?;
-        let mut value: serde_json::Value = match stored {
-            Some(s) => serde_json::from_str(&s).unwrap_or_else(|_| serde_json::json!({})),
-            None => serde_json::json!({ "resourceType": "Patient" }),
-        };
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert("resourceType".into(), "Patient".into());
-            obj.insert("id".into(), person_id.into());
-        }
-        Ok(ServedResource {
-            reference: format!("Patient/{person_id}"),
-            json: value.to_string(),
-        })
+        Ok(patient_resource(person_id, stored.as_deref()))
     }
 
     /// `[type]/[id]`: one resource, when its person consented to its category.
@@ -279,9 +268,9 @@ impl PartnerAccess {
             return self.patient(partner, id).await;
         }
         let now = self.clock.now_ms();
-        let copies = records::get(&self.db, resource_type, id).await?;
+        let copies = records::get_with_consent(&self.db, resource_type, id, partner).await?;
         let mut last_reason = DenyReason::NoConsent;
-        for copy in copies {
+        for (copy, head) in copies {
             let Some(person) = copy.person_id.clone() else {
                 continue;
             };
@@ -289,7 +278,6 @@ impl PartnerAccess {
             let Ok(category) = copy.category.parse::<Category>() else {
                 continue;
             };
-            let head = crate::store::consent::head(&self.db, person, partner).await?;
             match consent::decide(head.as_ref(), category, now) {
                 Ok(()) => {
                     let json = self.rewrite(person, vec![copy]).await?;
@@ -381,17 +369,11 @@ impl PartnerAccess {
                     .await);
             }
         };
-        let rows = records::search(
-            &self.db,
-            person_id,
-            &Search {
-                categories: granted.iter().map(|c| c.as_str().to_owned()).collect(),
-                limit: MAX_EVERYTHING,
-                ..Search::default()
-            },
-        )
-        .await?;
-        let mut served = vec![self.patient_json(person_id).await?];
+        let categories: Vec<&str> = granted.iter().map(|c| c.as_str()).collect();
+        let (patient, rows) =
+            records::everything_of(&self.db, person_id, &categories, MAX_EVERYTHING).await?;
+        let mut served = Vec::with_capacity(rows.len() + 1);
+        served.push(patient_resource(person_id, patient.as_deref()));
         served.extend(self.rewrite(person_id, rows).await?);
         self.permit(partner, Some(person_id), action, served, now)
             .await
@@ -467,5 +449,21 @@ impl PartnerAccess {
                 }
             })
             .collect())
+    }
+}
+
+/// The person's Patient resource: the newest stored one (demographics) under the person's id.
+fn patient_resource(person_id: &str, stored: Option<&str>) -> ServedResource {
+    let mut value: serde_json::Value = match stored {
+        Some(s) => serde_json::from_str(s).unwrap_or_else(|_| serde_json::json!({})),
+        None => serde_json::json!({ "resourceType": "Patient" }),
+    };
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("resourceType".into(), "Patient".into());
+        obj.insert("id".into(), person_id.into());
+    }
+    ServedResource {
+        reference: format!("Patient/{person_id}"),
+        json: value.to_string(),
     }
 }

@@ -26,6 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 pub const MAX_BATCH: usize = 1024;
 /// Records waiting for the writer before `record` waits for room.
 pub const QUEUE: usize = 8192;
+/// Records per multi-row INSERT on SQLite (12 parameters each, under SQLite's 32,766).
+const SQLITE_INSERT_ROWS: usize = 256;
 /// Rows read per query while verifying.
 const VERIFY_PAGE: i64 = 5000;
 
@@ -245,27 +247,33 @@ async fn append_sqlite(pool: &SqlitePool, fields: &[&EntryFields]) -> Result<u64
             &row.try_get::<Vec<u8>, _>(1).map_err(write)?,
         )?;
         let rows = chain_batch(head_seq, head, fields);
-        for ((seq, prev, hash), f) in rows.iter().zip(fields) {
-            sqlx::query(
+        // Multi-row INSERTs: one statement per chunk instead of one per record.
+        for (chunk_rows, chunk_fields) in rows
+            .chunks(SQLITE_INSERT_ROWS)
+            .zip(fields.chunks(SQLITE_INSERT_ROWS))
+        {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO audit_log (seq, at_ms, actor_kind, actor_id, action, outcome, \
-                 person_id, resources, purpose, detail, prev_hash, entry_hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(seq)
-            .bind(f.at_ms)
-            .bind(&f.actor_kind)
-            .bind(&f.actor_id)
-            .bind(&f.action)
-            .bind(&f.outcome)
-            .bind(&f.person_id)
-            .bind(&f.resources)
-            .bind(&f.purpose)
-            .bind(&f.detail)
-            .bind(&prev[..])
-            .bind(&hash[..])
-            .execute(&mut *conn)
-            .await
-            .map_err(write)?;
+                 person_id, resources, purpose, detail, prev_hash, entry_hash) ",
+            );
+            q.push_values(
+                chunk_rows.iter().zip(chunk_fields),
+                |mut b, ((seq, prev, hash), f)| {
+                    b.push_bind(*seq)
+                        .push_bind(f.at_ms)
+                        .push_bind(f.actor_kind.as_str())
+                        .push_bind(f.actor_id.as_str())
+                        .push_bind(f.action.as_str())
+                        .push_bind(f.outcome.as_str())
+                        .push_bind(f.person_id.as_deref())
+                        .push_bind(f.resources.as_str())
+                        .push_bind(f.purpose.as_deref())
+                        .push_bind(f.detail.as_deref())
+                        .push_bind(&prev[..])
+                        .push_bind(&hash[..]);
+                },
+            );
+            q.build().execute(&mut *conn).await.map_err(write)?;
         }
         if let Some((last, _, hash)) = rows.last() {
             sqlx::query("UPDATE audit_head SET seq = $1, head_hash = $2 WHERE id = 1")

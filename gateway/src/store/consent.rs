@@ -18,7 +18,13 @@ pub enum CommitOutcome {
     VersionConflict,
 }
 
-fn state_from(version: i64, status: &str, categories: &str, start: i64, end: i64) -> ConsentState {
+pub(crate) fn state_from(
+    version: i64,
+    status: &str,
+    categories: &str,
+    start: i64,
+    end: i64,
+) -> ConsentState {
     // A stored category list that does not parse grants nothing (fail closed).
     let categories = parse_categories(categories).unwrap_or_default();
     ConsentState {

@@ -4,6 +4,7 @@
 //! persons.
 
 use super::{Db, StoreError, on_db};
+use crate::domain::consent::ConsentState;
 use sqlx::Row;
 
 /// One resource to store.
@@ -334,32 +335,50 @@ pub struct StoredResource {
     pub json: String,
 }
 
-/// The stored copies of one resource (one per person key that carries it, e.g. an
-/// Organization shared by many records).
-pub async fn get(
+/// The stored copies of `resource_type/id` (one per person key that carries it, e.g. an Organization
+/// shared by many records), each with its person's consent head towards `service_id`, read in one
+/// statement so that the data and the decision come from one snapshot.
+pub async fn get_with_consent(
     db: &Db,
     resource_type: &str,
     id: &str,
-) -> Result<Vec<StoredResource>, StoreError> {
+    service_id: &str,
+) -> Result<Vec<(StoredResource, Option<ConsentState>)>, StoreError> {
     let v = on_db!(db, |pool| {
         sqlx::query(
-            "SELECT r.resource_type, r.id, k.person_id, r.category, r.json \
+            "SELECT r.resource_type, r.id, k.person_id, r.category, r.json, \
+             h.version, h.status, h.categories, h.period_start_ms, h.period_end_ms \
              FROM iphr_resources r JOIN person_keys k ON k.person_key = r.person_key \
+             LEFT JOIN consent_heads h ON h.person_id = k.person_id AND h.service_id = $3 \
              WHERE r.resource_type = $1 AND r.id = $2 ORDER BY r.person_key LIMIT 64",
         )
         .bind(resource_type)
         .bind(id)
+        .bind(service_id)
         .fetch_all(pool)
         .await?
         .into_iter()
         .map(|r| {
-            Ok::<_, sqlx::Error>(StoredResource {
-                resource_type: r.try_get(0)?,
-                id: r.try_get(1)?,
-                person_id: r.try_get(2)?,
-                category: r.try_get(3)?,
-                json: r.try_get(4)?,
-            })
+            let head = match r.try_get::<Option<i64>, _>(5)? {
+                Some(version) => Some(crate::store::consent::state_from(
+                    version,
+                    r.try_get::<&str, _>(6)?,
+                    r.try_get::<&str, _>(7)?,
+                    r.try_get(8)?,
+                    r.try_get(9)?,
+                )),
+                None => None,
+            };
+            Ok::<_, sqlx::Error>((
+                StoredResource {
+                    resource_type: r.try_get(0)?,
+                    id: r.try_get(1)?,
+                    person_id: r.try_get(2)?,
+                    category: r.try_get(3)?,
+                    json: r.try_get(4)?,
+                },
+                head,
+            ))
         })
         .collect::<Result<Vec<_>, _>>()?
     });
@@ -443,6 +462,57 @@ pub async fn search(
             .collect::<Result<Vec<_>, _>>()?
     });
     Ok(v)
+}
+
+/// Everything of one person within `categories` (by type then id, at most `limit`), and the
+/// person's newest Patient resource, in one statement (Patient rows carry the empty category).
+pub async fn everything_of(
+    db: &Db,
+    person_id: &str,
+    categories: &[&str],
+    limit: i64,
+) -> Result<(Option<String>, Vec<StoredResource>), StoreError> {
+    let (patient, rows) = on_db!(db, |pool| {
+        let mut q = sqlx::QueryBuilder::new(
+            "SELECT r.resource_type, r.id, r.category, r.json, r.import_id FROM person_keys k \
+             JOIN iphr_resources r ON r.person_key = k.person_key WHERE k.person_id = ",
+        );
+        q.push_bind(person_id);
+        q.push(" AND r.category IN ('', ");
+        let mut sep = q.separated(", ");
+        for c in categories {
+            sep.push_bind(*c);
+        }
+        // Patient rows first, so that the limit never cuts them off.
+        q.push(") ORDER BY (r.category = '') DESC, r.resource_type, r.id LIMIT ")
+            .push_bind(limit.saturating_add(64));
+        let mut patient: Option<(i64, String)> = None;
+        let mut rows = Vec::new();
+        for r in q.build().fetch_all(pool).await? {
+            let category: String = r.try_get(2)?;
+            if category.is_empty() {
+                let import_id: i64 = r.try_get(4)?;
+                if patient
+                    .as_ref()
+                    .is_none_or(|(newest, _)| import_id > *newest)
+                {
+                    patient = Some((import_id, r.try_get(3)?));
+                }
+                continue;
+            }
+            if rows.len() < usize::try_from(limit).unwrap_or(0) {
+                rows.push(StoredResource {
+                    resource_type: r.try_get(0)?,
+                    id: r.try_get(1)?,
+                    person_id: Some(person_id.to_owned()),
+                    category,
+                    json: r.try_get(3)?,
+                });
+            }
+        }
+        (patient.map(|(_, json)| json), rows)
+    });
+    Ok((patient, rows))
 }
 
 /// The newest stored Patient resource of the person (demographics for `Patient/{id}`).
