@@ -312,22 +312,7 @@
       }
       const { nonce } = await prepared.json();
       consentSay("カードで署名してください（PINはカードエージェントの画面で入力）", "info");
-      let agentResponse;
-      try {
-        agentResponse = await fetch(`${AGENT_URL}/v1/authenticate`, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify({ nonce }),
-          credentials: "omit",
-          cache: "no-store",
-        });
-      } catch (_) {
-        throw new Failure("カードエージェントに接続できません");
-      }
-      if (!agentResponse.ok) {
-        throw new Failure(agentMessage(agentResponse.status, await readJson(agentResponse)));
-      }
-      const token = await agentResponse.text();
+      const token = await cardToken(nonce, "カードエージェントに接続できません");
       const committed = await fetch("/api/consent/commit", {
         method: "POST",
         headers: { "content-type": "application/json" },
@@ -353,6 +338,146 @@
 
   class Failure extends Error {}
 
+  // The card agent signs `nonce` (the PIN is asked in the agent's own UI): its token, as-is.
+  async function cardToken(nonce, unreachable) {
+    let agentResponse;
+    try {
+      agentResponse = await fetch(`${AGENT_URL}/v1/authenticate`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ nonce }),
+        credentials: "omit",
+        cache: "no-store",
+      });
+    } catch (_) {
+      throw new Failure(unreachable);
+    }
+    if (!agentResponse.ok) {
+      throw new Failure(agentMessage(agentResponse.status, await readJson(agentResponse)));
+    }
+    return agentResponse.text();
+  }
+
+  // ----- the worker's own record: export (a download) and erasure (signed by the card).
+
+  function note(id, text, kind) {
+    const m = $(id);
+    m.textContent = text || "";
+    m.className = kind === "info" ? "message info" : "message";
+  }
+
+  const REAUTH = "カードでの本人確認から時間がたちました。サインアウトして、もう一度カードで本人確認してください";
+
+  async function exportRecord() {
+    note("export-message", "");
+    $("export").disabled = true;
+    try {
+      const r = await fetch("/api/export");
+      const text = await r.text();
+      if (r.status === 401) {
+        let body = null;
+        try {
+          body = JSON.parse(text);
+        } catch (_) {
+          // Not JSON: treated as not signed in.
+        }
+        throw new Failure(body && body.error === "reauthentication_required" ? REAUTH : "サインインの有効期限が切れました。もう一度カードで本人確認してください");
+      }
+      if (!r.ok) {
+        throw new Failure(`書き出しができませんでした（${r.status}）`);
+      }
+      const count = (JSON.parse(text).entry || []).length;
+      const disposition = r.headers.get("content-disposition") || "";
+      const match = /filename="([^"]+)"/.exec(disposition);
+      const name = match ? match[1] : "iphr.iphr-export.json";
+      const url = URL.createObjectURL(new Blob([text], { type: "application/fhir+json" }));
+      const a = document.createElement("a");
+      a.href = url;
+      a.download = name;
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+      note("export-message", `記録 ${count} 件を書き出しました（${name}）`, "info");
+    } catch (e) {
+      note("export-message", e instanceof Failure ? e.message : "エラーが発生しました。もう一度お試しください");
+    } finally {
+      $("export").disabled = false;
+    }
+  }
+
+  let erasureNonce = null;
+
+  async function prepareErasure() {
+    note("erase-message", "");
+    $("erase").disabled = true;
+    try {
+      const r = await fetch("/api/erasure/prepare", { method: "POST" });
+      if (r.status === 401) {
+        throw new Failure("サインインの有効期限が切れました。もう一度カードで本人確認してください");
+      }
+      if (!r.ok) {
+        throw new Failure(`消去の準備ができませんでした（${r.status}）`);
+      }
+      const prepared = await r.json();
+      erasureNonce = prepared.nonce;
+      const p = prepared.preview;
+      $("erase-summary").textContent = `保存されている記録 ${p.resources} 件を消去し、同意 ${p.consents_revoked} 件と取り込みの連携 ${p.source_links} 件を取り消します。この操作は元に戻せません。よろしければカードで署名してください`;
+      $("erase-confirm").hidden = false;
+    } catch (e) {
+      note("erase-message", e instanceof Failure ? e.message : "エラーが発生しました。もう一度お試しください");
+      $("erase").disabled = false;
+    }
+  }
+
+  function cancelErasure() {
+    erasureNonce = null;
+    $("erase-confirm").hidden = true;
+    $("erase").disabled = false;
+    note("erase-message", "消去を取りやめました", "info");
+  }
+
+  async function commitErasure() {
+    const nonce = erasureNonce;
+    if (!nonce) {
+      return;
+    }
+    $("erase-sign").disabled = true;
+    note("erase-message", "カードで署名してください（PINはカードエージェントの画面で入力）", "info");
+    try {
+      const token = await cardToken(nonce, "カードエージェントに接続できません");
+      const committed = await fetch("/api/erasure/commit", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: token,
+      });
+      const body = await readJson(committed);
+      if (committed.status === 401) {
+        throw new Failure("カードの署名を確認できませんでした。サインインしたカードで署名してください");
+      }
+      if (committed.status === 409 && body && body.error === "pull_in_progress") {
+        throw new Failure("データの取り込み中のため消去できませんでした。取り込みが終わってから、もう一度お試しください");
+      }
+      if (committed.status === 409) {
+        throw new Failure("消去の有効期限が切れました。もう一度お試しください");
+      }
+      if (!committed.ok || !body || !body.erasure) {
+        throw new Failure(`消去できませんでした（${committed.status}）`);
+      }
+      const e = body.erasure;
+      note("erase-message", `データを消去しました（記録 ${e.counts.resources} 件、取り消した同意 ${e.counts.consents_revoked} 件）。バックアップからも ${date(e.backup_purge_due_ms)} までに消去されます`, "info");
+      await loadConsent();
+      await loadSources();
+    } catch (e) {
+      note("erase-message", e instanceof Failure ? e.message : "エラーが発生しました。もう一度お試しください");
+    } finally {
+      erasureNonce = null;
+      $("erase-confirm").hidden = true;
+      $("erase-sign").disabled = false;
+      $("erase").disabled = false;
+    }
+  }
+
   async function signIn() {
     say("");
     $("sign-in").disabled = true;
@@ -364,22 +489,7 @@
       const { nonce } = await nonceResponse.json();
 
       show("waiting");
-      let agentResponse;
-      try {
-        agentResponse = await fetch(`${AGENT_URL}/v1/authenticate`, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify({ nonce }),
-          credentials: "omit",
-          cache: "no-store",
-        });
-      } catch (_) {
-        throw new Failure("カードエージェントに接続できません。カードエージェントが起動しているか確認してください");
-      }
-      if (!agentResponse.ok) {
-        throw new Failure(agentMessage(agentResponse.status, await readJson(agentResponse)));
-      }
-      const token = await agentResponse.text();
+      const token = await cardToken(nonce, "カードエージェントに接続できません。カードエージェントが起動しているか確認してください");
 
       const tokenResponse = await fetch("/api/auth/token", {
         method: "POST",
@@ -409,10 +519,13 @@
     } catch (_) {
       // The server session also ends on its own idle timeout.
     }
-    for (const id of ["person-id", "card-type", "subject", "issuer", "validity", "partners", "consent-message", "source-list", "sources-message", "history-rows", "history-message"]) {
+    for (const id of ["person-id", "card-type", "subject", "issuer", "validity", "partners", "consent-message", "source-list", "sources-message", "history-rows", "history-message", "export-message", "erase-message", "erase-summary"]) {
       $(id).textContent = "";
     }
     $("history-table").hidden = true;
+    erasureNonce = null;
+    $("erase-confirm").hidden = true;
+    $("erase").disabled = false;
     show("start");
     say(message, "info");
   }
@@ -436,6 +549,10 @@
     $("sign-in").addEventListener("click", signIn);
     $("sign-out").addEventListener("click", () => signOut("サインアウトしました"));
     $("show-history").addEventListener("click", showHistory);
+    $("export").addEventListener("click", exportRecord);
+    $("erase").addEventListener("click", prepareErasure);
+    $("erase-cancel").addEventListener("click", cancelErasure);
+    $("erase-sign").addEventListener("click", commitErasure);
     try {
       const r = await fetch("/api/session");
       if (r.ok) {

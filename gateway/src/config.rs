@@ -67,6 +67,31 @@ pub struct Config {
     /// Pulls from sources with a card-signed grant (`docs/source-protocol.md`); none when absent.
     #[serde(default)]
     pub sources: Option<SourcesConfig>,
+    /// The worker's erasure and export (`docs/privacy.md`).
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+}
+
+/// Erasure (security-scenarios K1): how long backups may still hold erased data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Days after an erasure by which every backup holding the person's data must be purged
+    /// (listed by `iphr-gateway purge-due`).
+    #[serde(default = "default_backup_purge_days")]
+    pub backup_purge_days: u32,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            backup_purge_days: default_backup_purge_days(),
+        }
+    }
+}
+
+fn default_backup_purge_days() -> u32 {
+    crate::domain::privacy::DEFAULT_BACKUP_PURGE_DAYS
 }
 
 /// The connectors to sources (`docs/source-protocol.md` §7): one mTLS client per source, shared

@@ -1,6 +1,7 @@
 //! `iphr-gateway`: runs the gateway (DESIGN §2) from a configuration file and environment, and the
 //! audit log's tools (DESIGN §7, security-scenarios G4): `audit-keygen`, `checkpoint`,
-//! `verify-audit`. Without a subcommand it serves (`iphr-gateway --config X`).
+//! `verify-audit`; `purge-due` lists erasures whose backups must be purged (K1). Without a
+//! subcommand it serves (`iphr-gateway --config X`).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -112,6 +113,16 @@ enum Command {
         #[arg(long)]
         person: String,
     },
+    /// Lists erasures whose backup purge is due and not yet recorded (security-scenarios K1,
+    /// docs/privacy.md); exit 1 when any is overdue.
+    PurgeDue {
+        /// List every registered erasure, purged or not, due or not.
+        #[arg(long)]
+        all: bool,
+        /// Record that the backups holding erasure ID's data have been purged.
+        #[arg(long, value_name = "ID")]
+        mark_purged: Option<i64>,
+    },
     /// Verifies the audit chain and checkpoints; exit 0 when intact, 1 with the first bad seq.
     VerifyAudit {
         /// Signed checkpoint notes kept off the box (each checked, then the log against them).
@@ -173,6 +184,9 @@ async fn main() -> ExitCode {
         }
         Command::LinkPerson { key, person } => {
             link_person(args.config.as_deref(), &key, &person).await
+        }
+        Command::PurgeDue { all, mark_purged } => {
+            purge_due(args.config.as_deref(), all, mark_purged).await
         }
         Command::VerifyAudit {
             checkpoints,
@@ -566,6 +580,68 @@ async fn link_person(config: Option<&Path>, key: &str, person: &str) -> anyhow::
         eprintln!("{key}: no such imported person key, or linked to someone else");
         Ok(ExitCode::FAILURE)
     }
+}
+
+async fn purge_due(
+    config: Option<&Path>,
+    all: bool,
+    mark_purged: Option<i64>,
+) -> anyhow::Result<ExitCode> {
+    use gateway::domain::audit::rfc3339_ms as rfc3339;
+    use gateway::store::erasure::{self, RegisterFilter};
+    let config = Config::load(config).context("reading the configuration")?;
+    let db = Db::connect(&config.database.url, 2).await?;
+    let now = SystemClock.now_ms();
+    if let Some(id) = mark_purged {
+        let marked = erasure::mark_purged(&db, id, now).await?;
+        db.close().await;
+        return Ok(if marked {
+            println!("erasure {id}: backup purge recorded at {}", rfc3339(now));
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("erasure {id}: no such erasure, or its purge was recorded before");
+            ExitCode::FAILURE
+        });
+    }
+    let filter = if all {
+        RegisterFilter::All
+    } else {
+        RegisterFilter::DueBy(now)
+    };
+    let list = erasure::register(&db, filter).await?;
+    db.close().await;
+    let mut overdue = 0;
+    for e in &list {
+        let state = match e.backup_purged_at_ms {
+            Some(at) => format!("purged {}", rfc3339(at)),
+            None if e.backup_purge_due_ms <= now => {
+                overdue += 1;
+                "DUE".to_owned()
+            }
+            None => "pending".to_owned(),
+        };
+        println!(
+            "erasure {} person {} erased {} backup purge due {} {state} ({} resources, {} person keys, {} consents revoked, {} source links)",
+            e.id,
+            e.person_id,
+            rfc3339(e.erased_at_ms),
+            rfc3339(e.backup_purge_due_ms),
+            e.counts.resources,
+            e.counts.person_keys,
+            e.counts.consents_revoked,
+            e.counts.source_links,
+        );
+    }
+    println!(
+        "{} listed, {overdue} with a backup purge due (backups are purged {} days after an erasure)",
+        list.len(),
+        config.privacy.backup_purge_days
+    );
+    Ok(if overdue == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn wait_for(mut rx: tokio::sync::watch::Receiver<bool>) {

@@ -8,6 +8,7 @@ use crate::domain::audit::CheckpointSigner;
 use crate::domain::auth::{AuthConfig, Authenticator};
 use crate::domain::certs::{AnchorSet, CertError, CertPolicy, RevocationMode};
 use crate::domain::consent_desk::ConsentDesk;
+use crate::domain::privacy::PrivacyDesk;
 use crate::domain::revocation::{CrlSource, RevocationError, RevocationStore};
 use crate::domain::session::SessionPolicy;
 use crate::domain::trail::AuditTrail;
@@ -136,6 +137,11 @@ impl Gateway {
         Ok(Gateway {
             app: AppState {
                 consent: Arc::new(ConsentDesk::new(auth.clone(), trail.clone())),
+                privacy: Arc::new(PrivacyDesk::new(
+                    auth.clone(),
+                    trail.clone(),
+                    config.privacy.backup_purge_days,
+                )),
                 sources: match &config.sources {
                     Some(sc) => Some(
                         crate::sources::SourceHub::from_config(
@@ -389,6 +395,9 @@ pub async fn run_maintenance_with_audit(
                     Ok((n, s)) if n + s > 0 => tracing::debug!(nonces = n, sessions = s, "purged expired"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "purge failed"),
+                }
+                if let Err(e) = app.privacy.purge_expired().await {
+                    tracing::warn!(error = %e, "purge of documents waiting for a card failed");
                 }
             }
             () = &mut shutdown => break,

@@ -960,6 +960,11 @@ async fn maintenance_loop_signs_checkpoints() {
             auth.clone(),
             Arc::new(gateway::domain::trail::MemoryTrail::new()),
         )),
+        privacy: Arc::new(gateway::domain::privacy::PrivacyDesk::new(
+            auth.clone(),
+            Arc::new(gateway::domain::trail::MemoryTrail::new()),
+            35,
+        )),
         auth,
         kiosk: Arc::default(),
         sources: None,

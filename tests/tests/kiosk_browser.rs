@@ -2,8 +2,9 @@
 //! consent at the kiosk): the real gateway (TLS on port 0, SQLite in a temporary directory,
 //! configured from a TOML file with the JPKI-like test CA and its CRL), the real `card-agent serve`
 //! process (PIN on its standard input, as its own UI would ask it), consent changes signed by the
-//! card, a virtual My Number card through pcscd + vpcd, and Chromium driven
-//! over WebDriver (chromedriver + fantoccini).
+//! card, the worker's export and card-signed erasure (security-scenarios K1/K2), a virtual My
+//! Number card through pcscd + vpcd, and Chromium driven over WebDriver (chromedriver +
+//! fantoccini).
 //!
 //! Needs pcscd with the vpcd readers (`bash scripts/test.sh` starts it), `chromium` and
 //! `chromium-driver` (scripts/test-setup.d/50-chromium.sh), and the `card-agent` binary (built
@@ -352,6 +353,100 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
     assert!(
         rows.contains("提供") && rows.contains("1件の読み取り"),
         "{rows}"
+    );
+
+    // (g) データの書き出し: a 特定健診 document imported and linked to the worker now, downloaded
+    // as one FHIR Bundle; the page says how many resources it holds.
+    let importer = gateway::importer::Importer::new(
+        db.clone(),
+        Arc::new(audit.clone()),
+        Arc::new(SystemClock),
+    );
+    let cda = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/sources/kenshin-tokyo/K-0001/kenshin-2024.xml"),
+    )
+    .unwrap();
+    importer
+        .import_bytes(cda.clone(), "kenshin-2024.xml", "cli", None)
+        .await
+        .unwrap();
+    for k in gateway::domain::import::convert(&cda, "kenshin-2024.xml", None)
+        .unwrap()
+        .person_keys
+    {
+        assert!(
+            gateway::store::records::link_person_key(&db, &k.person_key, &person_id, 0)
+                .await
+                .unwrap()
+        );
+    }
+    let stored = gateway::store::erasure::person_rows(&db, &person_id)
+        .await
+        .unwrap()
+        .len();
+    assert!(stored > 10, "{stored}");
+    client
+        .find(Locator::Css("#export"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let exported = wait_text(&client, "#export-message", |t| !t.is_empty()).await;
+    assert!(
+        exported.starts_with(&format!("記録 {stored} 件を書き出しました（iphr-"))
+            && exported.ends_with(".iphr-export.json）"),
+        "{exported}"
+    );
+
+    // (h) データの消去: what would go is shown; the card signs (PIN in the agent) after the
+    // confirmation; the record is gone and the page says until when backups hold it.
+    client
+        .find(Locator::Css("#erase"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let summary = wait_text(&client, "#erase-summary", |t| !t.is_empty()).await;
+    assert!(
+        summary.starts_with(&format!(
+            "保存されている記録 {stored} 件を消去し、同意 0 件"
+        )),
+        "{summary}"
+    );
+    type_pin(&mut agent_pin, CORRECT_PIN);
+    client
+        .find(Locator::Css("#erase-sign"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let erased = wait_text(&client, "#erase-message", |t| {
+        t.starts_with("データを消去しました")
+    })
+    .await;
+    assert!(
+        erased.contains(&format!("記録 {stored} 件")) && erased.contains("までに消去されます"),
+        "{erased}"
+    );
+    assert!(
+        gateway::store::erasure::person_rows(&db, &person_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        gateway::store::erasure::register(
+            &db,
+            gateway::store::erasure::RegisterFilter::Person(&person_id)
+        )
+        .await
+        .unwrap()
+        .len(),
+        1
     );
 
     // (c) Sign-out: back to the start screen, and the session is gone.

@@ -97,11 +97,13 @@ pub enum AuditAction {
     SourceGrant,
     /// A pull from a source, or a refusal during one (§7).
     Pull,
+    /// The worker erased their record (security-scenarios K1, `docs/privacy.md`).
+    Erasure,
 }
 
 impl AuditAction {
     /// Every action, for parsing and tests.
-    pub const ALL: [AuditAction; 15] = [
+    pub const ALL: [AuditAction; 16] = [
         AuditAction::Read,
         AuditAction::Search,
         AuditAction::Everything,
@@ -117,6 +119,7 @@ impl AuditAction {
         AuditAction::SourceLink,
         AuditAction::SourceGrant,
         AuditAction::Pull,
+        AuditAction::Erasure,
     ];
 
     /// The stored name.
@@ -137,6 +140,7 @@ impl AuditAction {
             AuditAction::SourceLink => "source-link",
             AuditAction::SourceGrant => "source-grant",
             AuditAction::Pull => "pull",
+            AuditAction::Erasure => "erasure",
         }
     }
 
@@ -933,7 +937,9 @@ pub fn to_fhir_audit_event(record: &AuditRecord) -> Value {
         AuditAction::Export => (coding(DCM, "110106", "Export"), vec![], "R"),
         AuditAction::ConsentGrant => (coding(DCM, "110110", "Patient Record"), vec![], "C"),
         AuditAction::ConsentRevoke => (coding(DCM, "110110", "Patient Record"), vec![], "U"),
-        AuditAction::Delete => (coding(DCM, "110110", "Patient Record"), vec![], "D"),
+        AuditAction::Delete | AuditAction::Erasure => {
+            (coding(DCM, "110110", "Patient Record"), vec![], "D")
+        }
         _ => (coding(DCM, "110110", "Patient Record"), vec![], "R"),
     };
     let interaction = match record.action {

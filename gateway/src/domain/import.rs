@@ -20,13 +20,18 @@ pub enum ImportError {
     Convert(#[from] data_converter::Error),
     /// The file's kind is not known from its name.
     #[error(
-        "{file}: unsupported file type (expected one of {})",
-        FileKind::SUFFIXES
+        "{file}: unsupported file type (expected one of {}, {})",
+        FileKind::SUFFIXES,
+        crate::domain::privacy::EXPORT_SUFFIX
     )]
     UnsupportedFormat {
         /// File name.
         file: String,
     },
+    /// An iPHR export (`*.iphr-export.json`) was refused (the message names file, entry and
+    /// field).
+    #[error(transparent)]
+    Export(#[from] crate::domain::privacy::ExportFileError),
     /// A record carries no person identity, so it could never be linked or consented.
     #[error("{file}: {locator}: the record names no person (no insurer id, no identifier)")]
     NoPerson {
@@ -146,6 +151,35 @@ fn effective_of(json: &serde_json::Value) -> Option<String> {
     .map(|s| s.chars().take(10).collect())
 }
 
+/// A resource to store, with the columns searches use: the first FHIR category code, the main
+/// code and the effective date, all read from its JSON (imports of source files and of exports
+/// derive them the same way, so an exported and re-imported record is stored identically).
+pub fn indexed_resource(
+    resource_type: &str,
+    id: &str,
+    person_key: &str,
+    category: &str,
+    json: &serde_json::Value,
+) -> NewResource {
+    NewResource {
+        resource_type: resource_type.to_owned(),
+        id: id.to_owned(),
+        person_key: person_key.to_owned(),
+        category: category.to_owned(),
+        fhir_category: json
+            .get("category")
+            .and_then(|c| c.get(0))
+            .and_then(|c| c.get("coding"))
+            .and_then(|c| c.get(0))
+            .and_then(|c| c.get("code"))
+            .and_then(|c| c.as_str())
+            .map(str::to_owned),
+        code: main_code(json),
+        effective: effective_of(json),
+        json: json.to_string(),
+    }
+}
+
 /// Turns converted records into an import.
 pub fn from_records(
     records: &[Record],
@@ -175,32 +209,17 @@ pub fn from_records(
         };
         let category = category_of(rec);
         for r in record_resources(rec, RefStyle::Relative) {
-            if r.resource_type == "Patient" {
+            let is_patient = r.resource_type == "Patient";
+            if is_patient {
                 keys.entry(key.clone()).or_insert_with(|| r.id.clone());
             }
-            let is_patient = r.resource_type == "Patient";
-            resources.push(NewResource {
-                resource_type: r.resource_type.to_owned(),
-                id: r.id.clone(),
-                person_key: key.clone(),
-                category: if is_patient {
-                    String::new()
-                } else {
-                    category.as_str().to_owned()
-                },
-                fhir_category: r
-                    .json
-                    .get("category")
-                    .and_then(|c| c.get(0))
-                    .and_then(|c| c.get("coding"))
-                    .and_then(|c| c.get(0))
-                    .and_then(|c| c.get("code"))
-                    .and_then(|c| c.as_str())
-                    .map(str::to_owned),
-                code: main_code(&r.json),
-                effective: effective_of(&r.json),
-                json: r.json.to_string(),
-            });
+            resources.push(indexed_resource(
+                r.resource_type,
+                &r.id,
+                &key,
+                if is_patient { "" } else { category.as_str() },
+                &r.json,
+            ));
         }
     }
     Ok(NewImport {
@@ -246,7 +265,8 @@ pub fn check_pulled(imp: &NewImport, consented: &[Category]) -> Result<(), Impor
 /// Converts a delivered file, by its name: a 特定健診 archive (`.zip`), one CDA document
 /// (`.xml`), レセプト claims (`.uke`), stress-check answers (`.stress.csv`, `.stress.json`;
 /// incomplete sheets are not imported, they are the employer's follow-up list), 勤怠
-/// (`.attendance.csv`), occupational-physician records (`.oh.json`, `oh-records/1`).
+/// (`.attendance.csv`), occupational-physician records (`.oh.json`, `oh-records/1`), and a
+/// worker's own export from a gateway (`.iphr-export.json`, [`crate::domain::privacy`]).
 pub fn convert(
     bytes: &[u8],
     file_name: &str,
@@ -258,6 +278,11 @@ pub fn convert(
             size: bytes.len(),
             max: MAX_IMPORT_BYTES,
         });
+    }
+    if crate::domain::privacy::is_export_name(file_name) {
+        return Ok(crate::domain::privacy::import_of_export(
+            bytes, file_name, source_id,
+        )?);
     }
     let kind = FileKind::of(file_name).ok_or_else(|| ImportError::UnsupportedFormat {
         file: file_name.to_owned(),

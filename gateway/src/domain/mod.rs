@@ -13,7 +13,8 @@
 //!   bound to the partner's mTLS certificate;
 //! - [`consent`], [`access`], [`rate_limit`]: consent decisions, partner reads within consent,
 //!   per-partner rate limits;
-//! - [`import`]: delivered files into stored FHIR resources.
+//! - [`import`]: delivered files into stored FHIR resources;
+//! - [`privacy`]: the worker's export and erasure of their own record (K1/K2).
 
 pub mod access;
 pub mod audit;
@@ -27,6 +28,7 @@ pub mod nonce;
 pub mod oauth;
 pub mod origin;
 pub mod partner_auth;
+pub mod privacy;
 pub mod rate_limit;
 pub mod revocation;
 pub mod session;

@@ -75,6 +75,32 @@ pub struct SourceEvent {
     pub detail: serde_json::Value,
 }
 
+/// What a worker did with their own record (`docs/privacy.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrivacyAction {
+    /// Downloaded their record (security-scenarios K2).
+    Export,
+    /// Erased their record (K1).
+    Erasure,
+}
+
+/// A worker's export or erasure of their own record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivacyEvent {
+    /// When (ms).
+    pub at_ms: i64,
+    /// The person (the actor and whose data).
+    pub person_id: String,
+    /// What.
+    pub action: PrivacyAction,
+    /// `permit` (done), `deny` (refused) or `error` (failed).
+    pub outcome: &'static str,
+    /// Resource references served (`Type/id`; exports).
+    pub resources: Vec<String>,
+    /// Counts, format, document hash, due dates, reasons (never resource content).
+    pub detail: serde_json::Value,
+}
+
 /// One audited event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrailEvent {
@@ -86,6 +112,8 @@ pub enum TrailEvent {
     Import(ImportEvent),
     /// A link, grant, pull or refusal with a source.
     Source(SourceEvent),
+    /// A worker's export or erasure of their own record.
+    Privacy(PrivacyEvent),
 }
 
 /// A boxed future of an audit write.
@@ -211,6 +239,19 @@ pub fn to_record(event: TrailEvent) -> crate::domain::audit::AuditRecord {
             let mut r = AuditRecord::new(s.at_ms, Actor::Source(s.source_id), action, outcome);
             r.person_id = s.person_id;
             r.detail = Some(s.detail);
+            r
+        }
+        TrailEvent::Privacy(p) => {
+            let action = match p.action {
+                PrivacyAction::Export => AuditAction::Export,
+                PrivacyAction::Erasure => AuditAction::Erasure,
+            };
+            let outcome = Outcome::parse(p.outcome).unwrap_or(Outcome::Error);
+            let mut r =
+                AuditRecord::new(p.at_ms, Actor::Person(p.person_id.clone()), action, outcome);
+            r.person_id = Some(p.person_id);
+            r.resources = p.resources;
+            r.detail = Some(p.detail);
             r
         }
     }

@@ -4,7 +4,9 @@
 //! `GET /fhir/$export-status/{job}` answers 202 with `X-Progress` while it runs and 200 with the
 //! manifest when done; `GET /fhir/$export-file/{job}/{type}` serves the NDJSON of one resource type;
 //! `DELETE` on the status URL cancels and forgets the job. Jobs and files are kept in this gateway
-//! process's memory for [`JOB_TTL`]; only the partner that started a job can see it.
+//! process's memory for [`JOB_TTL`]; only the partner that started a job can see it. A person who
+//! erases their record after a job started (security-scenarios K1, `docs/privacy.md`) is left out
+//! of every file served from then on, whichever gateway took the erasure.
 
 use super::fhir::{authorize, outcome};
 use super::partner::{ClientCertificate, PartnerState};
@@ -28,7 +30,9 @@ enum State_ {
         done: usize,
     },
     Done {
-        files: BTreeMap<String, String>,
+        /// NDJSON lines by resource type, then by person (so that an erased person's lines can
+        /// be left out when a file is served).
+        files: BTreeMap<String, BTreeMap<String, String>>,
         at: Instant,
     },
     Failed(String),
@@ -38,6 +42,8 @@ enum State_ {
 struct Job {
     client: String,
     started: Instant,
+    /// When the job started (ms since the epoch, the gateway's clock).
+    started_ms: i64,
     request: String,
     transaction_time: String,
     state: State_,
@@ -129,6 +135,7 @@ async fn kick_off(
         Job {
             client: client.clone(),
             started: Instant::now(),
+            started_ms: now_ms,
             request: format!("{}/$export", state.fhir_base),
             transaction_time: rfc3339(now_ms),
             state: State_::Running { done: 0 },
@@ -144,7 +151,7 @@ async fn kick_off(
 
 /// Builds the files: every consenting person, page by page, grouped by resource type.
 async fn run(state: PartnerState, client: String, job: String) {
-    let mut files: BTreeMap<String, String> = BTreeMap::new();
+    let mut files: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut after = String::new();
     let mut done = 0;
     loop {
@@ -165,7 +172,11 @@ async fn run(state: PartnerState, client: String, job: String) {
                             .next()
                             .unwrap_or("Unknown")
                             .to_owned();
-                        let f = files.entry(ty).or_default();
+                        let f = files
+                            .entry(ty)
+                            .or_default()
+                            .entry(person.clone())
+                            .or_default();
                         f.push_str(&r.json);
                         f.push('\n');
                     }
@@ -334,9 +345,34 @@ async fn file(
     {
         return r;
     }
-    let body = match state.exports.lock().get(&job).map(|j| &j.state) {
-        Some(State_::Done { files, .. }) => files.get(&resource_type).cloned(),
+    let found = match state.exports.lock().get(&job) {
+        Some(Job {
+            state: State_::Done { files, .. },
+            started_ms,
+            ..
+        }) => files.get(&resource_type).cloned().map(|f| (f, *started_ms)),
         _ => None,
+    };
+    let body = match found {
+        Some((by_person, started_ms)) => {
+            let erased = match crate::store::erasure::erased_since(state.access.db(), started_ms)
+                .await
+            {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "store failed");
+                    return outcome(StatusCode::SERVICE_UNAVAILABLE, "transient", "unavailable");
+                }
+            };
+            Some(
+                by_person
+                    .into_iter()
+                    .filter(|(person, _)| !erased.contains(person))
+                    .map(|(_, lines)| lines)
+                    .collect::<String>(),
+            )
+        }
+        None => None,
     };
     match body {
         Some(b) => {

@@ -39,6 +39,9 @@
 //! - `GET  /api/sources/pulls/{id}` → 200 `{"state","listed","fetched","stored","duplicates",
 //!   "refused","failed","error","message",…}`
 //!   Source errors: `{"error": code, "message": 日本語}` (see [`crate::sources::message_ja`])
+//! - `POST /api/erasure/prepare`, `POST /api/erasure/commit`, `GET /api/export[?format=ndjson
+//!   [&type=T]]`: the worker's erasure (card-signed) and export of their record, see [`privacy`]
+//!   and `docs/privacy.md`
 //! - `GET  /kiosk` → the kiosk sign-in page (plus `/kiosk/kiosk.js`, `/kiosk/kiosk.css`), see
 //!   [`kiosk`] and `docs/kiosk.md`
 
@@ -49,12 +52,14 @@ pub mod export;
 pub mod fhir;
 pub mod kiosk;
 pub mod partner;
+pub mod privacy;
 mod sources;
 
 pub use error::ApiError;
 
 use crate::domain::auth::Authenticator;
 use crate::domain::consent_desk::ConsentDesk;
+use crate::domain::privacy::PrivacyDesk;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -75,6 +80,8 @@ pub struct AppState {
     pub kiosk: Arc<kiosk::KioskPage>,
     /// Consent at the kiosk.
     pub consent: Arc<ConsentDesk>,
+    /// The worker's export and erasure of their record.
+    pub privacy: Arc<PrivacyDesk>,
     /// Connectors to sources (`[sources]`), if configured.
     pub sources: Option<Arc<crate::sources::SourceHub>>,
 }
@@ -92,6 +99,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/consent/prepare", post(consent::prepare))
         .route("/api/consent/commit", post(consent::commit))
         .route("/api/history", get(consent::history))
+        .route("/api/erasure/prepare", post(privacy::prepare))
+        .route("/api/erasure/commit", post(privacy::commit))
+        .route("/api/export", get(privacy::export))
         .route("/api/sources", get(sources::list))
         .route("/api/sources/{id}/link", post(sources::link))
         .route(

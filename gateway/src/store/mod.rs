@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod auth_events;
 pub mod consent;
+pub mod erasure;
 pub mod nonces;
 pub mod oauth;
 pub mod persons;

@@ -387,6 +387,17 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts the real server (TLS) on 127.0.0.1:0 and waits until `/healthz` answers 200.
     pub async fn start(db: Db, verifier: TokenVerifier, clock: SharedClock) -> TestGateway {
+        TestGateway::start_with_trail(db, verifier, clock, None).await
+    }
+
+    /// [`TestGateway::start`] writing consent and privacy events to `audit` (e.g. a real
+    /// `AuditLog`) instead of the in-memory trail.
+    pub async fn start_with_trail(
+        db: Db,
+        verifier: TokenVerifier,
+        clock: SharedClock,
+        audit: Option<Arc<dyn gateway::domain::trail::AuditTrail>>,
+    ) -> TestGateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let origin = format!("https://{ORIGIN_HOST}:{}", addr.port());
@@ -397,10 +408,16 @@ impl TestGateway {
             auth_config(&origin),
         ));
         let trail = Arc::new(gateway::domain::trail::MemoryTrail::new());
+        let audit: Arc<dyn gateway::domain::trail::AuditTrail> = audit.unwrap_or(trail.clone());
         let app = AppState {
             consent: Arc::new(gateway::domain::consent_desk::ConsentDesk::new(
                 auth.clone(),
-                trail.clone(),
+                audit.clone(),
+            )),
+            privacy: Arc::new(gateway::domain::privacy::PrivacyDesk::new(
+                auth.clone(),
+                audit,
+                gateway::domain::privacy::DEFAULT_BACKUP_PURGE_DAYS,
             )),
             auth,
             kiosk: Arc::default(),

@@ -38,6 +38,28 @@ pub async fn add_partner(db: &Db, id: &str) {
     .unwrap();
 }
 
+/// A source service (健診機関) delivering health-check results.
+pub async fn add_source(db: &Db, id: &str) {
+    services::upsert(
+        db,
+        &Service {
+            id: id.into(),
+            kind: ServiceKind::Source,
+            name: format!("{id} 健診機関"),
+            purpose: "健診結果の提供".into(),
+            categories: vec![Category::Checkup],
+            period_days: 365,
+            certificate_sha256: None,
+            jwks: None,
+            scopes: String::new(),
+            rate_per_sec: 10,
+        },
+        0,
+    )
+    .await
+    .unwrap();
+}
+
 pub fn resource(ty: &str, id: &str, key: &str, category: Category, patient: &str) -> NewResource {
     NewResource {
         resource_type: ty.into(),
