@@ -162,7 +162,7 @@ async fn seed(db: &Db) {
         issued_at_ms: now,
         salt: "bench".into(),
     };
-    gateway::store::consent::commit(db, &doc, "{}", &[0; 32], now)
+    gateway::store::consent::commit(db, &doc, "{}", &[0; 32], None, now)
         .await
         .unwrap();
 }

@@ -1,12 +1,14 @@
 //! A kiosk client for a PHR card: what the kiosk page and the card agent do together, over the
 //! gateway's kiosk API (HTTPS, the session cookie, our `Origin`) and the real PC/SC stack — sign
-//! in (slot 9A over `SHA-256(origin) ‖ SHA-256(nonce)`, DESIGN §4), consent (the card signs the
-//! consent document's nonce), link a source (a service key generated on the card, its binding
+//! in (slot 9A over `SHA-256(origin) ‖ SHA-256(nonce)`, DESIGN §4), consent (the card first
+//! writes the consent record for the prepared document, linking the service if needed, then signs
+//! the document's nonce; the gateway commits with both, `docs/kiosk.md`), link a source (a service key generated on the card, its binding
 //! certificate sent to the source through the gateway), grant and pull (the service key signs
 //! the grant, `docs/source-protocol.md` §4). Used by `tests/sources_e2e.rs` and the demo.
 
 use card_agent::phr::card::{self, PhrError};
 use card_agent::phr::consent::Category;
+use card_agent::phr::kiosk::{self as phr_kiosk, KioskConsent};
 use card_agent::pin::LastTry;
 use card_agent::piv::{Piv, PivPin, slot};
 use card_agent::transport::pcsc::{PcscContext, PcscTransaction};
@@ -146,6 +148,36 @@ impl PhrCardAtReader {
         let linked =
             self.on_card(|tx| card::link(tx, &pin, LastTry::Refuse, service, pseudonym))?;
         Ok((self.holder_certificate()?, linked.cert_der))
+    }
+
+    /// Writes the consent record of a prepared gateway document (its canonical JSON) to the
+    /// card, linking the service first when it is not linked (as `pseudonym`, or a random one);
+    /// returns the record's bytes.
+    pub fn write_consent(
+        &self,
+        document: &str,
+        known_categories: &[String],
+        pseudonym: Option<&str>,
+        now: u32,
+    ) -> Result<Vec<u8>, KioskError> {
+        let consent = KioskConsent::from_document(document).map_err(card_error)?;
+        let pin = self.pin()?;
+        let ctx = PcscContext::establish().map_err(card_error)?;
+        let mut card = ctx.connect(&self.reader).map_err(card_error)?;
+        let written = card
+            .transaction(|tx| {
+                phr_kiosk::write_kiosk_consent(
+                    tx,
+                    &pin,
+                    LastTry::Refuse,
+                    &consent,
+                    known_categories,
+                    pseudonym,
+                    now,
+                )
+            })
+            .map_err(card_error)?;
+        Ok(written.written.record_bytes)
     }
 
     /// Signs the grant the gateway asked for with the service's key.
@@ -309,27 +341,76 @@ impl KioskClient {
         Self::get_str("/api/auth/token", &signed_in, "person_id")
     }
 
-    /// Grants consent to `service` for `categories` (`A.checkup` …), the card signing the document.
+    /// Grants consent to `service` for `categories` (`A.checkup` …): the card writes the consent
+    /// record (linking the service under a random pseudonym if needed) and signs the document.
     pub async fn consent(
         &mut self,
         card: &PhrCardAtReader,
         service: &str,
         categories: &[&str],
     ) -> Result<Value, KioskError> {
-        let prepared = self
-            .ok(
-                reqwest::Method::POST,
-                "/api/consent/prepare",
-                Some(json!({"service_id": service, "action": "grant", "categories": categories})),
-            )
-            .await?;
-        let nonce = Self::get_str("/api/consent/prepare", &prepared, "nonce")?;
+        self.consent_as(card, service, None, categories).await
+    }
+
+    /// [`Self::consent`] for a service that knows the person as `pseudonym` (a source's, from
+    /// its enrollment): a link the card makes now uses it, an existing link must have it.
+    pub async fn consent_as(
+        &mut self,
+        card: &PhrCardAtReader,
+        service: &str,
+        pseudonym: Option<&str>,
+        categories: &[&str],
+    ) -> Result<Value, KioskError> {
+        let body = json!({"service_id": service, "action": "grant", "categories": categories});
+        self.change_consent(card, body, pseudonym).await
+    }
+
+    /// Revokes the consent towards `service`, the card writing the revoked record first.
+    pub async fn revoke(
+        &mut self,
+        card: &PhrCardAtReader,
+        service: &str,
+    ) -> Result<Value, KioskError> {
+        let body = json!({"service_id": service, "action": "revoke"});
+        self.change_consent(card, body, None).await
+    }
+
+    /// Prepare → the card writes the record → the card signs the document → commit with both.
+    async fn change_consent(
+        &mut self,
+        card: &PhrCardAtReader,
+        body: Value,
+        pseudonym: Option<&str>,
+    ) -> Result<Value, KioskError> {
+        const PATH: &str = "/api/consent/prepare";
+        let prepared = self.ok(reqwest::Method::POST, PATH, Some(body)).await?;
+        let nonce = Self::get_str(PATH, &prepared, "nonce")?;
+        let document = Self::get_str(PATH, &prepared, "document")?;
+        let known: Vec<String> = prepared
+            .get("known_categories")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let pseudonym = pseudonym.map(str::to_owned);
+        let now = unix_now();
+        let record = blocking(card, move |c| {
+            c.write_consent(&document, &known, pseudonym.as_deref(), now)
+        })
+        .await?;
         let token = blocking(card, {
             let origin = self.origin.clone();
             move |c| c.token(&origin, &nonce)
         })
         .await?;
-        let token: Value = serde_json::from_str(&token).map_err(card_error)?;
+        let mut token: Value = serde_json::from_str(&token).map_err(card_error)?;
+        if let Some(fields) = token.as_object_mut() {
+            fields.insert("card_record".into(), Value::String(hex::encode(record)));
+        }
         self.ok(reqwest::Method::POST, "/api/consent/commit", Some(token))
             .await
     }

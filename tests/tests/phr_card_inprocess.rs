@@ -222,3 +222,99 @@ fn pin_safety_as_for_the_my_number_card() {
     let view = card::read_card(&mut t).unwrap();
     assert_eq!(view.pin, PinState::Blocked);
 }
+
+/// A kiosk consent (issue 6 deliverable 3) in one card session: the service linked on first use,
+/// the grant and revoke records as the gateway's document maps them, every refusal before the
+/// card is written (and before a PIN try is spent).
+#[test]
+fn kiosk_consent_links_on_first_use_and_writes_grant_and_revoke() {
+    use card_agent::phr::kiosk::{KioskConsent, KioskConsentError, write_kiosk_consent};
+    let (_dir, _ca, mut t) = issued_card();
+    let known = ["A.checkup", "A.claims", "B.attendance", "C.interview"];
+    let start_ms = i64::from(now()) * 1000 + 250;
+    let document = |service: &str, action: &str, categories: &[&str]| KioskConsent {
+        service: service.into(),
+        action: serde_json::from_value(serde_json::json!(action)).unwrap(),
+        categories: categories.iter().map(|c| (*c).to_owned()).collect(),
+        period_start_ms: start_ms,
+        period_end_ms: start_ms + 30 * 86_400_000,
+        purpose: "健康管理".into(),
+    };
+    let write = |t: &mut InProcess<VirtualPivCard>, doc: &KioskConsent, pseudonym| {
+        write_kiosk_consent(t, &pin(PIN), LastTry::Refuse, doc, &known, pseudonym, now())
+    };
+
+    // First grant: the partner is linked (random pseudonym) and the grant written.
+    let grant = document("partner-x", "grant", &["B.attendance", "A.checkup"]);
+    let first = write(&mut t, &grant, None).unwrap();
+    let linked = first.linked.as_ref().unwrap();
+    assert!(linked.pseudonym.starts_with("p-") && linked.pseudonym.len() == 34);
+    let terms = &first.written.record.terms;
+    assert_eq!(terms.status, ConsentStatus::Granted);
+    assert_eq!(
+        terms.categories,
+        [
+            Category::parse("A:checkup").unwrap(),
+            Category::parse("B:attendance").unwrap()
+        ]
+    );
+    assert_eq!(
+        (terms.not_before, terms.not_after),
+        (now_of(start_ms), now_of(start_ms) + 30 * 86_400)
+    );
+    assert_eq!(first.written.record.terms.version, 1);
+    // Again: no second link, the next version.
+    let again = write(&mut t, &grant, None).unwrap();
+    assert!(again.linked.is_none());
+    assert_eq!(again.written.record.terms.version, 2);
+    // A source's pseudonym that differs from the link on the card: refused before the PIN.
+    let err = write(&mut t, &grant, Some("K-0001")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KioskConsentError::Card(PhrError::LinkedAsAnother { .. })
+        ),
+        "{err}"
+    );
+    // More categories than a record holds with no unit fully granted: nothing touched.
+    let wide = KioskConsent {
+        categories: (0..7).map(|i| format!("C.kind-{i}")).collect(),
+        ..document("partner-z", "grant", &[])
+    };
+    assert!(matches!(
+        write(&mut t, &wide, None),
+        Err(KioskConsentError::TooManyCategories { count: 7 })
+    ));
+    let view = card::read_card(&mut t).unwrap();
+    assert_eq!(view.pin, PinState::TriesLeft(3));
+    assert_eq!(
+        view.consents.generation, 2,
+        "nothing written by the refusals"
+    );
+    assert_eq!(view.services.len(), 1, "no link made by the refusals");
+
+    // Revoke: the granted record's categories, status revoked.
+    let revoked = write(&mut t, &document("partner-x", "revoke", &[]), None).unwrap();
+    assert_eq!(revoked.written.record.terms.status, ConsentStatus::Revoked);
+    assert_eq!(revoked.written.record.terms.categories, terms.categories);
+    // A revoke for a service the card never held: linked, and a revoked record with none.
+    let other = write(&mut t, &document("partner-y", "revoke", &[]), None).unwrap();
+    assert!(other.linked.is_some());
+    assert!(other.written.record.terms.categories.is_empty());
+    let view = card::read_card(&mut t).unwrap();
+    let holder = verify::holder_of_validated_cert(view.holder_cert_der.as_ref().unwrap()).unwrap();
+    for r in &view.consents.records {
+        assert_eq!(
+            r.terms.status,
+            ConsentStatus::Revoked,
+            "{}",
+            r.terms.service
+        );
+        verify::verify_consent_record(r, &holder).unwrap();
+    }
+    assert_eq!(view.consents.max_version(), 4);
+}
+
+fn now_of(ms: i64) -> u32 {
+    u32::try_from(ms / 1000).unwrap()
+}

@@ -6,10 +6,15 @@
 //! pull (the gateway's background task, not a call from the test). Then the kiosk page, in a real
 //! headless Chromium with the same session, shows each source's state in Japanese, and its
 //! 「今すぐ取り込む」 pulls a new file with the stored grant, showing the pull's progress.
+//!
+//! Every kiosk consent here is written to the PHR card first (issue 6 deliverable 3): the card's
+//! consent set holds the granted record of each source, and, for a partner, the revoked record
+//! after a revoke, the very records the gateway stored with each consent version.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use card_agent::phr::ca::PhrIssuerCa;
+use card_agent::phr::consent::ConsentStatus;
 use card_agent::virtual_card::piv::VirtualPivCard;
 use fantoccini::Locator;
 use gateway::clock::SystemClock;
@@ -218,13 +223,16 @@ async fn categories_of(db: &gateway::store::Db, person: &str) -> (usize, BTreeSe
     (all.len(), categories)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_phr_card_links_three_sources_consents_and_the_gateway_pulls_units_a_b_c() {
-    let _lock = pcsc_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-
-    // The card issuer and a factory-fresh virtual PIV card in a vpcd reader, issued through pcscd.
+/// The card issuer (its certificate also in `d/phr-issuer-ca.der`) and a factory-fresh virtual
+/// PIV card in vpcd reader 1, issued through pcscd to `holder` with [`PIN`].
+async fn issued_card(
+    d: &Path,
+    holder: &'static str,
+) -> (
+    PhrIssuerCa,
+    iphr_tests::InsertedCard<VirtualPivCard>,
+    PhrCardAtReader,
+) {
     let ca = PhrIssuerCa::load_or_create(&d.join("issuer")).unwrap();
     std::fs::write(d.join("phr-issuer-ca.der"), &ca.cert_der).unwrap();
     let inserted = insert(VirtualPivCard::open(&d.join("card")).unwrap(), 1);
@@ -233,12 +241,77 @@ async fn a_phr_card_links_three_sources_consents_and_the_gateway_pulls_units_a_b
         let ca_dir = d.join("issuer");
         move || {
             let ca = PhrIssuerCa::load_or_create(&ca_dir).unwrap();
-            issue_card(reader, &ca, "HOLDER-E2E-7", PIN).unwrap();
+            issue_card(reader, &ca, holder, PIN).unwrap();
         }
     })
     .await
     .unwrap();
     let card = PhrCardAtReader::new(reader, PIN);
+    (ca, inserted, card)
+}
+
+/// Registers a service asking for `categories` for 365 days.
+async fn register(
+    db: &gateway::store::Db,
+    id: &str,
+    kind: ServiceKind,
+    name: &str,
+    purpose: &str,
+    categories: &[Category],
+) {
+    services::upsert(
+        db,
+        &Service {
+            id: id.into(),
+            kind,
+            name: name.into(),
+            purpose: purpose.into(),
+            categories: categories.to_vec(),
+            period_days: 365,
+            certificate_sha256: None,
+            jwks: None,
+            scopes: String::new(),
+            rate_per_sec: 10,
+        },
+        0,
+    )
+    .await
+    .unwrap();
+}
+
+/// Serves the gateway until `true` is sent on the returned channel.
+fn serve_until_stopped(
+    listener: tokio::net::TcpListener,
+    gateway: Gateway,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(serve(listener, gateway, async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    (stop, server)
+}
+
+/// What the card in `reader` shows (no PIN).
+async fn read_card(reader: &str) -> card_agent::phr::card::CardView {
+    let reader = reader.to_owned();
+    tokio::task::spawn_blocking(move || {
+        iphr_tests::on_card(&reader, |tx| card_agent::phr::card::read_card(tx)).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phr_card_links_three_sources_consents_and_the_gateway_pulls_units_a_b_c() {
+    let _lock = pcsc_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    let (ca, inserted, card) = issued_card(d, "HOLDER-E2E-7").await;
+    let reader = inserted.reader();
 
     // Three reference sources, each trusting the PHR issuer and the gateway's client certificate.
     let client = self_signed("iphr-gw.e2e");
@@ -274,33 +347,18 @@ async fn a_phr_card_links_three_sources_consents_and_the_gateway_pulls_units_a_b
         .unwrap();
     let db = gateway.app.auth.db().clone();
     for s in &SOURCES {
-        services::upsert(
+        register(
             &db,
-            &Service {
-                id: s.service.into(),
-                kind: ServiceKind::Source,
-                name: s.name.into(),
-                purpose: "健康管理と両立支援のための記録の取り込み".into(),
-                categories: s.categories.to_vec(),
-                period_days: 365,
-                certificate_sha256: None,
-                jwks: None,
-                scopes: String::new(),
-                rate_per_sec: 10,
-            },
-            0,
+            s.service,
+            ServiceKind::Source,
+            s.name,
+            "健康管理と両立支援のための記録の取り込み",
+            s.categories,
         )
-        .await
-        .unwrap();
+        .await;
     }
     let hub = gateway.app.sources.clone().unwrap();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(serve(listener, gateway, {
-        let mut stopped = stopped.clone();
-        async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }
-    }));
+    let (stop, server) = serve_until_stopped(listener, gateway);
 
     // At the kiosk: sign in with the card, then per source consent, link, grant, pull.
     let mut kiosk = KioskClient::new(&origin, gateway_tls.cert.as_bytes()).unwrap();
@@ -308,7 +366,10 @@ async fn a_phr_card_links_three_sources_consents_and_the_gateway_pulls_units_a_b
     let mut files_at_sources = 0;
     for (s, data) in SOURCES.iter().zip(&data_dirs) {
         let categories: Vec<&str> = s.categories.iter().map(|c| c.as_str()).collect();
-        kiosk.consent(&card, s.service, &categories).await.unwrap();
+        kiosk
+            .consent_as(&card, s.service, Some(s.pseudonym), &categories)
+            .await
+            .unwrap();
         let linked = kiosk
             .link_source(&card, s.service, s.pseudonym, s.code)
             .await
@@ -329,17 +390,37 @@ async fn a_phr_card_links_three_sources_consents_and_the_gateway_pulls_units_a_b
         files_at_sources += expected_files;
     }
     // The card holds one key per source (three linked services).
-    let view = tokio::task::spawn_blocking({
-        let reader = reader.to_owned();
-        move || iphr_tests::on_card(&reader, |tx| card_agent::phr::card::read_card(tx)).unwrap()
-    })
-    .await
-    .unwrap();
+    let view = read_card(reader).await;
     let linked: BTreeSet<&str> = view.services.iter().map(|s| s.service.as_str()).collect();
     assert_eq!(
         linked,
         SOURCES.iter().map(|s| s.service).collect::<BTreeSet<_>>()
     );
+    // Each consent is on the card too: a granted record per source with its categories, linked
+    // under the source's own pseudonym (the consent linked the card, the source link reused it).
+    for s in &SOURCES {
+        let record = view.consents.for_service(s.service).unwrap();
+        assert_eq!(record.terms.status, ConsentStatus::Granted, "{}", s.service);
+        let expected: Vec<String> = s
+            .categories
+            .iter()
+            .map(|c| c.as_str().replace('.', ":"))
+            .collect();
+        let on_card: Vec<String> = record
+            .terms
+            .categories
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(on_card, expected, "{}", s.service);
+        let link = view
+            .services
+            .iter()
+            .find(|l| l.service == s.service)
+            .unwrap();
+        assert_eq!(link.pseudonym, s.pseudonym);
+    }
+    assert!(view.unverified_consents.is_empty());
 
     // Units A, B and C, from all three sources.
     let (resources, categories) = categories_of(&db, &person).await;
@@ -509,5 +590,124 @@ async fn a_phr_card_links_three_sources_consents_and_the_gateway_pulls_units_a_b
     stop.send(true).unwrap();
     server.await.unwrap().unwrap();
     drop(stops);
+    drop(inserted);
+}
+
+/// Issue 6 deliverable 3 through pcscd + vpcd: a kiosk consent to a partner writes the granted
+/// record to the PHR card (linking the partner under a random pseudonym), a revoke writes the
+/// revoked record, and the gateway stores exactly the records the card holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kiosk_consent_is_written_to_the_phr_card_and_a_revoke_too() {
+    let _lock = pcsc_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_ca, inserted, card) = issued_card(d, "HOLDER-E2E-6").await;
+    let reader = inserted.reader();
+
+    // A gateway with one partner (no sources).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let tls = self_signed("localhost");
+    std::fs::write(d.join("tls.pem"), &tls.cert).unwrap();
+    std::fs::write(d.join("tls.key"), &tls.key).unwrap();
+    let dd = d.display();
+    std::fs::write(
+        d.join("gateway.toml"),
+        format!(
+            r#"
+public_origin = "{origin}"
+[tls]
+cert = "{dd}/tls.pem"
+key = "{dd}/tls.key"
+[database]
+url = "sqlite://{dd}/gateway.db"
+[[trust]]
+card_type = "phr"
+key = "auth"
+anchors = ["{dd}/phr-issuer-ca.der"]
+revocation = "disabled"
+"#
+        ),
+    )
+    .unwrap();
+    let config = Config::load(Some(&d.join("gateway.toml"))).unwrap();
+    let gateway = Gateway::from_config(&config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let db = gateway.app.auth.db().clone();
+    const PARTNER: &str = "partner-e2e";
+    register(
+        &db,
+        PARTNER,
+        ServiceKind::Partner,
+        "健康アプリ",
+        "健康管理と両立支援のための記録の閲覧と産業医面談の準備",
+        &[
+            Category::Checkup,
+            Category::PhysicianOpinion,
+            Category::Attendance,
+        ],
+    )
+    .await;
+    let (stop, server) = serve_until_stopped(listener, gateway);
+
+    let mut kiosk = KioskClient::new(&origin, tls.cert.as_bytes()).unwrap();
+    let person = kiosk.sign_in(&card).await.unwrap();
+    assert!(read_card(reader).await.consents.records.is_empty());
+
+    // Grant: the card links the partner and holds the granted record.
+    let granted = kiosk.consent(&card, PARTNER, &[]).await.unwrap();
+    assert_eq!(granted["consent"]["status"], "permit", "{granted}");
+    let view = read_card(reader).await;
+    let link = view.services.iter().find(|l| l.service == PARTNER).unwrap();
+    assert!(
+        link.verified && link.pseudonym.starts_with("p-"),
+        "{link:?}"
+    );
+    let record = view.consents.for_service(PARTNER).unwrap().clone();
+    assert_eq!(record.terms.status, ConsentStatus::Granted);
+    let categories: Vec<String> = record
+        .terms
+        .categories
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        categories,
+        ["A:checkup", "A:physician-opinio", "B:attendance"]
+    );
+    assert_eq!(record.terms.purpose, "健康管理と両立支援のための記録の");
+    assert_eq!(
+        record.terms.not_after - record.terms.not_before,
+        365 * 86_400
+    );
+    assert!(view.unverified_consents.is_empty());
+
+    // Revoke: the card holds the revoked record, newer than the grant.
+    let revoked = kiosk.revoke(&card, PARTNER).await.unwrap();
+    assert_eq!(revoked["consent"]["status"], "deny", "{revoked}");
+    let view = read_card(reader).await;
+    let after = view.consents.for_service(PARTNER).unwrap().clone();
+    assert_eq!(after.terms.status, ConsentStatus::Revoked);
+    assert!(after.terms.version > record.terms.version);
+    assert_eq!(after.terms.categories, record.terms.categories);
+
+    // The gateway stored exactly the records the card holds.
+    let stored = gateway::store::consent::card_records(&db, &person, PARTNER)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored,
+        vec![
+            (1, Some(record.encode().unwrap())),
+            (2, Some(after.encode().unwrap()))
+        ]
+    );
+
+    stop.send(true).unwrap();
+    server.await.unwrap().unwrap();
     drop(inserted);
 }

@@ -54,6 +54,14 @@ pub enum PhrError {
         /// Its slot.
         slot: u8,
     },
+    /// The service is linked on the card under another pseudonym than the one given.
+    #[error("the card is linked to {service} as another person ({pseudonym}); nothing was written")]
+    LinkedAsAnother {
+        /// Service.
+        service: String,
+        /// The pseudonym on the card.
+        pseudonym: String,
+    },
     /// No slot holds this service.
     #[error("service {service} is not linked to this card")]
     NotLinked {
@@ -208,7 +216,7 @@ impl CardView {
 }
 
 /// Runs `f` as one card session and logs out afterwards, whatever `f` returned.
-fn session<T: CardTransport + ?Sized, R>(
+pub(super) fn session<T: CardTransport + ?Sized, R>(
     t: &mut T,
     f: impl FnOnce(&mut T) -> Result<R, PhrError>,
 ) -> Result<R, PhrError> {
@@ -249,33 +257,13 @@ pub fn cert_from_object(content: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 fn holder_key_of(cert_der: &[u8]) -> Result<super::verify::HolderCert, PhrError> {
-    use x509_parser::prelude::*;
-    let (_, cert) = X509Certificate::from_der(cert_der).map_err(|e| PhrError::CorruptObject {
+    verify::holder_of_validated_cert(cert_der).map_err(|e| PhrError::CorruptObject {
         object: object::AUTH_CERT,
         reason: e.to_string(),
-    })?;
-    let key =
-        p256::ecdsa::VerifyingKey::from_sec1_bytes(&cert.public_key().subject_public_key.data)
-            .map_err(|_| PhrError::CorruptObject {
-                object: object::AUTH_CERT,
-                reason: "not a P-256 key".into(),
-            })?;
-    let holder_id = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|a| a.as_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    Ok(super::verify::HolderCert {
-        holder_id,
-        key,
-        subject_raw: cert.subject().as_raw().to_vec(),
-        der: cert_der.to_vec(),
     })
 }
 
-struct Snapshot {
+pub(super) struct Snapshot {
     holder: Option<verify::HolderCert>,
     services: Vec<LinkedService>,
     corrupt_slots: Vec<(u8, String)>,
@@ -301,12 +289,17 @@ impl Snapshot {
         })
     }
 
-    fn holder(&self) -> Result<&verify::HolderCert, PhrError> {
+    /// The link of `service`, if any.
+    pub(super) fn linked(&self, service: &str) -> Option<&LinkedService> {
+        self.services.iter().find(|s| s.service == service)
+    }
+
+    pub(super) fn holder(&self) -> Result<&verify::HolderCert, PhrError> {
         self.holder.as_ref().ok_or(PhrError::NotIssued)
     }
 }
 
-fn snapshot<T: CardTransport, S>(piv: &mut Piv<T, S>) -> Result<Snapshot, PhrError> {
+pub(super) fn snapshot<T: CardTransport, S>(piv: &mut Piv<T, S>) -> Result<Snapshot, PhrError> {
     let holder = match piv.get_data(object::AUTH_CERT)? {
         None => None,
         Some(content) => {
@@ -575,6 +568,19 @@ pub fn link<T: CardTransport + ?Sized>(
     service: &str,
     pseudonym: &str,
 ) -> Result<LinkedService, PhrError> {
+    check_link_names(service, pseudonym)?;
+    session(t, |t| {
+        let mut piv = Piv::select(&mut *t)?;
+        let snap = snapshot(&mut piv)?;
+        let holder = snap.holder()?.clone();
+        let key_slot = slot_for_link(&snap, service)?;
+        let mut piv = piv.verify_pin(pin, last_try)?;
+        link_verified(&mut piv, &holder, key_slot, service, pseudonym)
+    })
+}
+
+/// The rules of a service id and a pseudonym, checked before anything is sent to the card.
+pub(super) fn check_link_names(service: &str, pseudonym: &str) -> Result<(), PhrError> {
     super::consent::check_service_id(service)?;
     if pseudonym.is_empty() || pseudonym.len() > 64 {
         return Err(PhrError::Format(ConsentFormatError::Field {
@@ -582,36 +588,46 @@ pub fn link<T: CardTransport + ?Sized>(
             reason: "1–64 bytes".into(),
         }));
     }
-    session(t, |t| {
-        let mut piv = Piv::select(&mut *t)?;
-        let snap = snapshot(&mut piv)?;
-        let holder = snap.holder()?.clone();
-        if let Some(s) = snap.services.iter().find(|s| s.service == service) {
-            return Err(PhrError::AlreadyLinked {
-                service: service.to_owned(),
-                slot: s.slot,
-            });
-        }
-        let key_slot = snap
-            .free_slot
-            .ok_or(PhrError::CardFull(slot::RETIRED_COUNT))?;
-        let mut piv = piv.verify_pin(pin, last_try)?;
-        let key = read_mgmt_key(&mut piv)?;
-        piv.authenticate_admin(&key)?;
-        let public = piv.generate_p256(key_slot)?;
-        let cert = binding_certificate(&mut piv, &holder, &public, service, pseudonym)?;
-        let verified =
-            verify::verify_binding(&cert, &holder, OffsetDateTime::now_utc().unix_timestamp())
-                .map_err(|_| PhrError::CardSignatureMismatch)?;
-        let tag = object::cert_for_slot(key_slot).ok_or(PhrError::CardFull(slot::RETIRED_COUNT))?;
-        piv.put_data(tag, &cert_object(&cert))?;
-        Ok(LinkedService {
-            slot: key_slot,
-            service: verified.service,
-            pseudonym: verified.pseudonym,
-            verified: true,
-            cert_der: cert,
-        })
+    Ok(())
+}
+
+/// The slot a new link of `service` takes, or why there is none (already linked, card full);
+/// decided from the snapshot, before the PIN.
+pub(super) fn slot_for_link(snap: &Snapshot, service: &str) -> Result<u8, PhrError> {
+    if let Some(s) = snap.services.iter().find(|s| s.service == service) {
+        return Err(PhrError::AlreadyLinked {
+            service: service.to_owned(),
+            slot: s.slot,
+        });
+    }
+    snap.free_slot
+        .ok_or(PhrError::CardFull(slot::RETIRED_COUNT))
+}
+
+/// After VERIFY PIN: generates the service key in `key_slot`, certifies it with the holder key,
+/// checks the certificate and stores it.
+pub(super) fn link_verified<T: CardTransport>(
+    piv: &mut Piv<T, PinVerified>,
+    holder: &verify::HolderCert,
+    key_slot: u8,
+    service: &str,
+    pseudonym: &str,
+) -> Result<LinkedService, PhrError> {
+    let key = read_mgmt_key(piv)?;
+    piv.authenticate_admin(&key)?;
+    let public = piv.generate_p256(key_slot)?;
+    let cert = binding_certificate(piv, holder, &public, service, pseudonym)?;
+    let verified =
+        verify::verify_binding(&cert, holder, OffsetDateTime::now_utc().unix_timestamp())
+            .map_err(|_| PhrError::CardSignatureMismatch)?;
+    let tag = object::cert_for_slot(key_slot).ok_or(PhrError::CardFull(slot::RETIRED_COUNT))?;
+    piv.put_data(tag, &cert_object(&cert))?;
+    Ok(LinkedService {
+        slot: key_slot,
+        service: verified.service,
+        pseudonym: verified.pseudonym,
+        verified: true,
+        cert_der: cert,
     })
 }
 
@@ -675,6 +691,33 @@ pub struct ConsentRequest {
     pub not_after: u32,
 }
 
+impl ConsentRequest {
+    /// The terms of its grant record (`slot_of` finds the service's slot).
+    pub(super) fn grant_terms(&self, slot_of: SlotOf<'_>) -> Result<Terms, PhrError> {
+        Ok((
+            slot_of(&self.service)?,
+            ConsentStatus::Granted,
+            self.categories.clone(),
+            self.purpose.clone(),
+            self.not_before,
+            self.not_after,
+        ))
+    }
+}
+
+/// The terms of a record revoking `current` at `now`: the same categories and purpose, valid
+/// from now until the later of its end and now + 1 s.
+pub(super) fn revoked_terms(slot: u8, current: &ConsentRecord, now: u32) -> Terms {
+    (
+        slot,
+        ConsentStatus::Revoked,
+        current.terms.categories.clone(),
+        current.terms.purpose.clone(),
+        now,
+        current.terms.not_after.max(now.saturating_add(1)),
+    )
+}
+
 /// A consent record written to the card.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ConsentWritten {
@@ -708,18 +751,7 @@ pub fn grant<T: CardTransport + ?Sized>(
         last_try,
         expected_generation,
         now,
-        |slot_of, set| {
-            let slot = slot_of(&request.service)?;
-            let _ = set;
-            Ok((
-                slot,
-                ConsentStatus::Granted,
-                request.categories.clone(),
-                request.purpose.clone(),
-                request.not_before,
-                request.not_after,
-            ))
-        },
+        |slot_of, _| request.grant_terms(slot_of),
         &request.service,
     )
 }
@@ -748,20 +780,17 @@ pub fn revoke<T: CardTransport + ?Sized>(
                 .ok_or_else(|| PhrError::NothingToRevoke {
                     service: service.to_owned(),
                 })?;
-            Ok((
-                slot,
-                ConsentStatus::Revoked,
-                current.terms.categories.clone(),
-                current.terms.purpose.clone(),
-                now,
-                current.terms.not_after.max(now + 1),
-            ))
+            Ok(revoked_terms(slot, current, now))
         },
         service,
     )
 }
 
-type Terms = (u8, ConsentStatus, Vec<Category>, String, u32, u32);
+/// The terms of a record to write: slot, status, categories, purpose, not before, not after.
+pub(super) type Terms = (u8, ConsentStatus, Vec<Category>, String, u32, u32);
+
+/// How a write finds a service's slot (`Err(NotLinked)` when it has none).
+pub(super) type SlotOf<'a> = &'a dyn Fn(&str) -> Result<u8, PhrError>;
 
 fn write_consent<T: CardTransport + ?Sized>(
     t: &mut T,
@@ -769,103 +798,149 @@ fn write_consent<T: CardTransport + ?Sized>(
     last_try: LastTry,
     expected_generation: Option<u32>,
     now: u32,
-    make: impl FnOnce(&dyn Fn(&str) -> Result<u8, PhrError>, &ConsentSet) -> Result<Terms, PhrError>,
+    make: impl FnOnce(SlotOf<'_>, &ConsentSet) -> Result<Terms, PhrError>,
     service: &str,
 ) -> Result<ConsentWritten, PhrError> {
     super::consent::check_service_id(service)?;
     session(t, |t| {
         let mut piv = Piv::select(&mut *t)?;
         let snap = snapshot(&mut piv)?;
-        let holder = snap.holder()?.clone();
-        if let Some((object, reason)) = snap.first_corrupt_consent() {
-            return Err(PhrError::CorruptObject { object, reason });
-        }
-        let (active_tag, current) = match snap.active() {
-            Some((tag, set)) => (Some(tag), set.clone()),
-            None => (None, ConsentSet::default()),
-        };
-        if let Some(expected) = expected_generation
-            && expected != current.generation
-        {
-            return Err(PhrError::ConcurrentUpdate {
-                expected,
-                found: current.generation,
-            });
-        }
-        let slot_of = |s: &str| -> Result<u8, PhrError> {
-            snap.services
-                .iter()
-                .find(|l| l.service == s)
-                .map(|l| l.slot)
-                .ok_or_else(|| PhrError::NotLinked {
-                    service: s.to_owned(),
-                })
-        };
-        let (key_slot, status, categories, purpose, not_before, not_after) =
-            make(&slot_of, &current)?;
-        let terms = ConsentTerms {
-            version: current.max_version() + 1,
-            service: service.to_owned(),
-            slot: key_slot,
-            status,
-            categories,
-            purpose,
-            not_before,
-            not_after,
-            signed_at: now,
-        };
-        let digest = terms.digest()?;
-        let mut next = current.clone();
-        // Size check with a maximal signature before anything is sent.
-        next.put(ConsentRecord {
-            terms: terms.clone(),
-            signature: vec![0x30; super::consent::MAX_SIGNATURE_LEN],
+        let plan = plan_write(&snap, expected_generation, now, service, None, make)?;
+        let mut piv = piv.verify_pin(pin, last_try)?;
+        finish_write(&mut piv, plan)
+    })
+}
+
+/// A consent write decided before the PIN is sent: the record's terms and the set it goes into.
+pub(super) struct PlannedWrite {
+    holder: verify::HolderCert,
+    terms: ConsentTerms,
+    digest: [u8; 32],
+    next: ConsentSet,
+    target: u32,
+}
+
+/// Everything a consent write checks before the PIN: no corrupt consent object, the generation
+/// the caller expects, the terms `make` builds (the service's slot from the snapshot, or
+/// `linking` when the same session links the service first), the size of the new set.
+pub(super) fn plan_write(
+    snap: &Snapshot,
+    expected_generation: Option<u32>,
+    now: u32,
+    service: &str,
+    linking: Option<u8>,
+    make: impl FnOnce(SlotOf<'_>, &ConsentSet) -> Result<Terms, PhrError>,
+) -> Result<PlannedWrite, PhrError> {
+    let holder = snap.holder()?.clone();
+    if let Some((object, reason)) = snap.first_corrupt_consent() {
+        return Err(PhrError::CorruptObject { object, reason });
+    }
+    let (active_tag, current) = match snap.active() {
+        Some((tag, set)) => (Some(tag), set.clone()),
+        None => (None, ConsentSet::default()),
+    };
+    if let Some(expected) = expected_generation
+        && expected != current.generation
+    {
+        return Err(PhrError::ConcurrentUpdate {
+            expected,
+            found: current.generation,
         });
-        next.generation = current.generation + 1;
-        let worst = next.encode()?.len();
-        if worst > MAX_OBJECT_LEN {
+    }
+    let slot_of = |s: &str| -> Result<u8, PhrError> {
+        snap.services
+            .iter()
+            .find(|l| l.service == s)
+            .map(|l| l.slot)
+            .or(linking.filter(|_| s == service))
+            .ok_or_else(|| PhrError::NotLinked {
+                service: s.to_owned(),
+            })
+    };
+    let (key_slot, status, categories, purpose, not_before, not_after) = make(&slot_of, &current)?;
+    let terms = ConsentTerms {
+        version: current.max_version() + 1,
+        service: service.to_owned(),
+        slot: key_slot,
+        status,
+        categories,
+        purpose,
+        not_before,
+        not_after,
+        signed_at: now,
+    };
+    let digest = terms.digest()?;
+    let mut next = current.clone();
+    // Size check with a maximal signature before anything is sent.
+    next.put(ConsentRecord {
+        terms: terms.clone(),
+        signature: vec![0x30; super::consent::MAX_SIGNATURE_LEN],
+    });
+    next.generation = current.generation + 1;
+    let worst = next.encode()?.len();
+    if worst > MAX_OBJECT_LEN {
+        return Err(PhrError::ConsentStoreFull {
+            bytes: worst,
+            max: MAX_OBJECT_LEN,
+        });
+    }
+    let target = match active_tag {
+        Some(tag) if tag == CONSENT_OBJECTS[0] => CONSENT_OBJECTS[1],
+        _ => CONSENT_OBJECTS[0],
+    };
+    Ok(PlannedWrite {
+        holder,
+        terms,
+        digest,
+        next,
+        target,
+    })
+}
+
+/// After VERIFY PIN: signs the planned record with 9A, checks the signature against the holder
+/// certificate, writes the new set into the other object and reads it back.
+pub(super) fn finish_write<T: CardTransport>(
+    piv: &mut Piv<T, PinVerified>,
+    plan: PlannedWrite,
+) -> Result<ConsentWritten, PhrError> {
+    let PlannedWrite {
+        holder,
+        terms,
+        digest,
+        mut next,
+        target,
+    } = plan;
+    let signature = piv.sign_p256(slot::AUTHENTICATION, &digest)?;
+    let sig = p256::ecdsa::Signature::from_der(&signature)
+        .map_err(|_| PhrError::CardSignatureMismatch)?;
+    holder
+        .key
+        .verify_prehash(&digest, &sig)
+        .map_err(|_| PhrError::CardSignatureMismatch)?;
+    let record = ConsentRecord { terms, signature };
+    let record_bytes = record.encode()?;
+    next.put(record.clone());
+    let encoded = next.encode()?;
+    let key = read_mgmt_key(piv)?;
+    piv.authenticate_admin(&key)?;
+    match piv.put_data(target, &encoded) {
+        Ok(()) => {}
+        Err(PivError::OutOfMemory { .. }) => {
             return Err(PhrError::ConsentStoreFull {
-                bytes: worst,
+                bytes: encoded.len(),
                 max: MAX_OBJECT_LEN,
             });
         }
-        let mut piv = piv.verify_pin(pin, last_try)?;
-        let signature = piv.sign_p256(slot::AUTHENTICATION, &digest)?;
-        let sig = p256::ecdsa::Signature::from_der(&signature)
-            .map_err(|_| PhrError::CardSignatureMismatch)?;
-        holder
-            .key
-            .verify_prehash(&digest, &sig)
-            .map_err(|_| PhrError::CardSignatureMismatch)?;
-        let record = ConsentRecord { terms, signature };
-        let record_bytes = record.encode()?;
-        next.put(record.clone());
-        let encoded = next.encode()?;
-        let target = match active_tag {
-            Some(tag) if tag == CONSENT_OBJECTS[0] => CONSENT_OBJECTS[1],
-            _ => CONSENT_OBJECTS[0],
-        };
-        let key = read_mgmt_key(&mut piv)?;
-        piv.authenticate_admin(&key)?;
-        match piv.put_data(target, &encoded) {
-            Ok(()) => {}
-            Err(PivError::OutOfMemory { .. }) => {
-                return Err(PhrError::ConsentStoreFull {
-                    bytes: encoded.len(),
-                    max: MAX_OBJECT_LEN,
-                });
-            }
-            Err(e) => return Err(e.into()),
-        }
-        if piv.get_data(target)?.as_deref() != Some(encoded.as_slice()) {
-            return Err(PhrError::WriteNotPersisted(target));
-        }
-        Ok(ConsentWritten {
-            record,
-            record_bytes,
-            generation: next.generation,
-            object: format!("{target:06X}"),
-        })
+        Err(e) => return Err(e.into()),
+    }
+    if piv.get_data(target)?.as_deref() != Some(encoded.as_slice()) {
+        return Err(PhrError::WriteNotPersisted(target));
+    }
+    Ok(ConsentWritten {
+        record,
+        record_bytes,
+        generation: next.generation,
+        object: format!("{target:06X}"),
     })
 }
 

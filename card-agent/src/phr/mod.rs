@@ -6,10 +6,13 @@
 //!   consent records with version monotonicity, service grants. Needs no PC/SC.
 //! - [`ca`]: the PHR card issuer CA for tests and the demo.
 //! - [`card`]: the agent's operations on a card (issue, show, link, grant, revoke, sign a grant).
+//! - [`kiosk`]: a gateway consent document written to the card (link if needed, then the record),
+//!   and the mapping the gateway checks the record against.
 
 pub mod ca;
 pub mod card;
 pub mod consent;
+pub mod kiosk;
 pub mod verify;
 
 use crate::piv::object;

@@ -192,19 +192,36 @@ pub fn verify_holder_cert(
         Ok(Some(ku)) if ku.value.digital_signature() => {}
         _ => return Err(cert_err(WHAT, "key usage lacks digitalSignature")),
     }
-    let key = p256_key(&cert, WHAT)?;
+    let holder = holder_of(&cert, holder_der)?;
+    if holder.holder_id.is_empty() {
+        return Err(cert_err(WHAT, "no subject CN"));
+    }
+    Ok(holder)
+}
+
+/// The holder key and id of a holder certificate whose chain the caller has already validated
+/// (the gateway validates every card certificate against its configured anchors and CRLs before
+/// it gets here; the agent reads its own card's). Checks only the shape: one DER certificate, a
+/// P-256 key; the holder id is the subject CN (empty when absent). Never use it to accept a
+/// certificate nobody validated: that is [`verify_holder_cert`].
+pub fn holder_of_validated_cert(der: &[u8]) -> Result<HolderCert, VerifyError> {
+    holder_of(&parse_cert(der, "holder certificate")?, der)
+}
+
+fn holder_of(cert: &X509Certificate<'_>, der: &[u8]) -> Result<HolderCert, VerifyError> {
+    let key = p256_key(cert, "holder certificate")?;
     let holder_id = cert
         .subject()
         .iter_common_name()
         .next()
         .and_then(|a| a.as_str().ok())
-        .ok_or_else(|| cert_err(WHAT, "no subject CN"))?
+        .unwrap_or("")
         .to_owned();
     Ok(HolderCert {
         holder_id,
         key,
         subject_raw: cert.subject().as_raw().to_vec(),
-        der: holder_der.to_vec(),
+        der: der.to_vec(),
     })
 }
 

@@ -4,18 +4,29 @@
 //! SHA-256(nonce)`, DESIGN §4), so the signature covers the document; the signing certificate must
 //! be bound to the signed-in person; a prepared document is single use and lives 5 minutes (a fresh
 //! card signature, D6); versions are monotonic, so an older document cannot be replayed (E9).
+//!
+//! With a PHR card the change is also written to the card first (`docs/kiosk.md`, "Consent on
+//! the PHR card"): the commit then needs the card's consent record for this document, checked
+//! by [`ConsentDesk::commit`] (holder signature of the signing card, service, status,
+//! categories, period and purpose as [`card_agent::phr::kiosk`] maps them, signed within
+//! [`CARD_CLOCK_SKEW_SECS`] of our clock, a card version above the last one stored for this
+//! person and card), and stored with the version. A My Number commit carries no card record;
+//! one given is refused ([`ConsentError::CardRecordUnexpected`]) rather than silently dropped.
 
 use crate::domain::auth::{AuthError, Authenticator, LiveSession};
+use crate::domain::certs::CardType;
 use crate::domain::consent::{
     Action, Category, ConsentDocument, ConsentState, DOCUMENT_FORMAT, Status,
 };
 use crate::domain::token::AuthToken;
 use crate::domain::trail::{AuditTrail, ConsentEvent, TrailEvent};
 use crate::domain::verifier::VerifyError;
-use crate::store::consent::{self as store, CommitOutcome};
+use crate::store::consent::{self as store, CardRecord, CommitOutcome};
 use crate::store::services::{self, ServiceKind};
 use crate::store::{StoreError, persons};
 use base64::Engine;
+use card_agent::phr::consent::ConsentRecord;
+use card_agent::phr::kiosk::{KioskAction, KioskConsent};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -23,6 +34,10 @@ use std::sync::Arc;
 pub const PENDING_TTL_MS: i64 = 300_000;
 /// Longest consent period a partner may request.
 pub const MAX_PERIOD_DAYS: i64 = 3 * 366;
+/// How far a card record's `signed at` may be from the gateway's clock (seconds, either way).
+pub const CARD_CLOCK_SKEW_SECS: i64 = 300;
+/// Longest `card_record` text accepted (a record is at most about 310 bytes).
+pub const MAX_CARD_RECORD_TEXT: usize = 1024;
 
 /// Why a consent action is refused.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +78,53 @@ pub enum ConsentError {
     /// The random generator failed.
     #[error("random generator failed")]
     Random,
+    /// A PHR card signed the commit but no card record came with it: the card was not written,
+    /// so the gateway does not commit (card and gateway never silently diverge).
+    #[error("a PHR card commit needs the consent record the card wrote")]
+    CardRecordRequired,
+    /// A card record came with a My Number card's commit (a My Number card holds no consents).
+    #[error("a card record was given, but the signing card is not a PHR card")]
+    CardRecordUnexpected,
+    /// The card record is not hex or base64 of one record in the canonical encoding.
+    #[error("card record malformed")]
+    CardRecordMalformed,
+    /// The card record's signature does not verify with the holder key of the card that signed
+    /// the commit (altered, or written by another card).
+    #[error("card record signature refused")]
+    CardRecordSignature,
+    /// The card record names another service than the document.
+    #[error("card record is for another service")]
+    CardRecordService,
+    /// The card record's status is not the document's action (granted for a grant, revoked for
+    /// a revoke).
+    #[error("card record status differs from the document's action")]
+    CardRecordStatus,
+    /// The card record's categories are not the document's, as mapped to the card.
+    #[error("card record categories differ from the document's")]
+    CardRecordCategories,
+    /// The card record's validity is not the document's period in seconds.
+    #[error("card record validity differs from the document's period")]
+    CardRecordPeriod,
+    /// The card record's purpose is not the document's, as cut for the card.
+    #[error("card record purpose differs from the document's")]
+    CardRecordPurpose,
+    /// The card record was signed more than [`CARD_CLOCK_SKEW_SECS`] from the gateway's clock.
+    #[error("card record signed at {signed_at}, too far from now ({now})")]
+    CardRecordStale {
+        /// The record's `signed at` (Unix seconds).
+        signed_at: u32,
+        /// The gateway's clock (Unix seconds).
+        now: i64,
+    },
+    /// The card record's version is not above the last one stored from this card for this
+    /// person: an older record replayed.
+    #[error("card record version {got} is not above the stored {stored}")]
+    CardRecordReplayed {
+        /// Version presented.
+        got: u32,
+        /// Highest stored.
+        stored: i64,
+    },
 }
 
 /// One partner's request as the worker sees it.
@@ -118,6 +180,9 @@ pub struct Prepared {
     pub document: String,
     /// Expiry (ms).
     pub expires_at_ms: i64,
+    /// Every data category the gateway knows (wire form): a PHR card's unit collapse rule
+    /// ([`card_agent::phr::kiosk::card_categories`]) needs them.
+    pub known_categories: Vec<&'static str>,
 }
 
 /// The consent desk.
@@ -243,14 +308,17 @@ impl ConsentDesk {
             origin: document.origin,
             document: canonical,
             expires_at_ms,
+            known_categories: known_categories(),
         })
     }
 
-    /// Commits the pending document with the card's token over it.
+    /// Commits the pending document with the card's token over it and, for a PHR card, the
+    /// consent record the card wrote for it (`card_record`: hex or base64 of the `E1` bytes).
     pub async fn commit(
         &self,
         cookie: Option<&str>,
         token: &[u8],
+        card_record: Option<&str>,
     ) -> Result<ConsentState, ConsentError> {
         let (session, person) = self.signed_in(cookie).await?;
         let db = self.auth.db();
@@ -275,6 +343,19 @@ impl ConsentDesk {
         if binding.is_none_or(|b| b.person_id != person) {
             return Err(ConsentError::OtherPersonsCard);
         }
+        let fingerprint = &verified.certificate.fingerprint;
+        // Checked before the pending document is consumed: a refused record can be corrected.
+        let card = match (verified.card_type, card_record) {
+            (CardType::Jpki, None) => None,
+            (CardType::Jpki, Some(_)) => return Err(ConsentError::CardRecordUnexpected),
+            (CardType::Phr, None) => return Err(ConsentError::CardRecordRequired),
+            (CardType::Phr, Some(text)) => {
+                let (bytes, record) =
+                    check_card_record(text, &parsed.certificate_der, &document, now)?;
+                check_card_version(db, &person, fingerprint, &record).await?;
+                Some((bytes, record.terms.version))
+            }
+        };
         if !store::take_pending(db, &nonce, &session.id_hash, now).await? {
             return Err(ConsentError::NoPending);
         }
@@ -299,21 +380,25 @@ impl ConsentDesk {
                     .iter()
                     .map(|c| c.as_str().to_owned())
                     .collect(),
+                card_written: card.is_some(),
             }))
             .await
             .map_err(ConsentError::AuditUnavailable)?;
         let token_text = String::from_utf8_lossy(token).into_owned();
-        match store::commit(
-            db,
-            &document,
-            &token_text,
-            &verified.certificate.fingerprint,
-            now,
-        )
-        .await?
-        {
+        let card_record = card.as_ref().map(|(bytes, version)| CardRecord {
+            bytes,
+            version: *version,
+        });
+        match store::commit(db, &document, &token_text, fingerprint, card_record, now).await? {
             CommitOutcome::Committed => Ok(document.resulting_state()),
             CommitOutcome::VersionConflict => Err(ConsentError::VersionConflict),
+            CommitOutcome::CardRecordReplayed => {
+                let version = card.as_ref().map_or(0, |(_, v)| *v);
+                Err(ConsentError::CardRecordReplayed {
+                    got: version,
+                    stored: i64::from(version),
+                })
+            }
         }
     }
 
@@ -340,4 +425,105 @@ impl ConsentDesk {
             .await?
             .map(|h| h.status))
     }
+}
+
+/// Refuses a card record whose version is not above the last one stored from this card for
+/// this person (card versions are card-wide and only grow: an older record is a replay).
+async fn check_card_version(
+    db: &crate::store::Db,
+    person: &str,
+    card_fingerprint: &[u8],
+    record: &ConsentRecord,
+) -> Result<(), ConsentError> {
+    let got = record.terms.version;
+    match store::last_card_version(db, person, card_fingerprint).await? {
+        Some(stored) if i64::from(got) <= stored => {
+            Err(ConsentError::CardRecordReplayed { got, stored })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Every data category's wire form.
+fn known_categories() -> Vec<&'static str> {
+    Category::ALL.iter().map(|c| c.as_str()).collect()
+}
+
+/// Decodes a `card_record`: hex when it starts with `e1`/`E1` (the record's tag), else base64.
+fn decode_card_record(text: &str) -> Option<Vec<u8>> {
+    if text.len() > MAX_CARD_RECORD_TEXT {
+        return None;
+    }
+    if text.starts_with("e1") || text.starts_with("E1") {
+        hex::decode(text).ok()
+    } else {
+        base64::engine::general_purpose::STANDARD.decode(text).ok()
+    }
+}
+
+/// Checks a PHR card's record against the document it must carry (everything but the version's
+/// anti-replay, which needs the store): canonical encoding, the holder signature of the card
+/// whose (already validated) certificate signed the token, service, status, and for a grant the
+/// categories, period and purpose as [`KioskConsent::grant_request`] maps them; `signed at`
+/// within [`CARD_CLOCK_SKEW_SECS`] of `now_ms`.
+fn check_card_record(
+    text: &str,
+    holder_cert_der: &[u8],
+    document: &ConsentDocument,
+    now_ms: i64,
+) -> Result<(Vec<u8>, ConsentRecord), ConsentError> {
+    use card_agent::phr::verify;
+    let bytes = decode_card_record(text).ok_or(ConsentError::CardRecordMalformed)?;
+    let record = ConsentRecord::parse(&bytes).map_err(|_| ConsentError::CardRecordMalformed)?;
+    let holder = verify::holder_of_validated_cert(holder_cert_der)
+        .map_err(|_| ConsentError::CardRecordSignature)?;
+    verify::verify_consent_record(&record, &holder)
+        .map_err(|_| ConsentError::CardRecordSignature)?;
+    let terms = &record.terms;
+    if terms.service != document.service_id {
+        return Err(ConsentError::CardRecordService);
+    }
+    let consent = KioskConsent {
+        service: document.service_id.clone(),
+        action: match document.action {
+            Action::Grant => KioskAction::Grant,
+            Action::Revoke => KioskAction::Revoke,
+        },
+        categories: document
+            .categories
+            .iter()
+            .map(|c| c.as_str().to_owned())
+            .collect(),
+        period_start_ms: document.period_start_ms,
+        period_end_ms: document.period_end_ms,
+        purpose: document.purpose.clone(),
+    };
+    if terms.status != consent.action.card_status() {
+        return Err(ConsentError::CardRecordStatus);
+    }
+    if consent.action == KioskAction::Grant {
+        // A document the card cannot hold has no matching record.
+        let expected = consent
+            .grant_request(&known_categories())
+            .map_err(|_| ConsentError::CardRecordCategories)?;
+        let mut categories = terms.categories.clone();
+        categories.sort();
+        if categories != expected.categories {
+            return Err(ConsentError::CardRecordCategories);
+        }
+        if (terms.not_before, terms.not_after) != (expected.not_before, expected.not_after) {
+            return Err(ConsentError::CardRecordPeriod);
+        }
+        if terms.purpose != expected.purpose {
+            return Err(ConsentError::CardRecordPurpose);
+        }
+    }
+    let now = now_ms.div_euclid(1000);
+    if (i64::from(terms.signed_at) - now).abs() > CARD_CLOCK_SKEW_SECS {
+        return Err(ConsentError::CardRecordStale {
+            signed_at: terms.signed_at,
+            now,
+        });
+    }
+    Ok((bytes, record))
 }

@@ -23,6 +23,8 @@ pub struct ConsentEvent {
     pub version: i64,
     /// Granted categories (wire form).
     pub categories: Vec<String>,
+    /// Whether the PHR card holds the change too (its consent record came with the commit).
+    pub card_written: bool,
 }
 
 /// A file imported (or found already imported).
@@ -208,6 +210,7 @@ pub fn to_record(event: TrailEvent) -> crate::domain::audit::AuditRecord {
                 "service": c.service_id,
                 "version": c.version,
                 "categories": c.categories,
+                "card_written": c.card_written,
             }));
             r
         }

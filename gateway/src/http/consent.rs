@@ -25,6 +25,32 @@ fn consent_error(e: &ConsentError) -> Response {
             (StatusCode::UNAUTHORIZED, "signature_refused")
         }
         ConsentError::VersionConflict => (StatusCode::CONFLICT, "consent_changed"),
+        ConsentError::CardRecordRequired => (StatusCode::BAD_REQUEST, "card_record_required"),
+        ConsentError::CardRecordUnexpected => (StatusCode::BAD_REQUEST, "card_record_unexpected"),
+        ConsentError::CardRecordMalformed => (StatusCode::BAD_REQUEST, "card_record_malformed"),
+        ConsentError::CardRecordSignature => {
+            tracing::info!(error = %e, "consent card record refused");
+            (StatusCode::UNAUTHORIZED, "card_record_signature_refused")
+        }
+        ConsentError::CardRecordService => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "card_record_service")
+        }
+        ConsentError::CardRecordStatus => (StatusCode::UNPROCESSABLE_ENTITY, "card_record_status"),
+        ConsentError::CardRecordCategories => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "card_record_categories")
+        }
+        ConsentError::CardRecordPeriod => (StatusCode::UNPROCESSABLE_ENTITY, "card_record_period"),
+        ConsentError::CardRecordPurpose => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "card_record_purpose")
+        }
+        ConsentError::CardRecordStale { .. } => {
+            tracing::info!(error = %e, "consent card record refused");
+            (StatusCode::UNPROCESSABLE_ENTITY, "card_record_stale")
+        }
+        ConsentError::CardRecordReplayed { .. } => {
+            tracing::info!(error = %e, "consent card record refused");
+            (StatusCode::CONFLICT, "card_record_replayed")
+        }
         ConsentError::AuditUnavailable(_)
         | ConsentError::Auth(_)
         | ConsentError::Store(_)
@@ -81,7 +107,17 @@ pub async fn prepare(
     )
 }
 
-/// `POST /api/consent/commit` (the card token over the prepared document's nonce).
+/// A commit body with a card record beside the token's fields.
+#[derive(Deserialize)]
+struct WithCardRecord {
+    card_record: String,
+    #[serde(flatten)]
+    token: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `POST /api/consent/commit`: the card token over the prepared document's nonce (the token
+/// JSON as the agent made it) and, with a PHR card, `card_record` beside the token's fields:
+/// hex or base64 of the consent record the card wrote for this document.
 pub async fn commit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -90,10 +126,24 @@ pub async fn commit(
     require_origin(&state, &headers)?;
     require_json(&headers)?;
     let cookie = session_cookie(&headers);
-    Ok(match state.consent.commit(cookie.as_deref(), &body).await {
-        Ok(st) => Json(serde_json::json!({ "consent": st })).into_response(),
-        Err(e) => consent_error(&e),
-    })
+    // Without `card_record` the body is the token itself, passed on unchanged.
+    let (token, card_record) = match serde_json::from_slice::<WithCardRecord>(&body) {
+        Ok(w) => (
+            serde_json::Value::Object(w.token).to_string().into_bytes(),
+            Some(w.card_record),
+        ),
+        Err(_) => (body.to_vec(), None),
+    };
+    Ok(
+        match state
+            .consent
+            .commit(cookie.as_deref(), &token, card_record.as_deref())
+            .await
+        {
+            Ok(st) => Json(serde_json::json!({ "consent": st })).into_response(),
+            Err(e) => consent_error(&e),
+        },
+    )
 }
 
 /// `GET /api/history`: every partner access to the signed-in worker's data, newest first.

@@ -14,9 +14,15 @@
 //! - `GET  /api/consent` → 200 `{"partners":[{"service_id","name","purpose","categories":[…],
 //!   "period_days","current","in_force"}]}` / 401
 //! - `POST /api/consent/prepare` `{"service_id","action":"grant"|"revoke","categories":[…]}` →
-//!   200 `{"nonce","origin","document","expires_at_ms"}`: the card signs this nonce
-//! - `POST /api/consent/commit` (the card token) → 200 `{"consent":{…}}` / 401
-//!   `signature_refused` / 409 `no_pending_document` | `consent_changed`
+//!   200 `{"nonce","origin","document","expires_at_ms","known_categories"}`: the card signs this
+//!   nonce (a PHR card first writes the document's consent record, `docs/kiosk.md`)
+//! - `POST /api/consent/commit` (the card token; with a PHR card also `"card_record"`, hex or
+//!   base64 of the card's record, beside the token's fields) → 200 `{"consent":{…}}` / 401
+//!   `signature_refused` | `card_record_signature_refused` / 409 `no_pending_document` |
+//!   `consent_changed` | `card_record_replayed` / 400 `card_record_required` |
+//!   `card_record_unexpected` | `card_record_malformed` / 422 `card_record_service` |
+//!   `card_record_status` | `card_record_categories` | `card_record_period` |
+//!   `card_record_purpose` | `card_record_stale`
 //! - `GET  /api/history` → 200 `{"accesses":[{"at_ms","partner","partner_name","action",
 //!   "outcome","served"}]}`: partner reads of the signed-in worker's data, newest first / 401
 //! - `GET  /api/sources` → 200 `{"sources":[{"id","name","linked","consent_in_force",

@@ -16,6 +16,17 @@ pub enum CommitOutcome {
     Committed,
     /// The head moved since the document was prepared (or the version was used).
     VersionConflict,
+    /// The card record's version of this card is already stored (a replay racing its original).
+    CardRecordReplayed,
+}
+
+/// The PHR card's consent record committed with a document.
+#[derive(Debug, Clone, Copy)]
+pub struct CardRecord<'a> {
+    /// The record (tag `E1`) as the card wrote it.
+    pub bytes: &'a [u8],
+    /// Its card-wide version.
+    pub version: u32,
 }
 
 pub(crate) fn state_from(
@@ -208,15 +219,38 @@ pub async fn purge_pending(db: &Db, now_ms: i64) -> Result<u64, StoreError> {
 
 const INSERT_VERSION: &str = "INSERT INTO consent_versions (person_id, service_id, version, \
      action, categories, period_start_ms, period_end_ms, document, token, card_fingerprint, \
-     committed_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+     committed_at_ms, card_record, card_version) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
-/// Writes version `doc.version` and moves the head to it, if the head is at `doc.version - 1`
-/// (absent for version 1).
+/// The highest card-wide version of the consent records stored for `person_id` from the card
+/// with `card_fingerprint` (none before its first PHR-card commit).
+pub async fn last_card_version(
+    db: &Db,
+    person_id: &str,
+    card_fingerprint: &[u8],
+) -> Result<Option<i64>, StoreError> {
+    let v = on_db!(db, |pool| {
+        sqlx::query(
+            "SELECT MAX(card_version) FROM consent_versions \
+             WHERE person_id = $1 AND card_fingerprint = $2",
+        )
+        .bind(person_id)
+        .bind(card_fingerprint)
+        .fetch_one(pool)
+        .await?
+        .try_get::<Option<i64>, _>(0)?
+    });
+    Ok(v)
+}
+
+/// Writes version `doc.version` (with the card's record, for a PHR card) and moves the head to
+/// it, if the head is at `doc.version - 1` (absent for version 1).
 pub async fn commit(
     db: &Db,
     doc: &ConsentDocument,
     token: &str,
     card_fingerprint: &[u8],
+    card_record: Option<CardRecord<'_>>,
     now_ms: i64,
 ) -> Result<CommitOutcome, StoreError> {
     let state = doc.resulting_state();
@@ -252,7 +286,7 @@ pub async fn commit(
                 .await?
                 .rows_affected();
             if moved == 1 {
-                sqlx::query(INSERT_VERSION)
+                let inserted = sqlx::query(INSERT_VERSION)
                     .bind(&doc.person_id)
                     .bind(&doc.service_id)
                     .bind(doc.version)
@@ -264,10 +298,25 @@ pub async fn commit(
                     .bind(token)
                     .bind(card_fingerprint)
                     .bind(now_ms)
+                    .bind(card_record.map(|r| r.bytes))
+                    .bind(card_record.map(|r| i64::from(r.version)))
                     .execute(&mut *$tx)
-                    .await?;
-                $tx.commit().await?;
-                CommitOutcome::Committed
+                    .await;
+                match inserted {
+                    Ok(_) => {
+                        $tx.commit().await?;
+                        CommitOutcome::Committed
+                    }
+                    // Only the card-record index can be violated here: the head moved, so the
+                    // (person, service, version) key is new.
+                    Err(sqlx::Error::Database(e))
+                        if card_record.is_some() && e.is_unique_violation() =>
+                    {
+                        $tx.rollback().await?;
+                        CommitOutcome::CardRecordReplayed
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             } else {
                 $tx.rollback().await?;
                 CommitOutcome::VersionConflict
@@ -309,9 +358,36 @@ pub async fn versions(
     person_id: &str,
     service_id: &str,
 ) -> Result<Vec<(i64, String)>, StoreError> {
+    Ok(stored_versions(db, person_id, service_id)
+        .await?
+        .into_iter()
+        .map(|(version, document, _)| (version, document))
+        .collect())
+}
+
+/// The card records stored with a person's documents towards a service, oldest first (version,
+/// the record bytes when the commit was made with a PHR card).
+pub async fn card_records(
+    db: &Db,
+    person_id: &str,
+    service_id: &str,
+) -> Result<Vec<(i64, Option<Vec<u8>>)>, StoreError> {
+    Ok(stored_versions(db, person_id, service_id)
+        .await?
+        .into_iter()
+        .map(|(version, _, record)| (version, record))
+        .collect())
+}
+
+/// Version, document and card record of every stored version, oldest first.
+async fn stored_versions(
+    db: &Db,
+    person_id: &str,
+    service_id: &str,
+) -> Result<Vec<(i64, String, Option<Vec<u8>>)>, StoreError> {
     let v = on_db!(db, |pool| {
         sqlx::query(
-            "SELECT version, document FROM consent_versions WHERE person_id = $1 \
+            "SELECT version, document, card_record FROM consent_versions WHERE person_id = $1 \
              AND service_id = $2 ORDER BY version",
         )
         .bind(person_id)
@@ -319,7 +395,7 @@ pub async fn versions(
         .fetch_all(pool)
         .await?
         .into_iter()
-        .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?)))
+        .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
         .collect::<Result<Vec<_>, _>>()?
     });
     Ok(v)

@@ -182,12 +182,13 @@ pub async fn change(
             .unwrap()
             .map_or(1, |h| h.version + 1);
         let doc = document(person, service, version, action, categories, start, end);
-        match consent::commit(db, &doc, "{}", &[0u8; 32], start)
+        match consent::commit(db, &doc, "{}", &[0u8; 32], None, start)
             .await
             .unwrap()
         {
             CommitOutcome::Committed => return version,
             CommitOutcome::VersionConflict => continue,
+            CommitOutcome::CardRecordReplayed => unreachable!("no card record"),
         }
     }
 }

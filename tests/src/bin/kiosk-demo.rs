@@ -148,8 +148,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .and_then(|a| a.iter().find(|v| v["id"] == s.service.as_str()))
             .is_some_and(|v| v["linked"] == true);
         let categories: Vec<&str> = s.categories.iter().map(String::as_str).collect();
-        kiosk.consent(&card, &s.service, &categories).await?;
-        println!("{}: 同意しました（{}）", s.service, s.categories.join("、"));
+        kiosk
+            .consent_as(&card, &s.service, Some(&s.pseudonym), &categories)
+            .await?;
+        println!(
+            "{}: 同意しました（{}）: カードに同意記録を書き込みました",
+            s.service,
+            s.categories.join("、")
+        );
         if !linked {
             kiosk
                 .link_source(&card, &s.service, &s.pseudonym, &s.code)
