@@ -20,7 +20,7 @@ use crate::domain::consent::{
 };
 use crate::domain::token::AuthToken;
 use crate::domain::trail::{AuditTrail, ConsentEvent, TrailEvent};
-use crate::domain::verifier::VerifyError;
+use crate::domain::verifier::{VerifiedCard, VerifyError};
 use crate::store::consent::{self as store, CardRecord, CommitOutcome};
 use crate::store::services::{self, ServiceKind};
 use crate::store::{StoreError, persons};
@@ -185,6 +185,54 @@ pub struct Prepared {
     pub known_categories: Vec<&'static str>,
 }
 
+/// Why a card's token over a pending kiosk document (consent, erasure) is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CardSignatureError {
+    /// The token is not well formed.
+    #[error("card token malformed")]
+    Malformed,
+    /// The token does not verify against the document's nonce.
+    #[error("card signature refused: {0}")]
+    Signature(#[from] VerifyError),
+    /// The card is not one bound to the signed-in person.
+    #[error("the card is not the signed-in person's")]
+    OtherPersonsCard,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<CardSignatureError> for ConsentError {
+    fn from(e: CardSignatureError) -> Self {
+        match e {
+            CardSignatureError::Malformed => ConsentError::Malformed,
+            CardSignatureError::Signature(e) => ConsentError::Signature(e),
+            CardSignatureError::OtherPersonsCard => ConsentError::OtherPersonsCard,
+            CardSignatureError::Store(e) => ConsentError::Store(e),
+        }
+    }
+}
+
+/// Verifies the card's token over `nonce` (a pending document's hash) and that the card is bound
+/// to `person`: the fresh card signature a kiosk change needs (D6).
+pub(crate) async fn verify_persons_card(
+    auth: &Authenticator,
+    token: &[u8],
+    nonce: &str,
+    person: &str,
+    now_ms: i64,
+) -> Result<(AuthToken, VerifiedCard), CardSignatureError> {
+    let parsed = AuthToken::parse(token).map_err(|_| CardSignatureError::Malformed)?;
+    let verified = auth
+        .verifier()
+        .verify(&parsed, &auth.config().origin, nonce, now_ms)?;
+    let binding = persons::find_binding(auth.db(), &verified.certificate.fingerprint).await?;
+    if binding.is_none_or(|b| b.person_id != person) {
+        return Err(CardSignatureError::OtherPersonsCard);
+    }
+    Ok((parsed, verified))
+}
+
 /// The consent desk.
 pub struct ConsentDesk {
     auth: Arc<Authenticator>,
@@ -334,15 +382,8 @@ impl ConsentDesk {
         if document.nonce() != nonce || document.person_id != person {
             return Err(ConsentError::NoPending);
         }
-        let parsed = AuthToken::parse(token).map_err(|_| ConsentError::Malformed)?;
-        let verified =
-            self.auth
-                .verifier()
-                .verify(&parsed, &self.auth.config().origin, &nonce, now)?;
-        let binding = persons::find_binding(db, &verified.certificate.fingerprint).await?;
-        if binding.is_none_or(|b| b.person_id != person) {
-            return Err(ConsentError::OtherPersonsCard);
-        }
+        let (parsed, verified) =
+            verify_persons_card(&self.auth, token, &nonce, &person, now).await?;
         let fingerprint = &verified.certificate.fingerprint;
         // Checked before the pending document is consumed: a refused record can be corrected.
         let card = match (verified.card_type, card_record) {

@@ -20,12 +20,12 @@
 use crate::domain::audit::rfc3339_ms;
 use crate::domain::auth::{AuthError, Authenticator, LiveSession};
 use crate::domain::consent::Category;
-use crate::domain::token::AuthToken;
+use crate::domain::consent_desk::{CardSignatureError, verify_persons_card};
 use crate::domain::trail::{AuditTrail, PrivacyAction, PrivacyEvent, TrailEvent};
 use crate::domain::verifier::VerifyError;
 use crate::store::erasure::{self as store, EraseOutcome, ErasedCounts, ErasureRecord, PersonRow};
 use crate::store::records::{NewImport, NewPersonKey, NewResource};
-use crate::store::{StoreError, consent as pending, persons};
+use crate::store::{StoreError, consent as pending};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -88,6 +88,17 @@ pub enum PrivacyError {
     /// The random generator failed.
     #[error("random generator failed")]
     Random,
+}
+
+impl From<CardSignatureError> for PrivacyError {
+    fn from(e: CardSignatureError) -> Self {
+        match e {
+            CardSignatureError::Malformed => PrivacyError::Malformed,
+            CardSignatureError::Signature(e) => PrivacyError::Signature(e),
+            CardSignatureError::OtherPersonsCard => PrivacyError::OtherPersonsCard,
+            CardSignatureError::Store(e) => PrivacyError::Store(e),
+        }
+    }
 }
 
 /// The erasure request the card signs (by its hash, as the challenge nonce). Canonical JSON:
@@ -403,15 +414,7 @@ impl PrivacyDesk {
         {
             return Err(PrivacyError::NoPending);
         }
-        let parsed = AuthToken::parse(token).map_err(|_| PrivacyError::Malformed)?;
-        let verified =
-            self.auth
-                .verifier()
-                .verify(&parsed, &self.auth.config().origin, &nonce, now)?;
-        let binding = persons::find_binding(db, &verified.certificate.fingerprint).await?;
-        if binding.is_none_or(|b| b.person_id != person) {
-            return Err(PrivacyError::OtherPersonsCard);
-        }
+        let (_, verified) = verify_persons_card(&self.auth, token, &nonce, &person, now).await?;
         // Checked before the document is used up, so that the worker can simply try again.
         if store::pull_lease_held(db, &person, now).await? {
             return Err(PrivacyError::PullInProgress);

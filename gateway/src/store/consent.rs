@@ -326,22 +326,13 @@ pub async fn commit(
     let outcome = match db {
         Db::Sqlite(pool) => {
             let mut conn = pool.acquire().await?;
-            sqlx::query("PRAGMA synchronous = FULL")
-                .execute(&mut *conn)
-                .await?;
+            super::sqlite_sync_full(&mut conn).await?;
             let result = async {
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 Ok::<_, sqlx::Error>(write_version!(tx))
             }
             .await;
-            // Back to the pool's default for other paths; a failure here only costs durability
-            // of later non-consent writes on this connection, so it is logged, not returned.
-            if let Err(e) = sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&mut *conn)
-                .await
-            {
-                tracing::warn!(error = %e, "could not restore synchronous=NORMAL");
-            }
+            super::sqlite_sync_normal(&mut conn).await;
             result?
         }
         Db::Postgres(pool) => {

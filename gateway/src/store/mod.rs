@@ -137,6 +137,25 @@ impl Db {
     }
 }
 
+/// Puts a SQLite connection in `synchronous=FULL` for a durable commit (consent, erasure: H2).
+pub(crate) async fn sqlite_sync_full(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("PRAGMA synchronous = FULL")
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Back to the pool's `synchronous=NORMAL`; a failure only costs durability of later writes on
+/// this connection, so it is logged, not returned.
+pub(crate) async fn sqlite_sync_normal(conn: &mut sqlx::SqliteConnection) {
+    if let Err(e) = sqlx::query("PRAGMA synchronous = NORMAL")
+        .execute(conn)
+        .await
+    {
+        tracing::warn!(error = %e, "could not restore synchronous=NORMAL");
+    }
+}
+
 /// A URL without its password, for messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
