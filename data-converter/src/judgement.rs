@@ -185,7 +185,9 @@ pub fn apply(record: &mut Record) {
 
 /// Applies `tables` to a record. Idempotent: earlier flags, grades and derived entries are replaced.
 pub fn apply_with(record: &mut Record, tables: &Tables) {
-    record.entries.retain(|e| e.kind != EntryKind::Derived);
+    if record.entries.iter().any(|e| e.kind == EntryKind::Derived) {
+        record.entries.retain(|e| e.kind != EntryKind::Derived);
+    }
     let sex = record.person.sex;
     // 服薬 analytes answered "はい" (code 1).
     let on_meds: Vec<std::borrow::Cow<'static, str>> = record
@@ -307,43 +309,53 @@ struct Facts {
     smoker: bool,
 }
 
+/// Index in [`Facts::of`]'s sums of a quantity analyte the risk rules use (a `match`: no scan).
+fn quantity_index(analyte: &str) -> Option<usize> {
+    Some(match analyte {
+        "waist" => 0,
+        "visceral-fat-area" => 1,
+        "bmi" => 2,
+        "glucose-fasting" => 3,
+        "glucose-casual" => 4,
+        "hba1c" => 5,
+        "tg-fasting" => 6,
+        "tg-casual" => 7,
+        "hdl" => 8,
+        "sbp" => 9,
+        "dbp" => 10,
+        _ => return None,
+    })
+}
+
+/// Index of a 服薬/喫煙 analyte (answered はい = code 1).
+fn yes_index(analyte: &str) -> Option<usize> {
+    Some(match analyte {
+        "medication-bp" => 0,
+        "medication-glucose" => 1,
+        "medication-lipid" => 2,
+        "smoking" => 3,
+        _ => return None,
+    })
+}
+
 impl Facts {
     fn of(r: &Record) -> Self {
         // One pass over the entries: sums and counts of the quantities (means over repeated
         // readings, summed in source order), and whether a 服薬/喫煙 answer is "1" (はい).
-        const Q: [&str; 11] = [
-            "waist",
-            "visceral-fat-area",
-            "bmi",
-            "glucose-fasting",
-            "glucose-casual",
-            "hba1c",
-            "tg-fasting",
-            "tg-casual",
-            "hdl",
-            "sbp",
-            "dbp",
-        ];
-        const Y: [&str; 4] = [
-            "medication-bp",
-            "medication-glucose",
-            "medication-lipid",
-            "smoking",
-        ];
-        let mut sums = [(0.0f64, 0u32); Q.len()];
-        let mut yes = [false; Y.len()];
+        let mut sums = [(0.0f64, 0u32); 11];
+        let mut yes = [false; 4];
         for e in &r.entries {
             let Some(a) = e.analyte.as_deref() else {
                 continue;
             };
-            if let Some(i) = Q.iter().position(|q| *q == a) {
+            if let Some(i) = quantity_index(a) {
                 if e.kind == EntryKind::Observation
                     && let Some(x) = e.quantity()
                 {
                     sums[i].0 += x;
                     sums[i].1 += 1;
                 }
-            } else if let Some(i) = Y.iter().position(|y| *y == a)
+            } else if let Some(i) = yes_index(a)
                 && e.coded() == Some("1")
             {
                 yes[i] = true;

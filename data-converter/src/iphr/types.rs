@@ -373,14 +373,65 @@ impl Decimal {
     }
     /// The value as `f64` (for comparisons with thresholds).
     pub fn to_f64(&self) -> f64 {
+        if let Some(x) = self.small_to_f64() {
+            return x;
+        }
         // Invariant: the text was checked to be `-?\d+(\.\d+)?`, which f64 always parses.
         self.0.parse().unwrap_or(f64::NAN)
     }
+
+    /// [`Self::to_f64`] for at most 15 digits: the digits as an integer divided by a power of ten,
+    /// both exact in `f64`, so the one rounding of the division gives what `str::parse` gives.
+    fn small_to_f64(&self) -> Option<f64> {
+        const POW10: [f64; 16] = [
+            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+        ];
+        let (neg, body) = match self.0.strip_prefix('-') {
+            Some(b) => (true, b.as_bytes()),
+            None => (false, self.0.as_bytes()),
+        };
+        let (mut m, mut digits, mut frac) = (0u64, 0usize, None::<usize>);
+        for &b in body {
+            match b {
+                b'0'..=b'9' => {
+                    m = m * 10 + u64::from(b - b'0');
+                    digits += 1;
+                    if let Some(f) = &mut frac {
+                        *f += 1;
+                    }
+                }
+                b'.' if frac.is_none() => frac = Some(0),
+                _ => return None,
+            }
+            if digits > 15 {
+                return None;
+            }
+        }
+        // m < 10^15 < 2^53: the conversion is exact.
+        let x = m as f64 / POW10[frac.unwrap_or(0)];
+        Some(if neg { -x } else { x })
+    }
+}
+
+/// `s` is already in [`Decimal`]'s canonical form without a sign (`0`, `12`, `0.50`, `7.25`):
+/// digits, no redundant leading zero, at most one `.` between digits, at most 40 bytes.
+fn canonical_unsigned(s: &str) -> bool {
+    let (int, frac) = match s.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (s, None),
+    };
+    s.len() <= 40
+        && digits_only(int)
+        && (int == "0" || !int.starts_with('0'))
+        && frac.is_none_or(digits_only)
 }
 
 impl FromStr for Decimal {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, ParseError> {
+        if canonical_unsigned(s) {
+            return Ok(Self(s.to_owned()));
+        }
         let t = to_half_width(s.trim());
         let (neg, body) = match t.strip_prefix('-') {
             Some(b) => (true, b),
@@ -563,6 +614,51 @@ mod tests {
         assert!(p("1e3").is_err());
         assert!(p("").is_err());
         assert!(p("1.").is_err());
+        // Already canonical (taken as is) and not quite (normalised).
+        for (text, canonical) in [("0", "0"), ("0.50", "0.50"), ("00.5", "0.5"), ("010", "10")] {
+            assert_eq!(p(text).unwrap(), canonical);
+        }
+        assert!(p("1.2.3").is_err());
+        assert!(p(&"1".repeat(41)).is_err());
+        assert_eq!(p(&"1".repeat(40)).unwrap(), "1".repeat(40));
+    }
+
+    /// The short-decimal path of `to_f64` gives exactly what `str::parse::<f64>` gives.
+    #[test]
+    fn decimal_to_f64_matches_parse() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut cases: Vec<String> = [
+            "0",
+            "0.1",
+            "0.3",
+            "-0.7",
+            "123456789012345",
+            "1234567890123456",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = (x % 18) as usize + 1;
+            let m = (x >> 8) % 10u64.pow(digits.min(18) as u32);
+            let frac = (x >> 3) as usize % (digits + 1);
+            let mut s = format!("{m:0digits$}");
+            if frac > 0 {
+                s.insert(s.len() - frac, '.');
+            }
+            if x & 1 == 1 {
+                s.insert(0, '-');
+            }
+            cases.push(s);
+        }
+        for s in cases {
+            let d: Decimal = s.parse().unwrap();
+            let want: f64 = d.as_str().parse().unwrap();
+            assert_eq!(d.to_f64().to_bits(), want.to_bits(), "{s}");
+        }
     }
 
     #[test]
