@@ -8,7 +8,7 @@
 mod common;
 
 use common::seed::add_partner;
-use common::seed::{DAY, change, seed_person};
+use common::seed::{DAY, change, everything_refs, everything_resources, seed_person};
 use common::{Backend, TestDb};
 use gateway::clock::{Clock, ManualClock, SharedClock, SystemClock};
 use gateway::domain::access::{AccessError, PartnerAccess, SearchParams};
@@ -280,7 +280,10 @@ async fn category_isolation(backend: Backend) {
         Arc::new(MemoryTrail::new()),
     );
     let all = access.everything("partner-a", &person).await.unwrap();
-    assert_eq!(refs(&all), vec!["Patient/p7", "Observation/hours-7"]);
+    assert_eq!(
+        everything_refs(&all),
+        vec!["Patient/p7", "Observation/hours-7"]
+    );
     let obs = access
         .search("partner-a", &search(&person, "Observation"))
         .await
@@ -316,6 +319,85 @@ async fn consented_category_returns_nothing_outside_it_sqlite() {
 #[tokio::test]
 async fn consented_category_returns_nothing_outside_it_postgres() {
     category_isolation(Backend::Postgres).await;
+}
+
+// ------------------------------------------------------ $everything assembled by the database
+
+async fn everything_assembly(backend: Backend) {
+    let t = TestDb::new(backend).await;
+    let db = t.db.clone();
+    add_partner(&db, "partner-a").await;
+    let person = seed_person(&db, 8).await;
+    common::seed::seed_person_key(&db, &person, 9).await;
+    // The same resource again under the person's second key (another file): served once.
+    let again = records::NewImport {
+        content_sha256: [89; 32],
+        source_id: None,
+        file_name: "again.xml".into(),
+        format: "test".into(),
+        records: 1,
+        person_keys: vec![records::NewPersonKey {
+            person_key: "key-9".into(),
+            patient_id: "pat-9".into(),
+        }],
+        resources: vec![common::seed::resource(
+            "Observation",
+            "obs-8-1",
+            "key-9",
+            Category::Checkup,
+            "pat-9",
+        )],
+    };
+    records::import(&db, &again, 0).await.unwrap();
+    let now = SystemClock.now_ms();
+    change(
+        &db,
+        &person,
+        "partner-a",
+        Action::Grant,
+        &[Category::Checkup, Category::Attendance],
+        now - 1,
+        now + DAY,
+    )
+    .await;
+    let trail = Arc::new(MemoryTrail::new());
+    let access = PartnerAccess::new(db.clone(), Arc::new(SystemClock), trail.clone());
+    let all = access.everything("partner-a", &person).await.unwrap();
+    let expected = [
+        "Patient/p8",
+        "Observation/hours-8",
+        "Observation/obs-8-1",
+        "Observation/obs-8-2",
+        "Observation/obs-9-1",
+        "Observation/obs-9-2",
+    ];
+    assert_eq!(everything_refs(&all), expected);
+    // Both keys' Patient references now name the person; the claims Condition stays out.
+    for r in everything_resources(&all).iter().skip(1) {
+        assert_eq!(
+            r["subject"]["reference"],
+            format!("Patient/{person}"),
+            "{r}"
+        );
+    }
+    let events = trail.events();
+    let [TrailEvent::Access(e)] = events.as_slice() else {
+        panic!("{events:?}");
+    };
+    assert_eq!(e.resources, expected);
+    assert_eq!(e.served, expected.len());
+    assert_eq!(e.denied, None);
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn everything_serves_each_resource_once_under_the_persons_id_sqlite() {
+    everything_assembly(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn everything_serves_each_resource_once_under_the_persons_id_postgres() {
+    everything_assembly(Backend::Postgres).await;
 }
 
 // ------------------------------------------------- E6/E7: revoke, re-grant and read interleavings

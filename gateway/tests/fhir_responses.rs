@@ -14,7 +14,7 @@ use gateway::clock::{Clock, SystemClock};
 use gateway::domain::access::{PartnerAccess, SearchParams};
 use gateway::domain::consent::{Action, Category};
 use gateway::domain::trail::MemoryTrail;
-use gateway::http::fhir::searchset;
+use gateway::http::fhir::{everything_searchset, searchset};
 use gateway::store::records;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -116,7 +116,7 @@ async fn responses(dir: &Path) -> Vec<PathBuf> {
         let served = access.everything("partner-a", person).await.unwrap();
         total += served.len();
         let path = dir.join(format!("{person}.everything.json"));
-        std::fs::write(&path, searchset(BASE, &served, None)).unwrap();
+        std::fs::write(&path, everything_searchset(BASE, &served)).unwrap();
         files.push(path);
         let found = access
             .search(

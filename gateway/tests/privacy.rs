@@ -529,7 +529,7 @@ async fn erasure(backend: Backend) {
     grant_at_kiosk(&gw, &mut browser, &card).await;
     let everything = access.everything(PARTNER, &person).await.unwrap();
     assert_eq!(everything.len(), 1, "only the Patient the gateway names");
-    let patient: Value = serde_json::from_str(&everything[0].json).unwrap();
+    let patient: Value = serde_json::from_str(&everything.patient.json).unwrap();
     assert_eq!(patient, json!({"resourceType": "Patient", "id": person}));
     for ty in [
         "Observation",

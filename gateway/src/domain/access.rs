@@ -9,6 +9,7 @@ use crate::domain::consent::{self, Category, DenyReason};
 use crate::domain::trail::{AuditTrail, TrailEvent};
 use crate::store::records::{self, Search, StoredResource};
 use crate::store::{Db, StoreError};
+use std::ops::Range;
 use std::sync::Arc;
 
 /// What a partner did.
@@ -135,6 +136,125 @@ pub struct ServedResource {
 /// What a request serves.
 pub type Served = Vec<ServedResource>;
 
+/// `Type/id` as (type, id), for ordering by type then id.
+fn type_and_id(reference: &str) -> (&str, &str) {
+    reference.split_once('/').unwrap_or((reference, ""))
+}
+
+/// `text` with every `from` replaced by `to`, in one SIMD search pass (unchanged, without a
+/// copy, when `from` does not occur).
+fn replace_all(text: String, from: &str, to: &str) -> String {
+    let finder = memchr::memmem::Finder::new(from.as_bytes());
+    let mut hits = finder.find_iter(text.as_bytes()).peekable();
+    if hits.peek().is_none() {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    let mut last = 0;
+    for at in hits {
+        out.push_str(text.get(last..at).unwrap_or_default());
+        out.push_str(to);
+        last = at + from.len();
+    }
+    out.push_str(text.get(last..).unwrap_or_default());
+    out
+}
+
+/// What `Patient/[id]/$everything` serves: the Patient, then the consented resources by type
+/// then id, their references and JSON each back to back in one string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EverythingBundle {
+    /// The person's Patient resource (under the person's id).
+    pub patient: ServedResource,
+    /// The resources' references (`Type/id`), back to back.
+    references: String,
+    /// The resources' JSON, back to back.
+    json: String,
+    /// Per resource: the ranges of its reference and of its JSON.
+    spans: Vec<(Range<usize>, Range<usize>)>,
+}
+
+/// The ranges of the [`records::RECORD_SEPARATOR`]-separated pieces of `text`.
+fn pieces(text: &str) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut start = 0;
+    text.split(records::RECORD_SEPARATOR).map(move |piece| {
+        let range = start..start + piece.len();
+        start = range.end + records::RECORD_SEPARATOR.len_utf8();
+        range
+    })
+}
+
+impl EverythingBundle {
+    /// Splits the aggregated rows (`count` references and as many JSON values, each
+    /// [`records::RECORD_SEPARATOR`]-separated), putting them in type-then-id order when they are
+    /// not, one copy per reference.
+    fn from_rows(
+        patient: ServedResource,
+        references: String,
+        json: String,
+        count: i64,
+    ) -> Result<Self, StoreError> {
+        let mut spans = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        if count > 0 {
+            let mut refs = pieces(&references);
+            for piece in pieces(&json) {
+                let Some(reference) = refs.next() else {
+                    spans.clear();
+                    break;
+                };
+                spans.push((reference, piece));
+            }
+            if refs.next().is_some() || i64::try_from(spans.len()) != Ok(count) {
+                return Err(StoreError::Inconsistent(format!(
+                    "$everything: {count} rows did not split into as many resources"
+                )));
+            }
+        }
+        let key = |r: &Range<usize>| type_and_id(references.get(r.clone()).unwrap_or_default());
+        if !spans.windows(2).all(|w| key(&w[0].0) < key(&w[1].0)) {
+            spans.sort_by(|a, b| key(&a.0).cmp(&key(&b.0)));
+            spans.dedup_by(|a, b| key(&a.0) == key(&b.0));
+        }
+        Ok(EverythingBundle {
+            patient,
+            references,
+            json,
+            spans,
+        })
+    }
+
+    /// Resources served, the Patient included.
+    pub fn len(&self) -> usize {
+        self.spans.len() + 1
+    }
+
+    /// Never empty: the Patient is always served.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// `Type/id` of each resource after the Patient, in Bundle order.
+    pub fn references(&self) -> impl Iterator<Item = &str> {
+        self.resources().map(|(r, _)| r)
+    }
+
+    /// Every resource, the Patient first: its reference and JSON, in Bundle order.
+    pub fn all(&self) -> impl Iterator<Item = (&str, &str)> {
+        std::iter::once((self.patient.reference.as_str(), self.patient.json.as_str()))
+            .chain(self.resources())
+    }
+
+    /// Each resource after the Patient: its reference and JSON, in Bundle order.
+    pub fn resources(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.spans.iter().map(|(r, j)| {
+            (
+                self.references.get(r.clone()).unwrap_or_default(),
+                self.json.get(j.clone()).unwrap_or_default(),
+            )
+        })
+    }
+}
+
 impl PartnerAccess {
     /// A service over `db` writing to `audit`.
     pub fn new(db: Db, clock: SharedClock, audit: Arc<dyn AuditTrail>) -> Self {
@@ -161,6 +281,22 @@ impl PartnerAccess {
         Ok(consent::in_force(head.as_ref(), now_ms).map(|s| s.categories.clone()))
     }
 
+    /// The categories in force, or the refusal (audited) when no consent is.
+    async fn granted(
+        &self,
+        partner: &str,
+        person_id: &str,
+        action: AccessAction,
+        now_ms: i64,
+    ) -> Result<Vec<Category>, AccessError> {
+        match self.consented(partner, person_id, now_ms).await? {
+            Ok(granted) => Ok(granted),
+            Err(reason) => Err(self
+                .deny(partner, Some(person_id), action, reason, now_ms)
+                .await),
+        }
+    }
+
     async fn audit(
         &self,
         partner: &str,
@@ -180,6 +316,24 @@ impl PartnerAccess {
             }
             Err(reason) => (Some(reason.as_str()), Vec::new(), 0),
         };
+        self.record_access(
+            partner, person_id, action, denied, resources, served, now_ms,
+        )
+        .await
+    }
+
+    /// Writes one access entry; an audit failure refuses the access.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_access(
+        &self,
+        partner: &str,
+        person_id: Option<&str>,
+        action: AccessAction,
+        denied: Option<&'static str>,
+        resources: Vec<String>,
+        served: usize,
+        now_ms: i64,
+    ) -> Result<(), AccessError> {
         self.audit
             .record(TrailEvent::Access(AccessEvent {
                 at_ms: now_ms,
@@ -234,11 +388,8 @@ impl PartnerAccess {
         person_id: &str,
     ) -> Result<ServedResource, AccessError> {
         let now = self.clock.now_ms();
-        if let Err(reason) = self.consented(partner, person_id, now).await? {
-            return Err(self
-                .deny(partner, Some(person_id), AccessAction::Read, reason, now)
-                .await);
-        }
+        self.granted(partner, person_id, AccessAction::Read, now)
+            .await?;
         let json = self.patient_json(person_id).await?;
         let mut served = self
             .permit(
@@ -302,14 +453,9 @@ impl PartnerAccess {
             )));
         }
         let now = self.clock.now_ms();
-        let granted = match self.consented(partner, &p.patient, now).await? {
-            Ok(g) => g,
-            Err(reason) => {
-                return Err(self
-                    .deny(partner, Some(&p.patient), AccessAction::Search, reason, now)
-                    .await);
-            }
-        };
+        let granted = self
+            .granted(partner, &p.patient, AccessAction::Search, now)
+            .await?;
         let categories: Vec<String> = granted
             .iter()
             .filter(|c| p.categories.as_ref().is_none_or(|want| want.contains(c)))
@@ -339,18 +485,24 @@ impl PartnerAccess {
             .await
     }
 
-    /// `Patient/[id]/$everything`: the Patient and every consented resource.
-    pub async fn everything(&self, partner: &str, person_id: &str) -> Result<Served, AccessError> {
+    /// `Patient/[id]/$everything`: the Patient and every consented resource (one copy per
+    /// `Type/id`, by type then id), read in one statement as three aggregated values.
+    pub async fn everything(
+        &self,
+        partner: &str,
+        person_id: &str,
+    ) -> Result<EverythingBundle, AccessError> {
         self.all_of(partner, person_id, AccessAction::Everything)
             .await
     }
 
-    /// One person's part of a bulk export: as `$everything`, audited as an export.
+    /// One person's part of a bulk export: as `$everything` (one resource per NDJSON line),
+    /// audited as an export.
     pub async fn export_person(
         &self,
         partner: &str,
         person_id: &str,
-    ) -> Result<Served, AccessError> {
+    ) -> Result<EverythingBundle, AccessError> {
         self.all_of(partner, person_id, AccessAction::Export).await
     }
 
@@ -359,24 +511,37 @@ impl PartnerAccess {
         partner: &str,
         person_id: &str,
         action: AccessAction,
-    ) -> Result<Served, AccessError> {
+    ) -> Result<EverythingBundle, AccessError> {
         let now = self.clock.now_ms();
-        let granted = match self.consented(partner, person_id, now).await? {
-            Ok(g) => g,
-            Err(reason) => {
-                return Err(self
-                    .deny(partner, Some(person_id), action, reason, now)
-                    .await);
-            }
-        };
+        let granted = self.granted(partner, person_id, action, now).await?;
         let categories: Vec<&str> = granted.iter().map(|c| c.as_str()).collect();
-        let (patient, rows) =
-            records::everything_of(&self.db, person_id, &categories, MAX_EVERYTHING).await?;
-        let mut served = Vec::with_capacity(rows.len() + 1);
-        served.push(patient_resource(person_id, patient.as_deref()));
-        served.extend(self.rewrite(person_id, rows).await?);
-        self.permit(partner, Some(person_id), action, served, now)
-            .await
+        let rows =
+            records::everything_rows(&self.db, person_id, &categories, MAX_EVERYTHING).await?;
+        let patient = patient_resource(person_id, rows.patient.as_deref());
+        let mut resources = rows.resources;
+        if !resources.is_empty() {
+            let to = format!("\"Patient/{person_id}\"");
+            for id in self.patient_ids(person_id).await?.iter() {
+                resources = replace_all(resources, &format!("\"Patient/{id}\""), &to);
+            }
+        }
+        let bundle = EverythingBundle::from_rows(patient, rows.references, resources, rows.count)?;
+        let audited: Vec<String> = bundle
+            .all()
+            .map(|(reference, _)| reference.to_owned())
+            .take(MAX_AUDITED_IDS)
+            .collect();
+        self.record_access(
+            partner,
+            Some(person_id),
+            action,
+            None,
+            audited,
+            bundle.len(),
+            now,
+        )
+        .await?;
+        Ok(bundle)
     }
 
     /// Persons whose consent to `partner` is in force (for `GET Patient` and bulk export).
@@ -395,15 +560,8 @@ impl PartnerAccess {
         Ok(crate::store::consent::consenting_persons(&self.db, partner, now, count, after).await?)
     }
 
-    /// Rewrites the converter's Patient references of the person's keys to `Patient/{person_id}`.
-    async fn rewrite(
-        &self,
-        person_id: &str,
-        rows: Vec<StoredResource>,
-    ) -> Result<Served, AccessError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// The converter's Patient ids of the person's keys (reused for [`PATIENT_IDS_CACHE_MS`]).
+    async fn patient_ids(&self, person_id: &str) -> Result<Arc<Vec<String>>, AccessError> {
         let now = self.clock.now_ms();
         let cached = self
             .patient_ids
@@ -412,7 +570,7 @@ impl PartnerAccess {
             .get(person_id)
             .filter(|(_, at)| now.saturating_sub(*at) < PATIENT_IDS_CACHE_MS && *at <= now)
             .map(|(ids, _)| ids.clone());
-        let patient_ids = match cached {
+        Ok(match cached {
             Some(ids) => ids,
             None => {
                 let ids = Arc::new(records::patient_ids_of(&self.db, person_id).await?);
@@ -426,7 +584,19 @@ impl PartnerAccess {
                 cache.insert(person_id.to_owned(), (ids.clone(), now));
                 ids
             }
-        };
+        })
+    }
+
+    /// Rewrites the converter's Patient references of the person's keys to `Patient/{person_id}`.
+    async fn rewrite(
+        &self,
+        person_id: &str,
+        rows: Vec<StoredResource>,
+    ) -> Result<Served, AccessError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let patient_ids = self.patient_ids(person_id).await?;
         let to = format!("\"Patient/{person_id}\"");
         let from: Vec<String> = patient_ids
             .iter()
@@ -465,5 +635,85 @@ fn patient_resource(person_id: &str, stored: Option<&str>) -> ServedResource {
     ServedResource {
         reference: format!("Patient/{person_id}"),
         json: value.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(
+        references: &[&str],
+        json: &[&str],
+        count: i64,
+    ) -> Result<EverythingBundle, StoreError> {
+        let sep = records::RECORD_SEPARATOR.to_string();
+        EverythingBundle::from_rows(
+            patient_resource("p1", None),
+            references.join(&sep),
+            json.join(&sep),
+            count,
+        )
+    }
+
+    #[test]
+    fn rows_are_split_in_order() {
+        let b = bundle(
+            &["Condition/c", "Observation/o"],
+            &["{\"c\":1}", "{\"o\":2}"],
+            2,
+        )
+        .unwrap();
+        let got: Vec<_> = b.resources().collect();
+        assert_eq!(
+            got,
+            [("Condition/c", "{\"c\":1}"), ("Observation/o", "{\"o\":2}")]
+        );
+        assert_eq!(b.len(), 3);
+    }
+
+    #[test]
+    fn rows_out_of_order_are_sorted_by_type_then_id_once_each() {
+        // `Medication` sorts before `MedicationRequest` as a type, whatever the id.
+        let b = bundle(
+            &[
+                "MedicationRequest/a",
+                "Medication/z",
+                "Medication/z",
+                "Condition/c",
+            ],
+            &["{\"mr\":1}", "{\"m\":1}", "{\"m\":2}", "{\"c\":1}"],
+            4,
+        )
+        .unwrap();
+        let refs: Vec<_> = b.references().collect();
+        assert_eq!(refs, ["Condition/c", "Medication/z", "MedicationRequest/a"]);
+        let json: Vec<_> = b.resources().map(|(_, j)| j).collect();
+        assert_eq!(json, ["{\"c\":1}", "{\"m\":1}", "{\"mr\":1}"]);
+    }
+
+    #[test]
+    fn patient_references_are_replaced_everywhere_and_only_whole() {
+        let text = r#"{"s":"Patient/a"},{"s":"Patient/ab"},{"s":"Patient/a"}"#.to_owned();
+        assert_eq!(
+            replace_all(text, "\"Patient/a\"", "\"Patient/p1\""),
+            r#"{"s":"Patient/p1"},{"s":"Patient/ab"},{"s":"Patient/p1"}"#
+        );
+        let untouched = "{}".to_owned();
+        assert_eq!(replace_all(untouched, "\"Patient/a\"", "x"), "{}");
+    }
+
+    #[test]
+    fn rows_that_do_not_split_into_the_count_are_refused() {
+        // A raw separator inside a stored value: one more piece than rows.
+        assert!(matches!(
+            bundle(&["Observation/o"], &["{\"a\":1}", "{\"b\":2}"], 1),
+            Err(StoreError::Inconsistent(_))
+        ));
+        assert!(matches!(
+            bundle(&["Observation/o", "Observation/p"], &["{}"], 2),
+            Err(StoreError::Inconsistent(_))
+        ));
+        assert_eq!(bundle(&[], &[], 0).unwrap().len(), 1);
     }
 }

@@ -164,20 +164,15 @@ async fn run(state: PartnerState, client: String, job: String) {
         };
         for person in &persons {
             match state.access.export_person(&client, person).await {
-                Ok(served) => {
-                    for r in served {
-                        let ty = r
-                            .reference
-                            .split('/')
-                            .next()
-                            .unwrap_or("Unknown")
-                            .to_owned();
+                Ok(bundle) => {
+                    for (reference, json) in bundle.all() {
+                        let ty = reference.split('/').next().unwrap_or("Unknown").to_owned();
                         let f = files
                             .entry(ty)
                             .or_default()
                             .entry(person.clone())
                             .or_default();
-                        f.push_str(&r.json);
+                        f.push_str(json);
                         f.push('\n');
                     }
                 }

@@ -14,7 +14,9 @@
 //! (the same answer), 429 with `Retry-After`, 503 store or audit unavailable.
 
 use super::partner::{ClientCertificate, PartnerState};
-use crate::domain::access::{AccessError, MAX_PAGE, SearchParams, Served, ServedResource};
+use crate::domain::access::{
+    AccessError, EverythingBundle, MAX_PAGE, SearchParams, Served, ServedResource,
+};
 use crate::domain::consent::Category;
 use crate::domain::partner_auth::AuthenticateError;
 use axum::Extension;
@@ -231,14 +233,53 @@ pub fn searchset(base: &str, served: &Served, next: Option<String>) -> String {
         if i > 0 {
             out.push(',');
         }
-        out.push_str("{\"fullUrl\":");
-        out.push_str(&serde_json::Value::String(format!("{base}/{}", r.reference)).to_string());
-        out.push_str(",\"resource\":");
-        out.push_str(&r.json);
+        push_entry(&mut out, base, r);
+    }
+    out.push_str("]}");
+    out
+}
+
+/// The `$everything` searchset: the Patient's entry, then one entry per resource.
+pub fn everything_searchset(base: &str, bundle: &EverythingBundle) -> String {
+    let size: usize = bundle
+        .resources()
+        .map(|(r, json)| r.len() + json.len() + base.len() + 64)
+        .sum();
+    let mut out = String::with_capacity(size + bundle.patient.json.len() + 256);
+    out.push_str("{\"resourceType\":\"Bundle\",\"type\":\"searchset\",\"total\":");
+    out.push_str(&bundle.len().to_string());
+    out.push_str(",\"entry\":[");
+    push_entry(&mut out, base, &bundle.patient);
+    // The base's JSON form without its closing quote, written once.
+    let quoted_base = serde_json::Value::String(format!("{base}/")).to_string();
+    let quoted_base = quoted_base.strip_suffix('"').unwrap_or(&quoted_base);
+    for (reference, json) in bundle.resources() {
+        out.push_str(",{\"fullUrl\":");
+        out.push_str(quoted_base);
+        if reference
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-.".contains(&b))
+        {
+            out.push_str(reference);
+        } else {
+            let quoted = serde_json::Value::String(reference.to_owned()).to_string();
+            out.push_str(quoted.get(1..quoted.len() - 1).unwrap_or_default());
+        }
+        out.push_str("\",\"resource\":");
+        out.push_str(json);
         out.push_str(",\"search\":{\"mode\":\"match\"}}");
     }
     out.push_str("]}");
     out
+}
+
+/// One searchset entry (`fullUrl`, `resource`, `search.mode` match).
+fn push_entry(out: &mut String, base: &str, r: &ServedResource) {
+    out.push_str("{\"fullUrl\":");
+    out.push_str(&serde_json::Value::String(format!("{base}/{}", r.reference)).to_string());
+    out.push_str(",\"resource\":");
+    out.push_str(&r.json);
+    out.push_str(",\"search\":{\"mode\":\"match\"}}");
 }
 
 async fn metadata(State(state): State<PartnerState>) -> Response {
@@ -330,7 +371,10 @@ async fn everything(
         return not_found();
     }
     match state.access.everything(&client, &id).await {
-        Ok(served) => fhir_response(StatusCode::OK, searchset(&state.fhir_base, &served, None)),
+        Ok(bundle) => fhir_response(
+            StatusCode::OK,
+            everything_searchset(&state.fhir_base, &bundle),
+        ),
         Err(e) => access_error(e),
     }
 }

@@ -34,6 +34,9 @@ pub enum StoreError {
     /// The URL names no supported backend.
     #[error("unsupported database URL (use sqlite://… or postgres://…): {0}")]
     UnsupportedUrl(String),
+    /// Stored rows do not read back as written (e.g. a resource holding a raw separator).
+    #[error("inconsistent stored data: {0}")]
+    Inconsistent(String),
 }
 
 /// A connection pool on one of the two backends.

@@ -464,55 +464,86 @@ pub async fn search(
     Ok(v)
 }
 
-/// Everything of one person within `categories` (by type then id, at most `limit`), and the
-/// person's newest Patient resource, in one statement (Patient rows carry the empty category).
-pub async fn everything_of(
+/// Separates the values of [`EverythingRows`]: ASCII RS, which compact JSON never holds raw
+/// (inside strings it is escaped as `\u001e`) and FHIR ids cannot contain.
+pub const RECORD_SEPARATOR: char = '\u{1e}';
+
+/// A person's `$everything` rows, each column aggregated into one value by the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EverythingRows {
+    /// The person's newest stored Patient resource.
+    pub patient: Option<String>,
+    /// Number of resources.
+    pub count: i64,
+    /// `Type/id` of each resource, separated by [`RECORD_SEPARATOR`].
+    pub references: String,
+    /// Each resource's JSON as stored, separated by [`RECORD_SEPARATOR`], in the same order.
+    pub resources: String,
+}
+
+/// Everything of one person within `categories` (at most `limit` rows) and the person's newest
+/// Patient resource, in one statement that aggregates the rows into three values: one row to
+/// copy instead of hundreds. PostgreSQL returns one copy per `Type/id`, by type then id; SQLite
+/// returns the rows in index order (`iphr_resources_person`, migration 0009), copies included,
+/// and the caller orders them ([`RECORD_SEPARATOR`] splits the values).
+pub async fn everything_rows(
     db: &Db,
     person_id: &str,
     categories: &[&str],
     limit: i64,
-) -> Result<(Option<String>, Vec<StoredResource>), StoreError> {
-    let (patient, rows) = on_db!(db, |pool| {
+) -> Result<EverythingRows, StoreError> {
+    let postgres = matches!(db, Db::Postgres(_));
+    let v = on_db!(db, |pool| {
         let mut q = sqlx::QueryBuilder::new(
-            "SELECT r.resource_type, r.id, r.category, r.json, r.import_id FROM person_keys k \
+            "SELECT (SELECT r.json FROM person_keys k \
              JOIN iphr_resources r ON r.person_key = k.person_key WHERE k.person_id = ",
         );
         q.push_bind(person_id);
-        q.push(" AND r.category IN ('', ");
-        let mut sep = q.separated(", ");
+        q.push(" AND r.category = '' ORDER BY r.import_id DESC LIMIT 1), count(*), ");
+        if postgres {
+            q.push(
+                "coalesce(string_agg(s.rt || '/' || s.id, chr(30) ORDER BY s.rt, s.id), ''), \
+                 coalesce(string_agg(s.json, chr(30) ORDER BY s.rt, s.id), '') FROM (\
+                 SELECT DISTINCT ON (r.resource_type, r.id) r.resource_type AS rt, r.id AS id, \
+                 r.json AS json FROM person_keys k \
+                 JOIN iphr_resources r ON r.person_key = k.person_key WHERE k.person_id = ",
+            );
+        } else {
+            // No sort in SQLite (it costs more than reading the rows): the rows come in index
+            // order, and the caller orders them by type then id and keeps one copy of each.
+            q.push(
+                "coalesce(group_concat(s.reference, char(30)), ''), \
+                 coalesce(group_concat(s.json, char(30)), '') FROM (\
+                 SELECT r.resource_type || '/' || r.id AS reference, r.json AS json \
+                 FROM person_keys k \
+                 JOIN iphr_resources r ON r.person_key = k.person_key WHERE k.person_id = ",
+            );
+        }
+        q.push_bind(person_id);
+        // `IN (NULL)` matches nothing: no category, no resources (the Patient is still read).
+        q.push(" AND r.category IN (NULL");
         for c in categories {
-            sep.push_bind(*c);
+            q.push(", ").push_bind(*c);
         }
-        // Patient rows first, so that the limit never cuts them off.
-        q.push(") ORDER BY (r.category = '') DESC, r.resource_type, r.id LIMIT ")
-            .push_bind(limit.saturating_add(64));
-        let mut patient: Option<(i64, String)> = None;
-        let mut rows = Vec::new();
-        for r in q.build().fetch_all(pool).await? {
-            let category: String = r.try_get(2)?;
-            if category.is_empty() {
-                let import_id: i64 = r.try_get(4)?;
-                if patient
-                    .as_ref()
-                    .is_none_or(|(newest, _)| import_id > *newest)
-                {
-                    patient = Some((import_id, r.try_get(3)?));
-                }
-                continue;
-            }
-            if rows.len() < usize::try_from(limit).unwrap_or(0) {
-                rows.push(StoredResource {
-                    resource_type: r.try_get(0)?,
-                    id: r.try_get(1)?,
-                    person_id: Some(person_id.to_owned()),
-                    category,
-                    json: r.try_get(3)?,
-                });
-            }
+        q.push(")");
+        if postgres {
+            q.push(" ORDER BY r.resource_type, r.id LIMIT ");
+            q.push_bind(limit);
+            q.push(") s");
+        } else {
+            q.push(" LIMIT ");
+            q.push_bind(limit);
+            q.push(") s");
         }
-        (patient.map(|(_, json)| json), rows)
+        let r = q.build().fetch_one(pool).await?;
+        EverythingRows {
+            patient: r.try_get(0)?,
+            count: r.try_get(1)?,
+            references: r.try_get(2)?,
+            resources: r.try_get(3)?,
+        }
     });
-    Ok((patient, rows))
+    Ok(v)
 }
 
 /// The newest stored Patient resource of the person (demographics for `Patient/{id}`).

@@ -230,3 +230,45 @@ pub async fn seed_person_key(db: &Db, person: &str, i: usize) {
     records::import(db, &imp, 0).await.unwrap();
     assert!(records::link_person_key(db, &key, person, 0).await.unwrap());
 }
+
+/// The resources of a `$everything` answer, read back from the Bundle JSON a partner gets (its
+/// `total` and each entry's `fullUrl` checked on the way).
+pub fn everything_resources(
+    bundle: &gateway::domain::access::EverythingBundle,
+) -> Vec<serde_json::Value> {
+    const BASE: &str = "https://gw.test/fhir";
+    let json: serde_json::Value =
+        serde_json::from_str(&gateway::http::fhir::everything_searchset(BASE, bundle)).unwrap();
+    assert_eq!(json["resourceType"], "Bundle");
+    assert_eq!(json["total"], bundle.len());
+    let entries = json["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), bundle.len());
+    entries
+        .iter()
+        .map(|e| {
+            let r = e["resource"].clone();
+            let reference = format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap(),
+                r["id"].as_str().unwrap()
+            );
+            assert_eq!(e["fullUrl"], format!("{BASE}/{reference}"));
+            assert_eq!(e["search"]["mode"], "match");
+            r
+        })
+        .collect()
+}
+
+/// `Type/id` of each resource of a `$everything` answer, in Bundle order.
+pub fn everything_refs(bundle: &gateway::domain::access::EverythingBundle) -> Vec<String> {
+    everything_resources(bundle)
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap(),
+                r["id"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
