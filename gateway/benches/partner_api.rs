@@ -2,10 +2,15 @@
 //! resource read and `Patient/$everything` of a person with 300 resources, through mutual TLS, the
 //! bearer-token check, the consent check and the audit write, at 64 connections, on SQLite and on
 //! PostgreSQL; beside a plain axum JSON endpoint over the same TLS stack, measured in the same run.
+//! `$everything` is measured twice: as served (the Bundle assembled at the person's data version is
+//! kept, so after the first request it is reused) and on a second listener that keeps none (every
+//! request reads and assembles the 300 resources).
 //!
 //! ```sh
-//! cargo bench -p gateway --bench partner_api -- [SECONDS] [sqlite|postgres|both]
+//! cargo bench -p gateway --bench partner_api -- [SECONDS] [sqlite|postgres|both] [ENDPOINTS]
 //! ```
+//! ENDPOINTS (default all): a comma-separated subset of `plain,read,everything,cold`, e.g. to
+//! profile one of them.
 //! PostgreSQL needs `IPHR_TEST_PG_URL` (a role that may CREATE DATABASE). The load comes from
 //! `oha` (`cargo install oha`, ≥ 1.10 for `--cert`/`--key`) as a separate process when it is on
 //! the PATH (or `IPHR_OHA` names it); otherwise from an in-process generator (64 tasks, one
@@ -197,6 +202,24 @@ struct Stats {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// CPU time of this process per request, µs: the server's when oha makes the load (with the
+    /// in-process generator it includes the generator's).
+    cpu_us: f64,
+}
+
+/// User + system CPU seconds of this process so far (`/proc/self/stat`, clock ticks of 10 ms).
+fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with the last ')'): utime is the 12th, stime
+    // the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() / 100.0
 }
 
 /// Client certificate and key files for oha.
@@ -256,6 +279,7 @@ fn load_oha(
         rps: v["summary"]["requestsPerSec"].as_f64().unwrap_or(0.0) * ok as f64 / all.max(1) as f64,
         p50_ms: ms("p50"),
         p99_ms: ms("p99"),
+        cpu_us: 0.0,
     }
 }
 
@@ -322,11 +346,12 @@ fn load(
             rps: all.len() as f64 / elapsed,
             p50_ms: pct(0.50),
             p99_ms: pct(0.99),
+            cpu_us: 0.0,
         }
     })
 }
 
-fn run(backend: &str, secs: u64) {
+fn run(backend: &str, secs: u64, endpoints: &[String]) {
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -356,8 +381,8 @@ fn run(backend: &str, secs: u64) {
         scopes: vec!["system/*.rs".into()],
     });
     let clock: SharedClock = Arc::new(SystemClock);
-    let (partner_addr, plain_addr) = server_rt.block_on(async {
-        let audit = AuditLog::start(setup.db.clone()).await.unwrap();
+    let (partner_addr, cold_addr, plain_addr) = server_rt.block_on(async {
+        let audit = Arc::new(AuditLog::start(setup.db.clone()).await.unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let base = format!("https://localhost:{}", addr.port());
@@ -386,7 +411,7 @@ fn run(backend: &str, secs: u64) {
             access: Arc::new(PartnerAccess::new(
                 setup.db.clone(),
                 clock.clone(),
-                Arc::new(audit),
+                audit.clone(),
             )),
             limiter: Arc::new(RateLimiter::new()),
             rates: Arc::default(),
@@ -396,10 +421,30 @@ fn run(backend: &str, secs: u64) {
             exports: Default::default(),
             importer: None,
         };
+        // The same partner API keeping no assembled `$everything` Bundle: every request reads
+        // and assembles the 300 resources (what a person's first request costs).
+        let cold = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cold_addr = cold.local_addr().unwrap();
+        let cold_state = PartnerState {
+            access: Arc::new(PartnerAccess::with_bundle_cache(
+                setup.db.clone(),
+                clock.clone(),
+                audit.clone(),
+                0,
+            )),
+            fhir_base: format!("https://localhost:{}/fhir", cold_addr.port()),
+            ..state.clone()
+        };
         tokio::spawn(gateway::server::serve_partner(
             listener,
-            tls,
+            tls.clone(),
             state,
+            std::future::pending(),
+        ));
+        tokio::spawn(gateway::server::serve_partner(
+            cold,
+            tls,
+            cold_state,
             std::future::pending(),
         ));
         // The plain endpoint: axum + the same rustls stack, server authentication only.
@@ -435,7 +480,7 @@ fn run(backend: &str, secs: u64) {
                 });
             }
         });
-        (addr, plain_addr)
+        (addr, cold_addr, plain_addr)
     });
     let identity = format!(
         "{}{}",
@@ -456,6 +501,11 @@ fn run(backend: &str, secs: u64) {
     let partner_clients: Vec<reqwest::Client> = client_rt.block_on(async {
         (0..CONNECTIONS)
             .map(|_| make_client(partner_addr, true))
+            .collect()
+    });
+    let cold_clients: Vec<reqwest::Client> = client_rt.block_on(async {
+        (0..CONNECTIONS)
+            .map(|_| make_client(cold_addr, true))
             .collect()
     });
     let plain_clients: Vec<reqwest::Client> = client_rt.block_on(async {
@@ -496,17 +546,26 @@ fn run(backend: &str, secs: u64) {
     let plain_url = format!("https://localhost:{}/json", plain_addr.port());
     let read_url = format!("{base}/fhir/Observation/obs-0150");
     let everything_url = format!("{base}/fhir/Patient/{PERSON}/$everything");
+    let cold_everything_url = format!(
+        "https://localhost:{}/fhir/Patient/{PERSON}/$everything",
+        cold_addr.port()
+    );
     // Check the answers once before measuring.
     client_rt.block_on(async {
-        let r = partner_clients[0]
-            .get(&everything_url)
-            .header("authorization", &token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let b: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(b["total"], RESOURCES);
+        for (client, url) in [
+            (&partner_clients[0], &everything_url),
+            (&cold_clients[0], &cold_everything_url),
+        ] {
+            let r = client
+                .get(url)
+                .header("authorization", &token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let b: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(b["total"], RESOURCES);
+        }
     });
     let oha = oha_binary();
     println!(
@@ -518,7 +577,7 @@ fn run(backend: &str, secs: u64) {
             ))
     );
     println!(
-        "| endpoint | requests | req/s | p50 ms | p99 ms | errors | vs plain |\n|---|---|---|---|---|---|---|"
+        "| endpoint | requests | req/s | p50 ms | p99 ms | errors | vs plain | CPU µs/req |\n|---|---|---|---|---|---|---|---|"
     );
     let files = tempfile::tempdir().unwrap();
     let id = OhaIdentity {
@@ -528,31 +587,52 @@ fn run(backend: &str, secs: u64) {
     std::fs::write(&id.cert, pem("CERTIFICATE", &client_cert)).unwrap();
     std::fs::write(&id.key, client_key.serialize_pem()).unwrap();
     let ip = |u: &str| u.replace("https://localhost:", "https://127.0.0.1:");
-    let measure =
-        |clients: &[reqwest::Client], url: &str, bearer: Option<&str>, mtls: bool| match &oha {
+    let measure = |clients: &[reqwest::Client], url: &str, bearer: Option<&str>, mtls: bool| {
+        let cpu = process_cpu_secs();
+        let mut s = match &oha {
             Some(o) => load_oha(o, &ip(url), bearer, mtls.then_some(&id), secs),
             None => load(&client_rt, clients, url, bearer, secs),
         };
-    let plain = measure(&plain_clients, &plain_url, None, false);
-    let mut rows = vec![("plain axum JSON (TLS)", plain)];
-    rows.push((
-        "FHIR read Observation/{id} (mTLS)",
-        measure(&partner_clients, &read_url, Some(&token), true),
-    ));
-    rows.push((
-        "FHIR Patient/$everything, 300 resources (mTLS)",
-        measure(&partner_clients, &everything_url, Some(&token), true),
-    ));
-    let plain_rps = rows[0].1.rps;
+        s.cpu_us = (process_cpu_secs() - cpu) * 1e6 / s.requests.max(1) as f64;
+        s
+    };
+    let wanted = |name: &str| endpoints.is_empty() || endpoints.iter().any(|e| e == name);
+    let mut rows = Vec::new();
+    if wanted("plain") {
+        rows.push((
+            "plain axum JSON (TLS)",
+            measure(&plain_clients, &plain_url, None, false),
+        ));
+    }
+    if wanted("read") {
+        rows.push((
+            "FHIR read Observation/{id} (mTLS)",
+            measure(&partner_clients, &read_url, Some(&token), true),
+        ));
+    }
+    if wanted("everything") {
+        rows.push((
+            "FHIR Patient/$everything, 300 resources (mTLS)",
+            measure(&partner_clients, &everything_url, Some(&token), true),
+        ));
+    }
+    if wanted("cold") {
+        rows.push((
+            "FHIR Patient/$everything, 300 resources, no Bundle kept (mTLS)",
+            measure(&cold_clients, &cold_everything_url, Some(&token), true),
+        ));
+    }
+    let plain_rps = wanted("plain").then(|| rows[0].1.rps);
     for (name, s) in &rows {
         println!(
-            "| {name} | {} | {:.0} | {:.2} | {:.2} | {} | {:.1} % |",
+            "| {name} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {:.1} |",
             s.requests,
             s.rps,
             s.p50_ms,
             s.p99_ms,
             s.errors,
-            100.0 * s.rps / plain_rps
+            plain_rps.map_or("-".to_owned(), |p| format!("{:.1} %", 100.0 * s.rps / p)),
+            s.cpu_us
         );
     }
     let audited = server_rt
@@ -579,12 +659,16 @@ fn main() {
         .collect();
     let secs: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(10);
     let which = args.get(1).map_or("both", String::as_str);
+    let endpoints: Vec<String> = args
+        .get(2)
+        .map(|e| e.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
     if which == "sqlite" || which == "both" {
-        run("sqlite", secs);
+        run("sqlite", secs, &endpoints);
     }
     if which == "postgres" || which == "both" {
         if std::env::var("IPHR_TEST_PG_URL").is_ok() {
-            run("postgres", secs);
+            run("postgres", secs, &endpoints);
         } else {
             println!("postgres: skipped (IPHR_TEST_PG_URL not set)");
         }

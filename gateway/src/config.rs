@@ -251,6 +251,13 @@ pub struct PartnerConfig {
     /// Seconds between reloads of the registered partners.
     #[serde(default = "default_reload")]
     pub reload_secs: u64,
+    /// MiB of assembled `$everything` Bundles kept for reuse at the same data version (0: none).
+    #[serde(default = "default_bundle_cache_mib")]
+    pub everything_cache_mib: u64,
+}
+
+fn default_bundle_cache_mib() -> u64 {
+    crate::domain::access::DEFAULT_BUNDLE_CACHE_BYTES >> 20
 }
 
 /// Imports from a watched drop directory.

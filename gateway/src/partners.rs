@@ -120,7 +120,12 @@ pub async fn build(
     Ok(PartnerListener {
         state: PartnerState {
             auth: Arc::new(auth),
-            access: Arc::new(PartnerAccess::new(db, clock.clone(), trail)),
+            access: Arc::new(PartnerAccess::with_bundle_cache(
+                db,
+                clock.clone(),
+                trail,
+                partner.everything_cache_mib.saturating_mul(1 << 20),
+            )),
             limiter: Arc::new(RateLimiter::new()),
             rates,
             default_rate: partner.default_rate_per_sec.max(1),

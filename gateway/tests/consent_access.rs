@@ -1,7 +1,8 @@
 //! Consent decisions on partner reads, on SQLite and PostgreSQL (security-scenarios E1–E3, E6–E8,
 //! G7): the decision table with period edges ±1 s, 1,000 random non-consented pairs, category
-//! isolation, 10,000 randomised revoke/re-grant/read interleavings from 8 clients, audit failure,
-//! and idempotent all-or-nothing imports.
+//! isolation, kept `$everything` Bundles following data changes, 10,000 randomised
+//! revoke/re-grant/read interleavings from 8 clients, audit failure, and idempotent all-or-nothing
+//! imports.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -398,6 +399,208 @@ async fn everything_serves_each_resource_once_under_the_persons_id_sqlite() {
 #[tokio::test]
 async fn everything_serves_each_resource_once_under_the_persons_id_postgres() {
     everything_assembly(Backend::Postgres).await;
+}
+
+/// A file of `resources` Observations under `key` (linked or not), stored without a person.
+async fn import_observations(db: &gateway::store::Db, tag: u8, key: &str, ids: &[&str]) {
+    let imp = records::NewImport {
+        content_sha256: [tag; 32],
+        source_id: None,
+        file_name: format!("more-{tag}.xml"),
+        format: "test".into(),
+        records: 1,
+        person_keys: vec![records::NewPersonKey {
+            person_key: key.into(),
+            patient_id: format!("pat-of-{key}"),
+        }],
+        resources: ids
+            .iter()
+            .map(|id| {
+                common::seed::resource(
+                    "Observation",
+                    id,
+                    key,
+                    Category::Checkup,
+                    &format!("pat-of-{key}"),
+                )
+            })
+            .collect(),
+    };
+    records::import(db, &imp, 0).await.unwrap();
+}
+
+/// Commits a grant of `categories` to partner-a from `at` - 1 ms for a day.
+async fn grant_a(db: &gateway::store::Db, person: &str, categories: &[Category], at: i64) {
+    change(
+        db,
+        person,
+        "partner-a",
+        Action::Grant,
+        categories,
+        at - 1,
+        at + DAY,
+    )
+    .await;
+}
+
+async fn kept_bundles(backend: Backend) {
+    let t = TestDb::new(backend).await;
+    let db = t.db.clone();
+    add_partner(&db, "partner-a").await;
+    let person = seed_person(&db, 20).await;
+    let both = [Category::Checkup, Category::Attendance];
+    let now = SystemClock.now_ms();
+    grant_a(&db, &person, &both, now).await;
+    let trail = Arc::new(MemoryTrail::new());
+    let access = PartnerAccess::new(db.clone(), Arc::new(SystemClock), trail.clone());
+    let first = access.everything("partner-a", &person).await.unwrap();
+    let again = access.everything("partner-a", &person).await.unwrap();
+    // Nothing changed: the same Bundle, still audited per request.
+    assert!(Arc::ptr_eq(&first, &again));
+    assert_eq!(trail.events().len(), 2);
+    // A file for the person's linked key: served at once.
+    import_observations(&db, 201, "key-20", &["obs-20-3"]).await;
+    let grown = access.everything("partner-a", &person).await.unwrap();
+    assert_eq!(
+        everything_refs(&grown),
+        [
+            "Patient/p20",
+            "Observation/hours-20",
+            "Observation/obs-20-1",
+            "Observation/obs-20-2",
+            "Observation/obs-20-3"
+        ]
+    );
+    // Someone else's file does not disturb the kept Bundle; linking its key to the person does,
+    // with its Patient references rewritten to the person.
+    import_observations(&db, 202, "key-other", &["obs-x"]).await;
+    let same = access.everything("partner-a", &person).await.unwrap();
+    assert!(Arc::ptr_eq(&grown, &same));
+    assert!(
+        records::link_person_key(&db, "key-other", &person, 1)
+            .await
+            .unwrap()
+    );
+    let linked = access.everything("partner-a", &person).await.unwrap();
+    let resources = everything_resources(&linked);
+    let obs_x = resources
+        .iter()
+        .find(|r| r["id"] == "obs-x")
+        .expect("the linked key's resource is served");
+    assert_eq!(obs_x["subject"]["reference"], format!("Patient/{person}"));
+    // A narrower consent is another Bundle; widening again finds the kept one.
+    grant_a(&db, &person, &[Category::Attendance], now).await;
+    let narrow = access.everything("partner-a", &person).await.unwrap();
+    assert_eq!(
+        everything_refs(&narrow),
+        ["Patient/p20", "Observation/hours-20"]
+    );
+    grant_a(&db, &person, &both, now).await;
+    let wide = access.everything("partner-a", &person).await.unwrap();
+    assert!(Arc::ptr_eq(&linked, &wide));
+    // After an erasure and a new grant, nothing of the erased data is served.
+    let erased = gateway::store::erasure::erase(
+        &db,
+        &gateway::store::erasure::ErasureCommit {
+            person_id: &person,
+            now_ms: now,
+            backup_purge_due_ms: now + DAY,
+            document: "{}",
+            token: "t",
+            card_fingerprint: &[0u8; 32],
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(erased, gateway::store::erasure::EraseOutcome::Erased(_)),
+        "{erased:?}"
+    );
+    let later = SystemClock.now_ms();
+    grant_a(&db, &person, &both, later).await;
+    let after = access.everything("partner-a", &person).await.unwrap();
+    assert_eq!(everything_refs(&after), ["Patient/p20"]);
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn kept_everything_bundles_follow_imports_links_consent_and_erasure_sqlite() {
+    kept_bundles(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn kept_everything_bundles_follow_imports_links_consent_and_erasure_postgres() {
+    kept_bundles(Backend::Postgres).await;
+}
+
+/// On SQLite the partner reads run on their own connections (rusqlite): they answer exactly as
+/// the sqlx statements do, for consented, refused, unknown and erased-to-nothing cases.
+#[tokio::test]
+async fn direct_sqlite_partner_reads_answer_as_the_sqlx_statements() {
+    use gateway::store::partner_reads::PartnerReads;
+    let t = TestDb::new(Backend::Sqlite).await;
+    let db = t.db.clone();
+    add_partner(&db, "partner-a").await;
+    let person = seed_person(&db, 30).await;
+    common::seed::seed_person_key(&db, &person, 31).await;
+    let bare = "p-bare";
+    common::seed::add_person(&db, bare).await;
+    grant_a(&db, &person, &[Category::Checkup], SystemClock.now_ms()).await;
+    let reads = PartnerReads::new(db.clone());
+    for (ty, id, service) in [
+        ("Observation", "obs-30-1", "partner-a"),
+        ("Condition", "cond-30", "partner-a"),
+        ("Observation", "obs-31-2", "partner-b"),
+        ("Observation", "nothing", "partner-a"),
+    ] {
+        assert_eq!(
+            reads.get_with_consent(ty, id, service).await.unwrap(),
+            records::get_with_consent(&db, ty, id, service)
+                .await
+                .unwrap(),
+            "{ty}/{id} for {service}"
+        );
+    }
+    for (who, service) in [
+        (person.as_str(), "partner-a"),
+        (bare, "partner-a"),
+        ("nobody", "partner-a"),
+    ] {
+        assert_eq!(
+            reads.head_and_data_version(who, service).await.unwrap(),
+            gateway::store::consent::head_and_data_version(&db, who, service)
+                .await
+                .unwrap(),
+            "{who}"
+        );
+    }
+    for (who, categories) in [
+        (person.as_str(), vec!["A.checkup", "B.attendance"]),
+        (person.as_str(), vec![]),
+        (bare, vec!["A.checkup"]),
+    ] {
+        let direct = reads
+            .everything_rows(who, &categories, 5_000)
+            .await
+            .unwrap();
+        let sqlx = records::everything_rows(&db, who, &categories, 5_000)
+            .await
+            .unwrap();
+        assert_eq!(direct, sqlx, "{who} {categories:?}");
+    }
+    // The person's rows as read: 4 checkup Observations over two keys, their Patient ids, and the
+    // version after linking the two keys (each file was imported before its key was linked, when
+    // it was no one's data yet).
+    let rows = reads
+        .everything_rows(&person, &["A.checkup"], 5_000)
+        .await
+        .unwrap();
+    assert_eq!(rows.count, 4);
+    assert_eq!(rows.data_version, 2);
+    let mut ids: Vec<&str> = rows.patient_ids.split('\u{1e}').collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["pat-30", "pat-31"]);
+    t.cleanup().await;
 }
 
 // ------------------------------------------------- E6/E7: revoke, re-grant and read interleavings

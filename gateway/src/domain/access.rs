@@ -3,14 +3,21 @@
 //! consented categories, and is written to the audit trail before any data leaves; when the audit
 //! write fails the data is not served. A person without consent and a person that does not exist
 //! give the same answer ([`AccessError::NotFound`]).
+//!
+//! `$everything` Bundles are kept, bounded by size, per (person, categories in force) with the
+//! person's data version they were read at; a request reuses one only when the version read with
+//! its consent decision is the same (every change to the person's data bumps it in its own
+//! transaction, migration 0010). Consent and the audit write are never skipped.
 
 use crate::clock::SharedClock;
 use crate::domain::consent::{self, Category, DenyReason};
 use crate::domain::trail::{AuditTrail, TrailEvent};
+use crate::store::partner_reads::PartnerReads;
 use crate::store::records::{self, Search, StoredResource};
 use crate::store::{Db, StoreError};
+use bytes::Bytes;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// What a partner did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,12 +116,39 @@ pub const MAX_EVERYTHING: i64 = 5_000;
 /// The consent-checked read service.
 pub struct PartnerAccess {
     db: Db,
+    /// The hot reads (own SQLite connections on SQLite).
+    reads: PartnerReads,
     clock: SharedClock,
     audit: Arc<dyn AuditTrail>,
     /// The Patient ids of a person's linked keys, read in the last [`PATIENT_IDS_CACHE_MS`]
     /// (only used to rewrite references; consent is never cached).
     patient_ids: std::sync::Mutex<std::collections::HashMap<String, CachedIds>>,
+    /// Assembled `$everything` Bundles by (person, categories in force).
+    bundles: quick_cache::sync::Cache<BundleKey, VersionedBundle, BundleWeighter>,
 }
+
+/// (person, categories in force joined by `,`).
+type BundleKey = (String, String);
+
+/// A Bundle and the person's data version it was read at.
+#[derive(Clone)]
+struct VersionedBundle {
+    data_version: i64,
+    bundle: Arc<EverythingBundle>,
+}
+
+/// Weighs a kept Bundle by its bytes.
+#[derive(Clone)]
+struct BundleWeighter;
+
+impl quick_cache::Weighter<BundleKey, VersionedBundle> for BundleWeighter {
+    fn weight(&self, key: &BundleKey, value: &VersionedBundle) -> u64 {
+        (key.0.len() + key.1.len()) as u64 + value.bundle.weight
+    }
+}
+
+/// Bytes of assembled `$everything` Bundles kept by default.
+pub const DEFAULT_BUNDLE_CACHE_BYTES: u64 = 64 << 20;
 
 /// A person's Patient ids and when they were read (ms).
 type CachedIds = (Arc<Vec<String>>, i64);
@@ -162,7 +196,7 @@ fn replace_all(text: String, from: &str, to: &str) -> String {
 
 /// What `Patient/[id]/$everything` serves: the Patient, then the consented resources by type
 /// then id, their references and JSON each back to back in one string.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct EverythingBundle {
     /// The person's Patient resource (under the person's id).
     pub patient: ServedResource,
@@ -172,6 +206,10 @@ pub struct EverythingBundle {
     json: String,
     /// Per resource: the ranges of its reference and of its JSON.
     spans: Vec<(Range<usize>, Range<usize>)>,
+    /// Approximate bytes held, a rendered body included.
+    weight: u64,
+    /// The body the HTTP layer rendered from this Bundle, once.
+    rendered: OnceLock<Bytes>,
 }
 
 /// The ranges of the [`records::RECORD_SEPARATOR`]-separated pieces of `text`.
@@ -215,12 +253,35 @@ impl EverythingBundle {
             spans.sort_by(|a, b| key(&a.0).cmp(&key(&b.0)));
             spans.dedup_by(|a, b| key(&a.0) == key(&b.0));
         }
+        let held = patient.json.len() + references.len() + json.len();
         Ok(EverythingBundle {
+            weight: (2 * held + spans.len() * 32) as u64,
             patient,
             references,
             json,
             spans,
+            rendered: OnceLock::new(),
         })
+    }
+
+    /// Assembles the Bundle from the aggregated rows: Patient references to any of the person's
+    /// keys' Patient ids rewritten to `Patient/{person_id}`.
+    fn assemble(person_id: &str, rows: records::EverythingRows) -> Result<Self, StoreError> {
+        let patient = patient_resource(person_id, rows.patient.as_deref());
+        let mut resources = rows.resources;
+        if !resources.is_empty() && !rows.patient_ids.is_empty() {
+            let to = format!("\"Patient/{person_id}\"");
+            for id in rows.patient_ids.split(records::RECORD_SEPARATOR) {
+                resources = replace_all(resources, &format!("\"Patient/{id}\""), &to);
+            }
+        }
+        Self::from_rows(patient, rows.references, resources, rows.count)
+    }
+
+    /// The body `render` makes of this Bundle, rendered on the first call only (a Bundle kept
+    /// for later requests is rendered once).
+    pub fn rendered(&self, render: impl FnOnce(&Self) -> Bytes) -> Bytes {
+        self.rendered.get_or_init(|| render(self)).clone()
     }
 
     /// Resources served, the Patient included.
@@ -258,11 +319,29 @@ impl EverythingBundle {
 impl PartnerAccess {
     /// A service over `db` writing to `audit`.
     pub fn new(db: Db, clock: SharedClock, audit: Arc<dyn AuditTrail>) -> Self {
+        Self::with_bundle_cache(db, clock, audit, DEFAULT_BUNDLE_CACHE_BYTES)
+    }
+
+    /// As [`PartnerAccess::new`], keeping up to `bytes` of assembled `$everything` Bundles (0:
+    /// none).
+    pub fn with_bundle_cache(
+        db: Db,
+        clock: SharedClock,
+        audit: Arc<dyn AuditTrail>,
+        bytes: u64,
+    ) -> Self {
         PartnerAccess {
+            reads: PartnerReads::new(db.clone()),
             db,
             clock,
             audit,
             patient_ids: std::sync::Mutex::default(),
+            // About one entry per 256 KiB (a 300-resource Bundle is about that size).
+            bundles: quick_cache::sync::Cache::with_weighter(
+                usize::try_from(bytes >> 18).unwrap_or(usize::MAX).max(1),
+                bytes,
+                BundleWeighter,
+            ),
         }
     }
 
@@ -277,7 +356,7 @@ impl PartnerAccess {
         person_id: &str,
         now_ms: i64,
     ) -> Result<Result<Vec<Category>, DenyReason>, StoreError> {
-        let head = crate::store::consent::head(&self.db, person_id, partner).await?;
+        let (head, _) = self.reads.head_and_data_version(person_id, partner).await?;
         Ok(consent::in_force(head.as_ref(), now_ms).map(|s| s.categories.clone()))
     }
 
@@ -419,7 +498,10 @@ impl PartnerAccess {
             return self.patient(partner, id).await;
         }
         let now = self.clock.now_ms();
-        let copies = records::get_with_consent(&self.db, resource_type, id, partner).await?;
+        let copies = self
+            .reads
+            .get_with_consent(resource_type, id, partner)
+            .await?;
         let mut last_reason = DenyReason::NoConsent;
         for (copy, head) in copies {
             let Some(person) = copy.person_id.clone() else {
@@ -486,23 +568,24 @@ impl PartnerAccess {
     }
 
     /// `Patient/[id]/$everything`: the Patient and every consented resource (one copy per
-    /// `Type/id`, by type then id), read in one statement as three aggregated values.
+    /// `Type/id`, by type then id), read in one statement as three aggregated values, or kept
+    /// from an earlier request at the same data version.
     pub async fn everything(
         &self,
         partner: &str,
         person_id: &str,
-    ) -> Result<EverythingBundle, AccessError> {
+    ) -> Result<Arc<EverythingBundle>, AccessError> {
         self.all_of(partner, person_id, AccessAction::Everything)
             .await
     }
 
     /// One person's part of a bulk export: as `$everything` (one resource per NDJSON line),
-    /// audited as an export.
+    /// audited as an export. Read afresh and not kept (an export walks every person once).
     pub async fn export_person(
         &self,
         partner: &str,
         person_id: &str,
-    ) -> Result<EverythingBundle, AccessError> {
+    ) -> Result<Arc<EverythingBundle>, AccessError> {
         self.all_of(partner, person_id, AccessAction::Export).await
     }
 
@@ -511,21 +594,42 @@ impl PartnerAccess {
         partner: &str,
         person_id: &str,
         action: AccessAction,
-    ) -> Result<EverythingBundle, AccessError> {
+    ) -> Result<Arc<EverythingBundle>, AccessError> {
         let now = self.clock.now_ms();
-        let granted = self.granted(partner, person_id, action, now).await?;
-        let categories: Vec<&str> = granted.iter().map(|c| c.as_str()).collect();
-        let rows =
-            records::everything_rows(&self.db, person_id, &categories, MAX_EVERYTHING).await?;
-        let patient = patient_resource(person_id, rows.patient.as_deref());
-        let mut resources = rows.resources;
-        if !resources.is_empty() {
-            let to = format!("\"Patient/{person_id}\"");
-            for id in self.patient_ids(person_id).await?.iter() {
-                resources = replace_all(resources, &format!("\"Patient/{id}\""), &to);
+        let (head, data_version) = self.reads.head_and_data_version(person_id, partner).await?;
+        let granted = match consent::in_force(head.as_ref(), now) {
+            Ok(state) => &state.categories,
+            Err(reason) => {
+                return Err(self
+                    .deny(partner, Some(person_id), action, reason, now)
+                    .await);
             }
-        }
-        let bundle = EverythingBundle::from_rows(patient, rows.references, resources, rows.count)?;
+        };
+        let categories: Vec<&str> = granted.iter().map(|c| c.as_str()).collect();
+        let key = (person_id.to_owned(), categories.join(","));
+        let keep = action == AccessAction::Everything;
+        let kept = if keep { self.bundles.get(&key) } else { None };
+        let bundle = match kept {
+            Some(kept) if kept.data_version == data_version => kept.bundle,
+            _ => {
+                let rows = self
+                    .reads
+                    .everything_rows(person_id, &categories, MAX_EVERYTHING)
+                    .await?;
+                let read_at = rows.data_version;
+                let bundle = Arc::new(EverythingBundle::assemble(person_id, rows)?);
+                if keep {
+                    self.bundles.insert(
+                        key,
+                        VersionedBundle {
+                            data_version: read_at,
+                            bundle: bundle.clone(),
+                        },
+                    );
+                }
+                bundle
+            }
+        };
         let audited: Vec<String> = bundle
             .all()
             .map(|(reference, _)| reference.to_owned())
@@ -715,5 +819,40 @@ mod tests {
             Err(StoreError::Inconsistent(_))
         ));
         assert_eq!(bundle(&[], &[], 0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_kept_bundle_is_rendered_once() {
+        let b = bundle(&["Observation/o"], &["{}"], 1).unwrap();
+        let calls = std::cell::Cell::new(0);
+        let render = |b: &EverythingBundle| {
+            calls.set(calls.get() + 1);
+            Bytes::from(b.len().to_string())
+        };
+        assert_eq!(b.rendered(render), "2");
+        assert_eq!(b.rendered(render), "2");
+        assert_eq!(calls.get(), 1);
+    }
+
+    #[test]
+    fn patient_ids_of_every_linked_key_are_rewritten_to_the_person() {
+        let sep = records::RECORD_SEPARATOR;
+        let rows = records::EverythingRows {
+            data_version: 3,
+            patient_ids: format!("k1{sep}k2"),
+            patient: None,
+            count: 2,
+            references: format!("Observation/a{sep}Observation/b"),
+            resources: format!(r#"{{"s":"Patient/k1"}}{sep}{{"s":"Patient/k2","t":"Patient/k3"}}"#),
+        };
+        let b = EverythingBundle::assemble("p1", rows).unwrap();
+        let json: Vec<_> = b.resources().map(|(_, j)| j).collect();
+        assert_eq!(
+            json,
+            [
+                r#"{"s":"Patient/p1"}"#,
+                r#"{"s":"Patient/p1","t":"Patient/k3"}"#
+            ]
+        );
     }
 }

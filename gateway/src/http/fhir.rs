@@ -24,6 +24,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 
 /// FHIR JSON media type.
 pub const FHIR_JSON: &str = "application/fhir+json";
@@ -65,7 +66,8 @@ pub fn outcome(status: StatusCode, code: &str, diagnostics: &str) -> Response {
     fhir_response(status, body.to_string())
 }
 
-fn fhir_response(status: StatusCode, body: String) -> Response {
+fn fhir_response(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {
+    let body: axum::body::Body = body.into();
     let mut r = (status, body).into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
@@ -373,7 +375,7 @@ async fn everything(
     match state.access.everything(&client, &id).await {
         Ok(bundle) => fhir_response(
             StatusCode::OK,
-            everything_searchset(&state.fhir_base, &bundle),
+            bundle.rendered(|b| Bytes::from(everything_searchset(&state.fhir_base, b))),
         ),
         Err(e) => access_error(e),
     }

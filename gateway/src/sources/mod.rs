@@ -952,34 +952,34 @@ impl SourceHub {
             Err(e) => Err(e.into()),
         };
         let end = self.clock.now_ms();
-        update(progress, |p| {
-            p.finished_at_ms = Some(end);
-            match &outcome {
-                Ok(()) if p.refused + p.failed == 0 => p.state = PullState::Done,
-                Ok(()) => {
-                    p.state = if p.stored + p.duplicates == 0 && p.refused == 0 {
-                        PullState::Failed
-                    } else {
-                        PullState::Partial
-                    };
-                    if p.error.is_none() {
-                        p.error = Some("files_refused".into());
-                    }
-                }
-                Err(e) => {
-                    p.state = match e {
-                        SourcesError::Source(s) if !matches!(s, SourceError::Refused { .. }) => {
-                            PullState::Failed
-                        }
-                        SourcesError::Store(_) | SourcesError::Audit(_) => PullState::Failed,
-                        _ => PullState::Refused,
-                    };
-                    p.error = Some(e.code().to_owned());
+        // The final state is published only after the pull's record and audit event are written,
+        // so whoever sees the pull finished also finds it on the trail.
+        let mut p = snapshot(progress);
+        p.finished_at_ms = Some(end);
+        match &outcome {
+            Ok(()) if p.refused + p.failed == 0 => p.state = PullState::Done,
+            Ok(()) => {
+                p.state = if p.stored + p.duplicates == 0 && p.refused == 0 {
+                    PullState::Failed
+                } else {
+                    PullState::Partial
+                };
+                if p.error.is_none() {
+                    p.error = Some("files_refused".into());
                 }
             }
-            p.message = p.error.as_deref().map(message_ja);
-        });
-        let p = snapshot(progress);
+            Err(e) => {
+                p.state = match e {
+                    SourcesError::Source(s) if !matches!(s, SourceError::Refused { .. }) => {
+                        PullState::Failed
+                    }
+                    SourcesError::Store(_) | SourcesError::Audit(_) => PullState::Failed,
+                    _ => PullState::Refused,
+                };
+                p.error = Some(e.code().to_owned());
+            }
+        }
+        p.message = p.error.as_deref().map(message_ja);
         if !matches!(outcome, Err(SourcesError::Busy | SourcesError::NotLinked))
             && let Err(e) = store::record_pull(
                 &self.db,
@@ -1020,6 +1020,7 @@ impl SourceHub {
         if let Err(e) = self.audit(event).await {
             tracing::error!(error = %e, "audit of a pull failed");
         }
+        update(progress, |shown| *shown = p.clone());
         tracing::info!(source = %source, pull = %p.id, state = p.state.as_str(), listed = p.listed, stored = p.stored, duplicates = p.duplicates, refused = p.refused, failed = p.failed, error = ?p.error, "pull ended");
     }
 

@@ -2,8 +2,11 @@
 //! gateway process takes records from a channel, appends them in batches ("group commit") in one
 //! durable transaction, and only then acknowledges each caller with its seq.
 //!
-//! - SQLite: a dedicated one-connection pool with `synchronous=FULL` (the main pool runs NORMAL),
-//!   `BEGIN IMMEDIATE`, so writers in several processes serialise on the database lock.
+//! - SQLite: the writer runs on a thread of its own with a dedicated connection (rusqlite,
+//!   `synchronous=FULL`; the main pool runs NORMAL), each batch in `BEGIN IMMEDIATE`, so writers in
+//!   several processes serialise on the database lock. (Through sqlx each of a batch's statements
+//!   went to the driver's worker thread and back; under load those switches cost more than the
+//!   writes.)
 //! - PostgreSQL: the one-row `audit_head` is locked with `SELECT … FOR UPDATE` in each batch's
 //!   transaction, so several gateways on one database extend one chain; the batch is one
 //!   `INSERT … SELECT FROM UNNEST(…)`.
@@ -18,7 +21,7 @@ use crate::domain::audit::{
     VerifyFailure, VerifySummary, entry_hash,
 };
 use sqlx::Row;
-use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqlitePoolOptions, SqliteSynchronous};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -26,8 +29,6 @@ use tokio::sync::{mpsc, oneshot};
 pub const MAX_BATCH: usize = 1024;
 /// Records waiting for the writer before `record` waits for room.
 pub const QUEUE: usize = 8192;
-/// Records per multi-row INSERT on SQLite (12 parameters each, under SQLite's 32,766).
-const SQLITE_INSERT_ROWS: usize = 256;
 /// Rows read per query while verifying.
 const VERIFY_PAGE: i64 = 5000;
 
@@ -36,7 +37,7 @@ const VERIFY_PAGE: i64 = 5000;
 pub enum AuditError {
     /// The batch holding this record could not be committed; nothing of it was written.
     #[error("audit write failed: {0}")]
-    Write(Arc<sqlx::Error>),
+    Write(Arc<dyn std::error::Error + Send + Sync>),
     /// The writer has stopped ([`AuditLog::shutdown`] or a crash of its task).
     #[error("audit log is closed")]
     Closed,
@@ -45,7 +46,7 @@ pub enum AuditError {
     Read(Arc<sqlx::Error>),
     /// The dedicated writer connection could not be opened.
     #[error("audit writer connection: {0}")]
-    Connect(Arc<sqlx::Error>),
+    Connect(Arc<dyn std::error::Error + Send + Sync>),
     /// The chain head row is missing or malformed (migration not applied or tampered).
     #[error("audit_head row is missing or malformed")]
     BadHead,
@@ -92,7 +93,24 @@ impl AuditLog {
             Db::Postgres(pool) => Db::Postgres(pool.clone()),
         };
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run_writer(writer.clone(), rx));
+        let task = match &db {
+            Db::Sqlite(pool) => {
+                let appender = SqliteAppender::open(pool.connect_options().get_filename())
+                    .map_err(|e| AuditError::Connect(Arc::new(e)))?;
+                let (done, finished) = oneshot::channel::<()>();
+                std::thread::Builder::new()
+                    .name("iphr-audit-writer".into())
+                    .spawn(move || {
+                        run_sqlite_writer(appender, rx);
+                        let _ = done.send(());
+                    })
+                    .map_err(|e| AuditError::Connect(Arc::new(e)))?;
+                tokio::spawn(async move {
+                    let _ = finished.await;
+                })
+            }
+            Db::Postgres(pool) => tokio::spawn(run_postgres_writer(pool.clone(), rx)),
+        };
         Ok(AuditLog {
             tx,
             writer,
@@ -172,8 +190,149 @@ fn parse_head(seq: i64, hash: &[u8]) -> Result<(u64, [u8; 32]), AuditError> {
     Ok((seq, hash))
 }
 
-/// The writer task: one batch at a time until every sender is gone.
-async fn run_writer(db: Db, mut rx: mpsc::Receiver<Msg>) {
+/// Moves the received `msgs` into `batch` (a stop closes `rx`; what is queued is still taken).
+fn take_batch(
+    msgs: &mut Vec<Msg>,
+    batch: &mut Vec<(EntryFields, Reply)>,
+    rx: &mut mpsc::Receiver<Msg>,
+) {
+    for msg in msgs.drain(..) {
+        match msg {
+            Msg::Record(fields, reply) => batch.push((fields, reply)),
+            // Later sends fail; what is already queued is still received and written.
+            Msg::Stop => rx.close(),
+        }
+    }
+}
+
+/// Answers every caller of a batch: its seq, or the batch's error.
+fn answer(batch: &mut Vec<(EntryFields, Reply)>, result: Result<u64, AuditError>) {
+    match result {
+        Ok(first) => {
+            for (i, (_, reply)) in batch.drain(..).enumerate() {
+                let _ = reply.send(Ok(first + i as u64));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, records = batch.len(), "audit write failed");
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// The SQLite writer thread: one batch at a time until every sender is gone.
+fn run_sqlite_writer(mut appender: SqliteAppender, mut rx: mpsc::Receiver<Msg>) {
+    let mut msgs = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<(EntryFields, Reply)> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        msgs.clear();
+        if rx.blocking_recv_many(&mut msgs, MAX_BATCH) == 0 {
+            break;
+        }
+        take_batch(&mut msgs, &mut batch, &mut rx);
+        if batch.is_empty() {
+            continue;
+        }
+        let fields: Vec<&EntryFields> = batch.iter().map(|(f, _)| f).collect();
+        let result = appender.append(&fields);
+        answer(&mut batch, result);
+    }
+}
+
+/// The SQLite writer's own connection.
+struct SqliteAppender {
+    path: std::path::PathBuf,
+    conn: Option<rusqlite::Connection>,
+}
+
+impl SqliteAppender {
+    fn open(path: &std::path::Path) -> Result<Self, rusqlite::Error> {
+        let mut a = SqliteAppender {
+            path: path.to_path_buf(),
+            conn: None,
+        };
+        a.connection()?;
+        Ok(a)
+    }
+
+    /// The connection, opened again after one was dropped.
+    fn connection(&mut self) -> Result<&rusqlite::Connection, rusqlite::Error> {
+        if self.conn.is_none() {
+            let conn = rusqlite::Connection::open_with_flags(
+                &self.path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            self.conn = Some(conn);
+        }
+        // Invariant: set just above when it was None.
+        self.conn.as_ref().ok_or(rusqlite::Error::InvalidQuery)
+    }
+
+    /// Appends in one `BEGIN IMMEDIATE` transaction; returns the first seq.
+    fn append(&mut self, fields: &[&EntryFields]) -> Result<u64, AuditError> {
+        let write = |e: rusqlite::Error| AuditError::Write(Arc::new(e));
+        let conn = self.connection().map_err(write)?;
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(write)?;
+        let result = Self::append_in(conn, fields);
+        if result.is_err() && conn.execute_batch("ROLLBACK").is_err() && !conn.is_autocommit() {
+            // The connection's state is unknown: open a new one for the next batch.
+            self.conn = None;
+        }
+        result
+    }
+
+    fn append_in(conn: &rusqlite::Connection, fields: &[&EntryFields]) -> Result<u64, AuditError> {
+        let write = |e: rusqlite::Error| AuditError::Write(Arc::new(e));
+        let (seq, hash): (i64, Vec<u8>) = conn
+            .prepare_cached("SELECT seq, head_hash FROM audit_head WHERE id = 1")
+            .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
+            .map_err(write)?;
+        let (head_seq, head) = parse_head(seq, &hash)?;
+        let rows = chain_batch(head_seq, head, fields);
+        {
+            let mut insert = conn
+                .prepare_cached(
+                    "INSERT INTO audit_log (seq, at_ms, actor_kind, actor_id, action, outcome, \
+                     person_id, resources, purpose, detail, prev_hash, entry_hash) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )
+                .map_err(write)?;
+            for ((seq, prev, hash), f) in rows.iter().zip(fields) {
+                insert
+                    .execute(rusqlite::params![
+                        seq,
+                        f.at_ms,
+                        f.actor_kind,
+                        f.actor_id,
+                        f.action,
+                        f.outcome,
+                        f.person_id,
+                        f.resources,
+                        f.purpose,
+                        f.detail,
+                        &prev[..],
+                        &hash[..],
+                    ])
+                    .map_err(write)?;
+            }
+        }
+        if let Some((last, _, hash)) = rows.last() {
+            conn.prepare_cached("UPDATE audit_head SET seq = ?1, head_hash = ?2 WHERE id = 1")
+                .and_then(|mut s| s.execute(rusqlite::params![last, &hash[..]]))
+                .map_err(write)?;
+        }
+        conn.execute_batch("COMMIT").map_err(write)?;
+        Ok(head_seq + 1)
+    }
+}
+
+/// The PostgreSQL writer task: one batch at a time until every sender is gone.
+async fn run_postgres_writer(pool: sqlx::PgPool, mut rx: mpsc::Receiver<Msg>) {
     let mut msgs = Vec::with_capacity(MAX_BATCH);
     let mut batch: Vec<(EntryFields, Reply)> = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -181,34 +340,13 @@ async fn run_writer(db: Db, mut rx: mpsc::Receiver<Msg>) {
         if rx.recv_many(&mut msgs, MAX_BATCH).await == 0 {
             break;
         }
-        for msg in msgs.drain(..) {
-            match msg {
-                Msg::Record(fields, reply) => batch.push((fields, reply)),
-                // Later sends fail; what is already queued is still received and written.
-                Msg::Stop => rx.close(),
-            }
-        }
+        take_batch(&mut msgs, &mut batch, &mut rx);
         if batch.is_empty() {
             continue;
         }
         let fields: Vec<&EntryFields> = batch.iter().map(|(f, _)| f).collect();
-        let result = match &db {
-            Db::Sqlite(pool) => append_sqlite(pool, &fields).await,
-            Db::Postgres(pool) => append_postgres(pool, &fields).await,
-        };
-        match result {
-            Ok(first) => {
-                for (i, (_, reply)) in batch.drain(..).enumerate() {
-                    let _ = reply.send(Ok(first + i as u64));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, records = batch.len(), "audit write failed");
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-        }
+        let result = append_postgres(&pool, &fields).await;
+        answer(&mut batch, result);
     }
 }
 
@@ -227,75 +365,6 @@ fn chain_batch(
         prev = h;
     }
     out
-}
-
-/// Appends in one `BEGIN IMMEDIATE` transaction; returns the first seq.
-async fn append_sqlite(pool: &SqlitePool, fields: &[&EntryFields]) -> Result<u64, AuditError> {
-    let write = |e| AuditError::Write(Arc::new(e));
-    let mut conn = pool.acquire().await.map_err(write)?;
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *conn)
-        .await
-        .map_err(write)?;
-    let result: Result<u64, AuditError> = async {
-        let row = sqlx::query("SELECT seq, head_hash FROM audit_head WHERE id = 1")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(write)?;
-        let (head_seq, head) = parse_head(
-            row.try_get(0).map_err(write)?,
-            &row.try_get::<Vec<u8>, _>(1).map_err(write)?,
-        )?;
-        let rows = chain_batch(head_seq, head, fields);
-        // Multi-row INSERTs: one statement per chunk instead of one per record.
-        for (chunk_rows, chunk_fields) in rows
-            .chunks(SQLITE_INSERT_ROWS)
-            .zip(fields.chunks(SQLITE_INSERT_ROWS))
-        {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO audit_log (seq, at_ms, actor_kind, actor_id, action, outcome, \
-                 person_id, resources, purpose, detail, prev_hash, entry_hash) ",
-            );
-            q.push_values(
-                chunk_rows.iter().zip(chunk_fields),
-                |mut b, ((seq, prev, hash), f)| {
-                    b.push_bind(*seq)
-                        .push_bind(f.at_ms)
-                        .push_bind(f.actor_kind.as_str())
-                        .push_bind(f.actor_id.as_str())
-                        .push_bind(f.action.as_str())
-                        .push_bind(f.outcome.as_str())
-                        .push_bind(f.person_id.as_deref())
-                        .push_bind(f.resources.as_str())
-                        .push_bind(f.purpose.as_deref())
-                        .push_bind(f.detail.as_deref())
-                        .push_bind(&prev[..])
-                        .push_bind(&hash[..]);
-                },
-            );
-            q.build().execute(&mut *conn).await.map_err(write)?;
-        }
-        if let Some((last, _, hash)) = rows.last() {
-            sqlx::query("UPDATE audit_head SET seq = $1, head_hash = $2 WHERE id = 1")
-                .bind(last)
-                .bind(&hash[..])
-                .execute(&mut *conn)
-                .await
-                .map_err(write)?;
-        }
-        sqlx::query("COMMIT")
-            .execute(&mut *conn)
-            .await
-            .map_err(write)?;
-        Ok(head_seq + 1)
-    }
-    .await;
-    if result.is_err() && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-        // The connection's state is unknown (rollback may fail after a failed COMMIT, when the
-        // transaction already ended): do not hand it out again.
-        let _ = conn.close().await;
-    }
-    result
 }
 
 /// Appends in one transaction holding the `audit_head` row lock; returns the first seq.

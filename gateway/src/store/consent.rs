@@ -76,6 +76,45 @@ pub async fn head(
     Ok(s)
 }
 
+/// [`head_and_data_version`]'s statement: `$1` person, `$2` service; columns: the data version,
+/// then the head's version, status, categories, start and end (NULL without a head).
+pub(crate) const HEAD_AND_DATA_VERSION_SQL: &str = "SELECT p.data_version, h.version, h.status, h.categories, h.period_start_ms, \
+     h.period_end_ms FROM persons p LEFT JOIN consent_heads h \
+     ON h.person_id = p.id AND h.service_id = $2 WHERE p.id = $1";
+
+/// The consent head of (person, service) and the person's data version (0 for no such person),
+/// read in one statement.
+pub async fn head_and_data_version(
+    db: &Db,
+    person_id: &str,
+    service_id: &str,
+) -> Result<(Option<ConsentState>, i64), StoreError> {
+    let s = on_db!(db, |pool| {
+        match sqlx::query(HEAD_AND_DATA_VERSION_SQL)
+            .bind(person_id)
+            .bind(service_id)
+            .fetch_optional(pool)
+            .await?
+        {
+            Some(r) => {
+                let head = match r.try_get::<Option<i64>, _>(1)? {
+                    Some(version) => Some(state_from(
+                        version,
+                        r.try_get::<&str, _>(2)?,
+                        r.try_get::<&str, _>(3)?,
+                        r.try_get(4)?,
+                        r.try_get(5)?,
+                    )),
+                    None => None,
+                };
+                (head, r.try_get::<i64, _>(0)?)
+            }
+            None => (None, 0),
+        }
+    });
+    Ok(s)
+}
+
 /// Every consent head of a person, by service id.
 pub async fn heads_of_person(
     db: &Db,

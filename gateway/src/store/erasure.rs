@@ -13,7 +13,7 @@
 //! not brought back), the person and card binding (sign-in still works), and earlier consent
 //! versions (the signed evidence of what was consented).
 
-use super::{Db, StoreError, on_db};
+use super::{Db, StoreError, bump_data_version, on_db};
 use sqlx::Row;
 
 /// What an erasure removed.
@@ -177,6 +177,7 @@ pub async fn erase(db: &Db, c: &ErasureCommit<'_>) -> Result<EraseOutcome, Store
                     .execute(&mut *$tx)
                     .await?
                     .rows_affected();
+                bump_data_version!($tx, c.person_id);
                 // Each head moves first (the UPDATE locks its row), then its version is written.
                 let moved = sqlx::query(
                     "UPDATE consent_heads SET version = version + 1, status = 'deny', \

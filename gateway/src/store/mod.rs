@@ -9,6 +9,7 @@ pub mod consent;
 pub mod erasure;
 pub mod nonces;
 pub mod oauth;
+pub mod partner_reads;
 pub mod persons;
 pub mod records;
 pub mod services;
@@ -37,6 +38,12 @@ pub enum StoreError {
     /// Stored rows do not read back as written (e.g. a resource holding a raw separator).
     #[error("inconsistent stored data: {0}")]
     Inconsistent(String),
+    /// A read on the partner API's own SQLite connections failed ([`partner_reads`]).
+    #[error("database (direct SQLite read): {0}")]
+    SqliteRead(#[from] rusqlite::Error),
+    /// A blocking read task panicked or was cancelled.
+    #[error("read task: {0}")]
+    ReadTask(String),
 }
 
 /// A connection pool on one of the two backends.
@@ -58,6 +65,18 @@ macro_rules! on_db {
     };
 }
 pub(crate) use on_db;
+
+/// Bumps, inside the transaction `tx`, the data version of `person_id` (migration 0010): every
+/// change to what the person's partner reads can serve does this before it commits.
+macro_rules! bump_data_version {
+    ($tx:expr, $person_id:expr) => {
+        sqlx::query("UPDATE persons SET data_version = data_version + 1 WHERE id = $1")
+            .bind($person_id)
+            .execute(&mut *$tx)
+            .await?
+    };
+}
+pub(crate) use bump_data_version;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");

@@ -3,7 +3,7 @@
 //! tagged with the person key of their source and their data category; person keys linked to
 //! persons.
 
-use super::{Db, StoreError, on_db};
+use super::{Db, StoreError, bump_data_version, on_db};
 use crate::domain::consent::ConsentState;
 use sqlx::Row;
 
@@ -155,6 +155,25 @@ macro_rules! link_keys {
     }};
 }
 
+/// Bumps, inside `tx`, the data version of every person linked to one of `imp`'s keys (what
+/// their `$everything` serves may have changed).
+macro_rules! bump_linked_persons {
+    ($tx:ident, $imp:ident) => {
+        for chunk in $imp.person_keys.chunks(CHUNK) {
+            let mut q = sqlx::QueryBuilder::new(
+                "UPDATE persons SET data_version = data_version + 1 WHERE id IN \
+                 (SELECT person_id FROM person_keys WHERE person_key IN (",
+            );
+            let mut keys = q.separated(", ");
+            for k in chunk {
+                keys.push_bind(&k.person_key);
+            }
+            q.push("))");
+            q.build().execute(&mut *$tx).await?;
+        }
+    };
+}
+
 async fn import_inner(
     db: &Db,
     imp: &NewImport,
@@ -191,6 +210,9 @@ async fn import_inner(
                 {
                     tx.rollback().await?;
                     break 'again refused;
+                }
+                if person_id.is_some() {
+                    bump_linked_persons!(tx, imp);
                 }
                 tx.commit().await?;
                 PersonImport::Done(ImportOutcome::AlreadyImported { id: existing })
@@ -232,6 +254,7 @@ async fn import_inner(
                     q.push(" ON CONFLICT (resource_type, id, person_key) DO NOTHING");
                     stored += q.build().execute(&mut *tx).await?.rows_affected();
                 }
+                bump_linked_persons!(tx, imp);
                 tx.commit().await?;
                 PersonImport::Done(ImportOutcome::Imported {
                     id,
@@ -292,16 +315,22 @@ pub async fn link_person_key(
     now_ms: i64,
 ) -> Result<bool, StoreError> {
     let n = on_db!(db, |pool| {
-        sqlx::query(
+        let mut tx = pool.begin().await?;
+        let n = sqlx::query(
             "UPDATE person_keys SET person_id = $2, linked_at_ms = $3 \
              WHERE person_key = $1 AND (person_id IS NULL OR person_id = $2)",
         )
         .bind(person_key)
         .bind(person_id)
         .bind(now_ms)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?
-        .rows_affected()
+        .rows_affected();
+        if n == 1 {
+            bump_data_version!(tx, person_id);
+        }
+        tx.commit().await?;
+        n
     });
     Ok(n == 1)
 }
@@ -335,6 +364,14 @@ pub struct StoredResource {
     pub json: String,
 }
 
+/// [`get_with_consent`]'s statement: `$1` type, `$2` id, `$3` service; columns: type, id, person,
+/// category, JSON, then the consent head's version, status, categories, start and end.
+pub(crate) const GET_WITH_CONSENT_SQL: &str = "SELECT r.resource_type, r.id, k.person_id, r.category, r.json, \
+     h.version, h.status, h.categories, h.period_start_ms, h.period_end_ms \
+     FROM iphr_resources r JOIN person_keys k ON k.person_key = r.person_key \
+     LEFT JOIN consent_heads h ON h.person_id = k.person_id AND h.service_id = $3 \
+     WHERE r.resource_type = $1 AND r.id = $2 ORDER BY r.person_key LIMIT 64";
+
 /// The stored copies of `resource_type/id` (one per person key that carries it, e.g. an Organization
 /// shared by many records), each with its person's consent head towards `service_id`, read in one
 /// statement so that the data and the decision come from one snapshot.
@@ -345,42 +382,36 @@ pub async fn get_with_consent(
     service_id: &str,
 ) -> Result<Vec<(StoredResource, Option<ConsentState>)>, StoreError> {
     let v = on_db!(db, |pool| {
-        sqlx::query(
-            "SELECT r.resource_type, r.id, k.person_id, r.category, r.json, \
-             h.version, h.status, h.categories, h.period_start_ms, h.period_end_ms \
-             FROM iphr_resources r JOIN person_keys k ON k.person_key = r.person_key \
-             LEFT JOIN consent_heads h ON h.person_id = k.person_id AND h.service_id = $3 \
-             WHERE r.resource_type = $1 AND r.id = $2 ORDER BY r.person_key LIMIT 64",
-        )
-        .bind(resource_type)
-        .bind(id)
-        .bind(service_id)
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .map(|r| {
-            let head = match r.try_get::<Option<i64>, _>(5)? {
-                Some(version) => Some(crate::store::consent::state_from(
-                    version,
-                    r.try_get::<&str, _>(6)?,
-                    r.try_get::<&str, _>(7)?,
-                    r.try_get(8)?,
-                    r.try_get(9)?,
-                )),
-                None => None,
-            };
-            Ok::<_, sqlx::Error>((
-                StoredResource {
-                    resource_type: r.try_get(0)?,
-                    id: r.try_get(1)?,
-                    person_id: r.try_get(2)?,
-                    category: r.try_get(3)?,
-                    json: r.try_get(4)?,
-                },
-                head,
-            ))
-        })
-        .collect::<Result<Vec<_>, _>>()?
+        sqlx::query(GET_WITH_CONSENT_SQL)
+            .bind(resource_type)
+            .bind(id)
+            .bind(service_id)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let head = match r.try_get::<Option<i64>, _>(5)? {
+                    Some(version) => Some(crate::store::consent::state_from(
+                        version,
+                        r.try_get::<&str, _>(6)?,
+                        r.try_get::<&str, _>(7)?,
+                        r.try_get(8)?,
+                        r.try_get(9)?,
+                    )),
+                    None => None,
+                };
+                Ok::<_, sqlx::Error>((
+                    StoredResource {
+                        resource_type: r.try_get(0)?,
+                        id: r.try_get(1)?,
+                        person_id: r.try_get(2)?,
+                        category: r.try_get(3)?,
+                        json: r.try_get(4)?,
+                    },
+                    head,
+                ))
+            })
+            .collect::<Result<Vec<_>, _>>()?
     });
     Ok(v)
 }
@@ -471,6 +502,10 @@ pub const RECORD_SEPARATOR: char = '\u{1e}';
 /// A person's `$everything` rows, each column aggregated into one value by the database.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EverythingRows {
+    /// The person's data version when the rows were read (migration 0010).
+    pub data_version: i64,
+    /// The Patient ids of the person's linked keys, separated by [`RECORD_SEPARATOR`].
+    pub patient_ids: String,
     /// The person's newest stored Patient resource.
     pub patient: Option<String>,
     /// Number of resources.
@@ -492,58 +527,71 @@ pub async fn everything_rows(
     categories: &[&str],
     limit: i64,
 ) -> Result<EverythingRows, StoreError> {
-    let postgres = matches!(db, Db::Postgres(_));
+    let sql = everything_sql(matches!(db, Db::Postgres(_)), categories.len());
     let v = on_db!(db, |pool| {
-        let mut q = sqlx::QueryBuilder::new(
-            "SELECT (SELECT r.json FROM person_keys k \
-             JOIN iphr_resources r ON r.person_key = k.person_key WHERE k.person_id = ",
-        );
-        q.push_bind(person_id);
-        q.push(" AND r.category = '' ORDER BY r.import_id DESC LIMIT 1), count(*), ");
-        if postgres {
-            q.push(
-                "coalesce(string_agg(s.rt || '/' || s.id, chr(30) ORDER BY s.rt, s.id), ''), \
-                 coalesce(string_agg(s.json, chr(30) ORDER BY s.rt, s.id), '') FROM (\
-                 SELECT DISTINCT ON (r.resource_type, r.id) r.resource_type AS rt, r.id AS id, \
-                 r.json AS json FROM person_keys k \
-                 JOIN iphr_resources r ON r.person_key = k.person_key WHERE k.person_id = ",
-            );
-        } else {
-            // No sort in SQLite (it costs more than reading the rows): the rows come in index
-            // order, and the caller orders them by type then id and keeps one copy of each.
-            q.push(
-                "coalesce(group_concat(s.reference, char(30)), ''), \
-                 coalesce(group_concat(s.json, char(30)), '') FROM (\
-                 SELECT r.resource_type || '/' || r.id AS reference, r.json AS json \
-                 FROM person_keys k \
-                 JOIN iphr_resources r ON r.person_key = k.person_key WHERE k.person_id = ",
-            );
-        }
-        q.push_bind(person_id);
-        // `IN (NULL)` matches nothing: no category, no resources (the Patient is still read).
-        q.push(" AND r.category IN (NULL");
+        let mut q = sqlx::query(&sql).bind(person_id);
         for c in categories {
-            q.push(", ").push_bind(*c);
+            q = q.bind(*c);
         }
-        q.push(")");
-        if postgres {
-            q.push(" ORDER BY r.resource_type, r.id LIMIT ");
-            q.push_bind(limit);
-            q.push(") s");
-        } else {
-            q.push(" LIMIT ");
-            q.push_bind(limit);
-            q.push(") s");
-        }
-        let r = q.build().fetch_one(pool).await?;
+        let r = q.bind(limit).fetch_one(pool).await?;
         EverythingRows {
-            patient: r.try_get(0)?,
-            count: r.try_get(1)?,
-            references: r.try_get(2)?,
-            resources: r.try_get(3)?,
+            data_version: r.try_get::<Option<i64>, _>(0)?.unwrap_or(0),
+            patient_ids: r.try_get(1)?,
+            patient: r.try_get(2)?,
+            count: r.try_get(3)?,
+            references: r.try_get(4)?,
+            resources: r.try_get(5)?,
         }
     });
     Ok(v)
+}
+
+/// The statement of [`everything_rows`] for `categories` categories: `$1` the person, `$2…` the
+/// categories, the last parameter the limit. Its six columns are [`EverythingRows`]' fields in
+/// order.
+pub(crate) fn everything_sql(postgres: bool, categories: usize) -> String {
+    let (agg_open, sep) = if postgres {
+        ("string_agg", "chr(30)")
+    } else {
+        ("group_concat", "char(30)")
+    };
+    let mut sql = format!(
+        "SELECT (SELECT p.data_version FROM persons p WHERE p.id = $1), \
+         (SELECT coalesce({agg_open}(k.patient_id, {sep}), '') FROM person_keys k \
+         WHERE k.person_id = $1), \
+         (SELECT r.json FROM person_keys k JOIN iphr_resources r ON r.person_key = k.person_key \
+         WHERE k.person_id = $1 AND r.category = '' ORDER BY r.import_id DESC LIMIT 1), count(*), "
+    );
+    if postgres {
+        sql.push_str(
+            "coalesce(string_agg(s.rt || '/' || s.id, chr(30) ORDER BY s.rt, s.id), ''), \
+             coalesce(string_agg(s.json, chr(30) ORDER BY s.rt, s.id), '') FROM (\
+             SELECT DISTINCT ON (r.resource_type, r.id) r.resource_type AS rt, r.id AS id, \
+             r.json AS json FROM person_keys k \
+             JOIN iphr_resources r ON r.person_key = k.person_key WHERE k.person_id = $1",
+        );
+    } else {
+        // No sort in SQLite (it costs more than reading the rows): the rows come in index
+        // order, and the caller orders them by type then id and keeps one copy of each.
+        sql.push_str(
+            "coalesce(group_concat(s.reference, char(30)), ''), \
+             coalesce(group_concat(s.json, char(30)), '') FROM (\
+             SELECT r.resource_type || '/' || r.id AS reference, r.json AS json \
+             FROM person_keys k \
+             JOIN iphr_resources r ON r.person_key = k.person_key WHERE k.person_id = $1",
+        );
+    }
+    // `IN (NULL)` matches nothing: no category, no resources (the Patient is still read).
+    sql.push_str(" AND r.category IN (NULL");
+    for i in 0..categories {
+        sql.push_str(&format!(", ${}", i + 2));
+    }
+    sql.push(')');
+    if postgres {
+        sql.push_str(" ORDER BY r.resource_type, r.id");
+    }
+    sql.push_str(&format!(" LIMIT ${}) s", categories + 2));
+    sql
 }
 
 /// The newest stored Patient resource of the person (demographics for `Patient/{id}`).
