@@ -17,7 +17,7 @@ use quick_xml::events::{BytesStart, Event};
 use crate::catalogue::{Catalogue, Item, ValueType};
 use crate::error::{Error, ErrorKind, Location, Result};
 use crate::iphr::{
-    Absent, Bound, Code, ContentHash, Date, Decimal, Effective, Entry, EntryKind, Header,
+    Absent, Bound, Code, CompactString, ContentHash, Date, Decimal, Effective, Entry, EntryKind, Header,
     Identifier, InstitutionNumber, InsuredId, InsurerNumber, Interpretation, Organization, Person,
     Provenance, Record, ReferenceRange, Relation, SCHEMA, Sex, Source, SourceFormat, Unit, Value,
     systems,
@@ -307,9 +307,8 @@ fn empty_range() -> Box<ReferenceRange> {
     })
 }
 
-/// Appends the decimal digits of `n` (no formatting machinery).
-fn push_u32(s: &mut String, mut n: u32) {
-    let mut buf = [0u8; 10];
+/// The decimal digits of `n` in `buf` (no formatting machinery).
+fn u32_digits(buf: &mut [u8; 10], mut n: u32) -> &str {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -319,9 +318,20 @@ fn push_u32(s: &mut String, mut n: u32) {
             break;
         }
     }
-    for &b in &buf[i..] {
-        s.push(char::from(b));
-    }
+    // Invariant: ASCII digits only.
+    std::str::from_utf8(&buf[i..]).unwrap_or_default()
+}
+
+/// Appends the decimal digits of `n`.
+fn push_u32(s: &mut String, n: u32) {
+    s.push_str(u32_digits(&mut [0; 10], n));
+}
+
+/// Entry id `e<n>` (stored inline, no allocation).
+fn entry_id(n: u32) -> CompactString {
+    let mut id = CompactString::const_new("e");
+    id.push_str(u32_digits(&mut [0; 10], n));
+    id
 }
 
 /// What a text capture is for.
@@ -1036,13 +1046,11 @@ impl<'a> Parser<'a> {
         negated: bool,
         pos: u64,
         depth: usize,
-        parent: Option<String>,
+        parent: Option<CompactString>,
         relation: Option<Relation>,
     ) {
         self.next_id += 1;
-        let mut id = String::with_capacity(8);
-        id.push('e');
-        push_u32(&mut id, self.next_id);
+        let id = entry_id(self.next_id);
         let slot = self.entries.len();
         let mut e = Entry::observation(id, Code::new("", ""), self.xpath());
         e.parent = parent;

@@ -13,6 +13,8 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+pub use compact_str::CompactString;
+pub use smallvec::SmallVec;
 pub use types::{
     ContentHash, Date, Decimal, InstitutionNumber, InsurerNumber, ItemCode, Jlac10, ParseError, Sex,
 };
@@ -269,15 +271,17 @@ impl Effective {
 /// One statement in a record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
-    /// Id unique within the record (`e1`, `e2`, … in source order).
-    pub id: String,
+    /// Id unique within the record (`e1`, `e2`, … in source order); short ids are stored inline
+    /// (no heap allocation).
+    pub id: CompactString,
     /// What the entry is.
     pub kind: EntryKind,
     /// The primary code (for 特定健診: the 17-character item code in [`systems::TOKUTEI_ITEM`]).
     pub code: Code,
-    /// Further codings of the same concept (e.g. the JLAC10 form of a lab item code).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub codings: Vec<Code>,
+    /// Further codings of the same concept (e.g. the JLAC10 form of a lab item code); one is
+    /// stored inline.
+    #[serde(default, skip_serializing_if = "SmallVec::is_empty")]
+    pub codings: SmallVec<[Code; 1]>,
     /// Method-independent concept (e.g. `hba1c` for the four HbA1c method codes), for trends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analyte: Option<Cow<'static, str>>,
@@ -296,9 +300,9 @@ pub struct Entry {
     /// Interpretation from the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interpretation: Option<Interpretation>,
-    /// Flags derived from the judgement tables.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub flags: Vec<Flag>,
+    /// Flags derived from the judgement tables (both fit inline).
+    #[serde(default, skip_serializing_if = "SmallVec::is_empty")]
+    pub flags: SmallVec<[Flag; 2]>,
     /// Per-item 判定区分 derived from the grade table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grade: Option<Grade>,
@@ -313,7 +317,7 @@ pub struct Entry {
     pub performer: Option<String>,
     /// Id of the group entry this one belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent: Option<String>,
+    pub parent: Option<CompactString>,
     /// Relation to [`Entry::parent`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relation: Option<Relation>,
@@ -328,19 +332,19 @@ pub struct Entry {
 
 impl Entry {
     /// An empty observation entry with the given id, code and locator.
-    pub fn observation(id: String, code: Code, locator: String) -> Self {
+    pub fn observation(id: impl Into<CompactString>, code: Code, locator: String) -> Self {
         Self {
-            id,
+            id: id.into(),
             kind: EntryKind::Observation,
             code,
-            codings: Vec::new(),
+            codings: SmallVec::new(),
             analyte: None,
             value: None,
             absent: None,
             out_of_range: None,
             reference_range: None,
             interpretation: None,
-            flags: Vec::new(),
+            flags: SmallVec::new(),
             grade: None,
             effective: None,
             method: None,
