@@ -17,10 +17,10 @@ use quick_xml::events::{BytesStart, Event};
 use crate::catalogue::{Catalogue, Item, ValueType};
 use crate::error::{Error, ErrorKind, Location, Result};
 use crate::iphr::{
-    Absent, Bound, Code, CompactString, ContentHash, Date, Decimal, Effective, Entry, EntryKind, Header,
-    Identifier, InstitutionNumber, InsuredId, InsurerNumber, Interpretation, Organization, Person,
-    Provenance, Record, ReferenceRange, Relation, SCHEMA, Sex, Source, SourceFormat, Unit, Value,
-    systems,
+    Absent, Bound, Code, CompactString, ContentHash, Date, Decimal, Effective, Entry, EntryKind,
+    Header, Identifier, InstitutionNumber, InsuredId, InsurerNumber, Interpretation, Locator,
+    Organization, Person, Provenance, Record, ReferenceRange, Relation, SCHEMA, Sex, Source,
+    SourceFormat, Unit, Value, systems,
 };
 
 /// Namespace of hc08 documents.
@@ -49,6 +49,7 @@ pub fn read_cda_in(bytes: &[u8], file: &str, archive: Option<&str>) -> Result<Re
     let r = p.run();
     let mut entries = std::mem::take(&mut p.entries);
     let r = r.and_then(|()| {
+        p.share_locators(&mut entries);
         // Room for the two derived entries that the judgements add.
         entries.reserve(2);
         // Sized like this document's (bounded: one large document must not make every later
@@ -58,7 +59,45 @@ pub fn read_cda_in(bytes: &[u8], file: &str, archive: Option<&str>) -> Result<Re
     });
     entries.clear();
     ENTRY_POOL.set(entries);
+    SCRATCH.set(p.s.cleared());
     r
+}
+
+/// The reader's working buffers that hold no borrowed data, kept per thread from one document
+/// to the next (cleared, capacity kept).
+#[derive(Default)]
+struct Scratch {
+    path: Vec<N>,
+    frames: Vec<Frame>,
+    /// XPath of the open element, kept up to date element by element.
+    xp: String,
+    /// (key of a child name, count) of the open elements, a stack region per element.
+    counts: Vec<(u64, u32)>,
+    capture_buf: String,
+    /// The XPaths of the header values, one after the other (see [`HeaderValue`]).
+    header_xpaths: String,
+    /// The entries' locators (XPaths), one after the other in entry order.
+    locs: String,
+    /// Where each entry's locator ends in `locs`.
+    loc_ends: Vec<usize>,
+}
+
+impl Scratch {
+    /// Emptied, capacity kept (bounded, so that one large document does not keep a lot).
+    fn cleared(mut self) -> Self {
+        if self.locs.capacity() > 1 << 16 || self.loc_ends.capacity() > 1 << 12 {
+            return Self::default();
+        }
+        self.path.clear();
+        self.frames.clear();
+        self.xp.clear();
+        self.counts.clear();
+        self.capture_buf.clear();
+        self.header_xpaths.clear();
+        self.locs.clear();
+        self.loc_ends.clear();
+        self
+    }
 }
 
 thread_local! {
@@ -67,6 +106,8 @@ thread_local! {
     /// the start of every document made glibc's allocator merge its free lists each time, which
     /// slowed down every small allocation after it.
     static ENTRY_POOL: std::cell::Cell<Vec<Entry>> = const { std::cell::Cell::new(Vec::new()) };
+    /// The reader's buffers for the next document on this thread.
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
 }
 
 fn line_of(bytes: &[u8], pos: usize) -> u64 {
@@ -391,17 +432,12 @@ struct Parser<'a> {
     text: &'a [u8],
     /// The document as text, when it is valid UTF-8 (the fast attribute path borrows from it).
     doc: Option<&'a str>,
-    path: Vec<N>,
-    frames: Vec<Frame>,
-    /// XPath of the open element, kept up to date element by element.
-    xp: String,
-    /// (key of a child name, count) of the open elements, a stack region per element.
-    counts: Vec<(u64, u32)>,
+    /// Buffers without borrowed data (reused from the previous document of the thread).
+    s: Scratch,
     root_seen: bool,
     hl7_prefix: Option<String>,
     xsi_prefix: Cow<'static, str>,
     capture: Option<Capture>,
-    capture_buf: String,
     // header
     doc_id: Option<String>,
     report_kind: Option<Attrs<'a>>,
@@ -421,8 +457,6 @@ struct Parser<'a> {
     hld_insurer: Val<'a>,
     program: Option<Attrs<'a>>,
     exam_date: Option<HeaderValue<'a>>,
-    /// The XPaths of the header values, one after the other (see [`HeaderValue`]).
-    header_xpaths: String,
     sections: Vec<Code>,
     obs: Vec<ObsBuilder<'a>>,
     /// Values of the open observations (a stack: members' values above their group's).
@@ -438,15 +472,11 @@ impl<'a> Parser<'a> {
             file,
             text,
             doc: simdutf8::basic::from_utf8(text).ok(),
-            path: Vec::with_capacity(16),
-            frames: Vec::with_capacity(16),
-            xp: String::with_capacity(128),
-            counts: Vec::with_capacity(32),
+            s: SCRATCH.take(),
             root_seen: false,
             hl7_prefix: None,
             xsi_prefix: Cow::Borrowed("xsi"),
             capture: None,
-            capture_buf: String::with_capacity(128),
             doc_id: None,
             report_kind: None,
             created: None,
@@ -465,7 +495,6 @@ impl<'a> Parser<'a> {
             hld_insurer: None,
             program: None,
             exam_date: None,
-            header_xpaths: String::with_capacity(512),
             sections: Vec::new(),
             obs: Vec::new(),
             vals: Vec::with_capacity(2),
@@ -484,14 +513,33 @@ impl<'a> Parser<'a> {
     }
 
     fn xpath(&self) -> String {
-        self.xp.clone()
+        self.s.xp.clone()
+    }
+
+    /// The locator of entry `slot` (in [`Scratch::locs`]).
+    fn locator(&self, slot: usize) -> &str {
+        let start = slot.checked_sub(1).map_or(0, |i| self.s.loc_ends[i]);
+        self.s
+            .locs
+            .get(start..self.s.loc_ends[slot])
+            .unwrap_or_default()
+    }
+
+    /// Gives the entries their locators, all sharing one buffer (one allocation per document).
+    fn share_locators(&self, entries: &mut [Entry]) {
+        let text: std::sync::Arc<str> = std::sync::Arc::from(self.s.locs.as_str());
+        let mut start = 0;
+        for (e, &end) in entries.iter_mut().zip(&self.s.loc_ends) {
+            e.locator = Locator::shared(&text, start..end).unwrap_or_default();
+            start = end;
+        }
     }
 
     /// Appends the current XPath to [`Self::header_xpaths`] and returns its range there.
     fn keep_xpath(&mut self) -> std::ops::Range<usize> {
-        let start = self.header_xpaths.len();
-        self.header_xpaths.push_str(&self.xp);
-        start..self.header_xpaths.len()
+        let start = self.s.header_xpaths.len();
+        self.s.header_xpaths.push_str(&self.s.xp);
+        start..self.s.header_xpaths.len()
     }
 
     fn err_at(&self, pos: u64, path: String, kind: ErrorKind) -> Error {
@@ -533,8 +581,8 @@ impl<'a> Parser<'a> {
                 Event::End(_) => self.end()?,
                 Event::Text(t) => {
                     if self.capture.is_some() {
-                        self.capture_buf.push_str(&t.xml10_content());
-                    } else if self.path.is_empty() && !t.xml10_content().trim().is_empty() {
+                        self.s.capture_buf.push_str(&t.xml10_content());
+                    } else if self.s.path.is_empty() && !t.xml10_content().trim().is_empty() {
                         return Err(self.err_at(
                             pos,
                             String::new(),
@@ -544,7 +592,7 @@ impl<'a> Parser<'a> {
                 }
                 Event::CData(t) => {
                     if self.capture.is_some() {
-                        self.capture_buf.push_str(&t.xml10_content());
+                        self.s.capture_buf.push_str(&t.xml10_content());
                     }
                 }
                 Event::GeneralRef(r) => {
@@ -570,7 +618,7 @@ impl<'a> Parser<'a> {
                         ));
                     };
                     if self.capture.is_some() {
-                        self.capture_buf.push_str(&ch);
+                        self.s.capture_buf.push_str(&ch);
                     }
                 }
                 Event::DocType(_) => {
@@ -584,7 +632,7 @@ impl<'a> Parser<'a> {
                 Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
             }
         }
-        if !self.path.is_empty() || !self.root_seen {
+        if !self.s.path.is_empty() || !self.root_seen {
             let end = self.text.len() as u64;
             return Err(self.err_at(
                 end,
@@ -796,43 +844,43 @@ impl<'a> Parser<'a> {
     }
 
     fn push_frame(&mut self, local: &str, key: u64, n: N) {
-        let depth = self.path.len();
+        let depth = self.s.path.len();
         let index = if depth == 0 {
             1
         } else {
             // The parent's region is the top of the stack: its closed children's were dropped.
-            let start = self.frames[depth - 1].counts_start;
-            match self.counts[start..].iter_mut().find(|(k, _)| *k == key) {
+            let start = self.s.frames[depth - 1].counts_start;
+            match self.s.counts[start..].iter_mut().find(|(k, _)| *k == key) {
                 Some((_, c)) => {
                     *c += 1;
                     *c
                 }
                 None => {
-                    self.counts.push((key, 1));
+                    self.s.counts.push((key, 1));
                     1
                 }
             }
         };
         let f = Frame {
-            xp_len: self.xp.len(),
-            counts_start: self.counts.len(),
+            xp_len: self.s.xp.len(),
+            counts_start: self.s.counts.len(),
         };
-        match self.frames.get_mut(depth) {
+        match self.s.frames.get_mut(depth) {
             Some(slot) => *slot = f,
-            None => self.frames.push(f),
+            None => self.s.frames.push(f),
         }
-        self.xp.push('/');
-        self.xp.push_str(local);
+        self.s.xp.push('/');
+        self.s.xp.push_str(local);
         if index > 1 {
-            self.xp.push('[');
-            push_u32(&mut self.xp, index);
-            self.xp.push(']');
+            self.s.xp.push('[');
+            push_u32(&mut self.s.xp, index);
+            self.s.xp.push(']');
         }
-        self.path.push(n);
+        self.s.path.push(n);
     }
 
     fn start(&mut self, e: &BytesStart<'_>, pos: u64) -> Result<()> {
-        if self.path.is_empty() {
+        if self.s.path.is_empty() {
             if self.root_seen {
                 return Err(self.err_at(
                     pos,
@@ -865,10 +913,10 @@ impl<'a> Parser<'a> {
     }
 
     fn begin_capture(&mut self, target: Target) {
-        self.capture_buf.clear();
+        self.s.capture_buf.clear();
         self.capture = Some(Capture {
             target,
-            depth: self.path.len(),
+            depth: self.s.path.len(),
         });
     }
 
@@ -877,12 +925,12 @@ impl<'a> Parser<'a> {
         // Inside an observation?
         if let Some(top) = self.obs.last() {
             let rel_start = top.depth + 1;
-            if self.path.len() > rel_start {
+            if self.s.path.len() > rel_start {
                 return self.obs_start(e, pos, n, rel_start);
             }
         }
-        let path_len = self.path.len();
-        match self.path.as_slice() {
+        let path_len = self.s.path.len();
+        match self.s.path.as_slice() {
             [ClinicalDocument, Id] => {
                 let a = self.read_attrs(e, pos)?;
                 self.doc_id = match (a.root, a.extension) {
@@ -1052,7 +1100,9 @@ impl<'a> Parser<'a> {
         self.next_id += 1;
         let id = entry_id(self.next_id);
         let slot = self.entries.len();
-        let mut e = Entry::observation(id, Code::new("", ""), self.xpath());
+        self.s.locs.push_str(&self.s.xp);
+        self.s.loc_ends.push(self.s.locs.len());
+        let mut e = Entry::observation(id, Code::new("", ""), Locator::default());
         e.parent = parent;
         e.relation = relation;
         self.entries.push(e);
@@ -1078,7 +1128,7 @@ impl<'a> Parser<'a> {
         use N::*;
         // Copy the (short) relative path so that `self` can be borrowed mutably below.
         let mut buf = [N::Other; 5];
-        let tail = &self.path[rel_start..];
+        let tail = &self.s.path[rel_start..];
         let len = tail.len().min(buf.len());
         buf[..len].copy_from_slice(&tail[..len]);
         let rel: &[N] = if tail.len() > buf.len() {
@@ -1195,7 +1245,7 @@ impl<'a> Parser<'a> {
                     }
                     None => (None, None),
                 };
-                let depth = self.path.len() - 1;
+                let depth = self.s.path.len() - 1;
                 self.open_obs(negated, pos, depth, parent, relation);
             }
             _ => {}
@@ -1204,14 +1254,14 @@ impl<'a> Parser<'a> {
     }
 
     fn end(&mut self) -> Result<()> {
-        let depth = self.path.len();
+        let depth = self.s.path.len();
         if let Some(c) = &self.capture
             && c.depth == depth
             && let Some(c) = self.capture.take()
         {
-            let buf = std::mem::take(&mut self.capture_buf);
+            let buf = std::mem::take(&mut self.s.capture_buf);
             self.deliver(c.target, &buf);
-            self.capture_buf = buf;
+            self.s.capture_buf = buf;
         }
         if let Some(top) = self.obs.last()
             && top.depth + 1 == depth
@@ -1219,11 +1269,11 @@ impl<'a> Parser<'a> {
         {
             self.close_obs(b)?;
         }
-        if let Some(f) = depth.checked_sub(1).and_then(|d| self.frames.get(d)) {
-            self.xp.truncate(f.xp_len);
-            self.counts.truncate(f.counts_start);
+        if let Some(f) = depth.checked_sub(1).and_then(|d| self.s.frames.get(d)) {
+            self.s.xp.truncate(f.xp_len);
+            self.s.counts.truncate(f.counts_start);
         }
-        self.path.pop();
+        self.s.path.pop();
         Ok(())
     }
 
@@ -1267,10 +1317,8 @@ impl<'a> Parser<'a> {
         let mut entries = std::mem::take(&mut self.entries);
         let r = match entries.get_mut(b.slot..).and_then(<[_]>::split_first_mut) {
             Some((e, members)) => {
-                let xpath = std::mem::take(&mut e.locator);
-                let r = self.fill_entry(b, &xpath, e, members);
-                e.locator = xpath;
-                r
+                let slot = b.slot;
+                self.fill_entry(b, self.locator(slot), e, members)
             }
             None => Ok(()),
         };
@@ -1538,11 +1586,16 @@ impl<'a> Parser<'a> {
     }
 
     /// Builds the record from the header read and `entries` (the observations' entries).
-    fn finish(self, bytes: &[u8], archive: Option<&str>, entries: Vec<Entry>) -> Result<Record> {
+    fn finish(
+        &mut self,
+        bytes: &[u8],
+        archive: Option<&str>,
+        entries: Vec<Entry>,
+    ) -> Result<Record> {
         let file = self.file;
         let hdr = |p: &str| Location::file(file).at_path(p.to_owned());
         let text = self.text;
-        let xpaths = &self.header_xpaths;
+        let xpaths = &self.s.header_xpaths;
         let at = |(_, pos, xp): &HeaderValue<'_>| {
             Location::file(file)
                 .at_line(line_of(text, usize::try_from(*pos).unwrap_or(usize::MAX)))
@@ -1648,12 +1701,12 @@ impl<'a> Parser<'a> {
             });
         let person = Person {
             insured,
-            identifiers: self.other_ids,
-            name_kana: self.name,
+            identifiers: std::mem::take(&mut self.other_ids),
+            name_kana: self.name.take(),
             name: None,
             sex,
             birth_date,
-            postal_code: self.postal,
+            postal_code: self.postal.take(),
         };
         let header = Header {
             report_kind: self.report_kind.as_ref().and_then(|a| {
@@ -1673,7 +1726,7 @@ impl<'a> Parser<'a> {
             created: self.created.as_deref().and_then(|c| c.parse().ok()),
             performer,
             insurer: insurer_org,
-            sections: self.sections,
+            sections: std::mem::take(&mut self.sections),
         };
         let mut record = Record {
             schema: SCHEMA.into(),
@@ -1687,7 +1740,7 @@ impl<'a> Parser<'a> {
                 file: file.to_owned(),
                 locator: "/ClinicalDocument".into(),
                 content_hash: ContentHash::of(bytes),
-                document_id: self.doc_id,
+                document_id: self.doc_id.take(),
                 archive: archive.map(str::to_owned),
             },
             provenance: Provenance {

@@ -7,6 +7,7 @@
 //! `docs/iphr-format.md`; it is produced by serde and is stable (field order fixed, no maps, no
 //! timestamps of conversion), so converting the same input twice yields identical bytes.
 
+mod locator;
 pub mod types;
 
 use std::borrow::Cow;
@@ -14,6 +15,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 pub use compact_str::CompactString;
+pub use locator::Locator;
 pub use smallvec::SmallVec;
 pub use types::{
     ContentHash, Date, Decimal, InstitutionNumber, InsurerNumber, ItemCode, Jlac10, ParseError, Sex,
@@ -322,7 +324,7 @@ pub struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relation: Option<Relation>,
     /// Where in the source the entry came from (XPath for XML, `line N, column NAME` for CSV).
-    pub locator: String,
+    pub locator: Locator,
     // --- issue 5, claims (conv2) ---
     /// Claim line details (UKE SY/IY records), see [`crate::claims::ClaimLine`]; boxed, as most
     /// entries have none (keeps [`Entry`] small).
@@ -332,7 +334,11 @@ pub struct Entry {
 
 impl Entry {
     /// An empty observation entry with the given id, code and locator.
-    pub fn observation(id: impl Into<CompactString>, code: Code, locator: String) -> Self {
+    pub fn observation(
+        id: impl Into<CompactString>,
+        code: Code,
+        locator: impl Into<Locator>,
+    ) -> Self {
         Self {
             id: id.into(),
             kind: EntryKind::Observation,
@@ -351,7 +357,7 @@ impl Entry {
             performer: None,
             parent: None,
             relation: None,
-            locator,
+            locator: locator.into(),
             claim: None,
         }
     }
