@@ -61,7 +61,10 @@ fn every_observation_form() {
         ("90", "129")
     );
     assert_eq!(rr.unit.as_deref(), Some("mm[Hg]"));
-    assert_eq!(sbp.flags.as_slice(), [Flag::GuidanceLevel, Flag::ReferralLevel]);
+    assert_eq!(
+        sbp.flags.as_slice(),
+        [Flag::GuidanceLevel, Flag::ReferralLevel]
+    );
     assert_eq!(sbp.grade, Some(Grade::D));
     // cannot measure / not performed
     assert_eq!(by("3D010000002227101").absent, Some(Absent::CannotMeasure));
