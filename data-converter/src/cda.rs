@@ -348,8 +348,10 @@ fn empty_range() -> Box<ReferenceRange> {
     })
 }
 
-/// The decimal digits of `n` in `buf` (no formatting machinery).
-fn u32_digits(buf: &mut [u8; 10], mut n: u32) -> &str {
+/// The decimal digits of `n`, most significant first, to `push` (no formatting machinery).
+#[inline]
+fn each_digit(mut n: u32, mut push: impl FnMut(char)) {
+    let mut buf = [0u8; 10];
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -359,19 +361,20 @@ fn u32_digits(buf: &mut [u8; 10], mut n: u32) -> &str {
             break;
         }
     }
-    // Invariant: ASCII digits only.
-    std::str::from_utf8(&buf[i..]).unwrap_or_default()
+    for &b in &buf[i..] {
+        push(char::from(b));
+    }
 }
 
 /// Appends the decimal digits of `n`.
 fn push_u32(s: &mut String, n: u32) {
-    s.push_str(u32_digits(&mut [0; 10], n));
+    each_digit(n, |c| s.push(c));
 }
 
 /// Entry id `e<n>` (stored inline, no allocation).
 fn entry_id(n: u32) -> CompactString {
     let mut id = CompactString::const_new("e");
-    id.push_str(u32_digits(&mut [0; 10], n));
+    each_digit(n, |c| id.push(c));
     id
 }
 
@@ -459,6 +462,8 @@ struct Parser<'a> {
     exam_date: Option<HeaderValue<'a>>,
     sections: Vec<Code>,
     obs: Vec<ObsBuilder<'a>>,
+    /// The last observation tag whose attributes were read, and its `negationInd`.
+    last_obs_tag: Option<(&'a str, bool)>,
     /// Values of the open observations (a stack: members' values above their group's).
     vals: Vec<RawValue<'a>>,
     entries: Vec<Entry>,
@@ -497,6 +502,7 @@ impl<'a> Parser<'a> {
             exam_date: None,
             sections: Vec::new(),
             obs: Vec::new(),
+            last_obs_tag: None,
             vals: Vec::with_capacity(2),
             entries: {
                 let mut v = ENTRY_POOL.take();
@@ -749,11 +755,29 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    /// `observation/@negationInd` is `true`.
-    fn negated(&self, e: &BytesStart<'_>, pos: u64) -> Result<bool> {
+    /// `observation/@negationInd` is `true`. The answer for the last observation tag read is
+    /// kept: a document's observation tags are mostly the same bytes (`observation
+    /// classCode="OBS" moodCode="EVN"`), and the same bytes read the same.
+    fn negated(&mut self, e: &BytesStart<'_>, pos: u64) -> Result<bool> {
+        let raw: &str = e;
+        if let Some((tag, negated)) = self.last_obs_tag
+            && tag == raw
+        {
+            return Ok(negated);
+        }
         let mut a = Attrs::default();
         self.read_attrs_into(e, pos, &mut a)?;
-        Ok(a.negation.as_deref() == Some("true"))
+        let negated = a.negation.as_deref() == Some("true");
+        self.last_obs_tag = self.tag_in_doc(e).map(|t| (t, negated));
+        Ok(negated)
+    }
+
+    /// The element's tag text as a slice of the (UTF-8 checked) document, if it is one.
+    fn tag_in_doc(&self, e: &BytesStart<'_>) -> Option<&'a str> {
+        let doc = self.doc?;
+        let raw: &str = e;
+        let start = (raw.as_ptr() as usize).checked_sub(doc.as_ptr() as usize)?;
+        doc.get(start..start.checked_add(raw.len())?)
     }
 
     fn read_attrs_from<'b>(
