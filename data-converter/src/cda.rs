@@ -1418,7 +1418,7 @@ impl<'a> Parser<'a> {
             && let Some(c) = &m.code
         {
             let sys = m.code_system.as_deref().unwrap_or("1.2.392.200119.6.1007");
-            e.method = Some(Code::new(format!("urn:oid:{sys}"), c.to_string()));
+            e.method = Some(Box::new(Code::new(format!("urn:oid:{sys}"), c.to_string())));
         }
         if let Some(t) = &b.effective {
             let d = t.parse::<Date>().map_err(|err| {
@@ -1452,7 +1452,7 @@ impl<'a> Parser<'a> {
                 }
                 r.unit = item.ucum.clone().or_else(|| Some(u.to_string()));
             }
-            e.reference_range = Some(*r);
+            e.reference_range = Some(r);
         }
         if b.negated {
             e.absent = Some(Absent::NotPerformed);

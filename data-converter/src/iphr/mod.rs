@@ -296,9 +296,9 @@ pub struct Entry {
     /// The value lies outside the item's input range (入力範囲外) on this side.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out_of_range: Option<Bound>,
-    /// Reference range from the source.
+    /// Reference range from the source (boxed: few entries have one, keeps [`Entry`] small).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reference_range: Option<ReferenceRange>,
+    pub reference_range: Option<Box<ReferenceRange>>,
     /// Interpretation from the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interpretation: Option<Interpretation>,
@@ -311,9 +311,9 @@ pub struct Entry {
     /// When, if different from the record's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective: Option<Effective>,
-    /// Method code (CDA `methodCode`).
+    /// Method code (CDA `methodCode`; boxed: rare).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub method: Option<Code>,
+    pub method: Option<Box<Code>>,
     /// Who made the statement (e.g. the physician of 医師の判断, CDA item 9N516).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub performer: Option<String>,
