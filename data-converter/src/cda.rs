@@ -160,46 +160,52 @@ enum N {
     Other,
 }
 
+/// `b` starts with `lit` (a fixed-size comparison, inlined: no call to `memcmp`).
+#[inline(always)]
+fn starts<const L: usize>(b: &[u8], lit: &[u8; L]) -> bool {
+    b.first_chunk::<L>() == Some(lit)
+}
+
 /// The [`N`] of a local name (by length and first byte, then one fixed-size comparison).
 #[inline]
 fn intern(local: &str) -> N {
     let b = local.as_bytes();
     match (b.len(), b.first().copied().unwrap_or(0)) {
-        (2, b'i') if b == b"id" => N::Id,
-        (3, b'l') if b == b"low" => N::Low,
-        (4, b'a') if b == b"addr" => N::Addr,
-        (4, b'c') if b == b"code" => N::Code,
-        (4, b'h') if b == b"high" => N::High,
-        (4, b'n') if b == b"name" => N::Name,
-        (4, b't') if b == b"text" => N::Text,
-        (5, b'e') if b == b"entry" => N::Entry,
-        (5, b'v') if b == b"value" => N::Value,
-        (6, b'a') if b == b"author" => N::Author,
-        (7, b'p') if b == b"patient" => N::Patient,
-        (7, b's') if b == b"section" => N::Section,
-        (9, b'b') if b == b"birthTime" => N::BirthTime,
-        (9, b'c') if b == b"component" => N::Component,
-        (10, b'm') if b == b"methodCode" => N::MethodCode,
-        (10, b'p') if b == b"postalCode" => N::PostalCode,
-        (11, b'o') if b == b"observation" => N::Observation,
-        (11, b'p') if b == b"patientRole" => N::PatientRole,
-        (11, b'p') if b == b"participant" => N::Participant,
-        (12, b'r') if b == b"recordTarget" => N::RecordTarget,
-        (12, b's') if b == b"serviceEvent" => N::ServiceEvent,
-        (13, b'e') if b == b"effectiveTime" => N::EffectiveTime,
-        (14, b'a') if b == b"assignedPerson" => N::AssignedPerson,
-        (14, b'a') if b == b"assignedAuthor" => N::AssignedAuthor,
-        (14, b'r') if b == b"referenceRange" => N::ReferenceRange,
-        (14, b's') if b == b"structuredBody" => N::StructuredBody,
-        (15, b'd') if b == b"documentationOf" => N::DocumentationOf,
-        (16, b'C') if b == b"ClinicalDocument" => N::ClinicalDocument,
-        (16, b'a') if b == b"associatedEntity" => N::AssociatedEntity,
-        (16, b'o') if b == b"observationRange" => N::ObservationRange,
-        (17, b'e') if b == b"entryRelationship" => N::EntryRelationship,
-        (18, b'i') if b == b"interpretationCode" => N::InterpretationCode,
-        (19, b's') if b == b"scopingOrganization" => N::ScopingOrganization,
-        (23, b'r') if b == b"representedOrganization" => N::RepresentedOrganization,
-        (24, b'a') if b == b"administrativeGenderCode" => N::AdministrativeGenderCode,
+        (2, b'i') if starts(b, b"id") => N::Id,
+        (3, b'l') if starts(b, b"low") => N::Low,
+        (4, b'a') if starts(b, b"addr") => N::Addr,
+        (4, b'c') if starts(b, b"code") => N::Code,
+        (4, b'h') if starts(b, b"high") => N::High,
+        (4, b'n') if starts(b, b"name") => N::Name,
+        (4, b't') if starts(b, b"text") => N::Text,
+        (5, b'e') if starts(b, b"entry") => N::Entry,
+        (5, b'v') if starts(b, b"value") => N::Value,
+        (6, b'a') if starts(b, b"author") => N::Author,
+        (7, b'p') if starts(b, b"patient") => N::Patient,
+        (7, b's') if starts(b, b"section") => N::Section,
+        (9, b'b') if starts(b, b"birthTime") => N::BirthTime,
+        (9, b'c') if starts(b, b"component") => N::Component,
+        (10, b'm') if starts(b, b"methodCode") => N::MethodCode,
+        (10, b'p') if starts(b, b"postalCode") => N::PostalCode,
+        (11, b'o') if starts(b, b"observation") => N::Observation,
+        (11, b'p') if starts(b, b"patientRole") => N::PatientRole,
+        (11, b'p') if starts(b, b"participant") => N::Participant,
+        (12, b'r') if starts(b, b"recordTarget") => N::RecordTarget,
+        (12, b's') if starts(b, b"serviceEvent") => N::ServiceEvent,
+        (13, b'e') if starts(b, b"effectiveTime") => N::EffectiveTime,
+        (14, b'a') if starts(b, b"assignedPerson") => N::AssignedPerson,
+        (14, b'a') if starts(b, b"assignedAuthor") => N::AssignedAuthor,
+        (14, b'r') if starts(b, b"referenceRange") => N::ReferenceRange,
+        (14, b's') if starts(b, b"structuredBody") => N::StructuredBody,
+        (15, b'd') if starts(b, b"documentationOf") => N::DocumentationOf,
+        (16, b'C') if starts(b, b"ClinicalDocument") => N::ClinicalDocument,
+        (16, b'a') if starts(b, b"associatedEntity") => N::AssociatedEntity,
+        (16, b'o') if starts(b, b"observationRange") => N::ObservationRange,
+        (17, b'e') if starts(b, b"entryRelationship") => N::EntryRelationship,
+        (18, b'i') if starts(b, b"interpretationCode") => N::InterpretationCode,
+        (19, b's') if starts(b, b"scopingOrganization") => N::ScopingOrganization,
+        (23, b'r') if starts(b, b"representedOrganization") => N::RepresentedOrganization,
+        (24, b'a') if starts(b, b"administrativeGenderCode") => N::AdministrativeGenderCode,
         _ => N::Other,
     }
 }
@@ -288,21 +294,21 @@ impl<'a> Attrs<'a> {
     /// `xsi` is whether the document's XMLSchema-instance prefix is `xsi`.
     #[inline]
     fn known_key(&mut self, rest: &[u8], xsi: bool) -> Option<(usize, Option<&mut Val<'a>>)> {
-        let is = |lit: &[u8]| rest.starts_with(lit);
+        let r = rest;
         Some(match rest.first()? {
-            b'c' if is(b"code=") => (4, Some(&mut self.code)),
-            b'c' if is(b"codeSystem=") => (10, Some(&mut self.code_system)),
-            b'c' if is(b"classCode=") => (9, None),
-            b'm' if is(b"moodCode=") => (8, None),
-            b'r' if is(b"root=") => (4, Some(&mut self.root)),
-            b'u' if is(b"unit=") => (4, Some(&mut self.unit)),
-            b'v' if is(b"value=") => (5, Some(&mut self.value)),
-            b't' if is(b"typeCode=") => (8, Some(&mut self.type_code)),
-            b'e' if is(b"extension=") => (9, Some(&mut self.extension)),
-            b'n' if is(b"nullFlavor=") => (10, Some(&mut self.null_flavor)),
-            b'n' if is(b"negationInd=") => (11, Some(&mut self.negation)),
-            b'd' if is(b"displayName=") => (11, Some(&mut self.display)),
-            b'x' if xsi && is(b"xsi:type=") => (8, Some(&mut self.xsi_type)),
+            b'c' if starts(r, b"code=") => (4, Some(&mut self.code)),
+            b'c' if starts(r, b"codeSystem=") => (10, Some(&mut self.code_system)),
+            b'c' if starts(r, b"classCode=") => (9, None),
+            b'm' if starts(r, b"moodCode=") => (8, None),
+            b'r' if starts(r, b"root=") => (4, Some(&mut self.root)),
+            b'u' if starts(r, b"unit=") => (4, Some(&mut self.unit)),
+            b'v' if starts(r, b"value=") => (5, Some(&mut self.value)),
+            b't' if starts(r, b"typeCode=") => (8, Some(&mut self.type_code)),
+            b'e' if starts(r, b"extension=") => (9, Some(&mut self.extension)),
+            b'n' if starts(r, b"nullFlavor=") => (10, Some(&mut self.null_flavor)),
+            b'n' if starts(r, b"negationInd=") => (11, Some(&mut self.negation)),
+            b'd' if starts(r, b"displayName=") => (11, Some(&mut self.display)),
+            b'x' if xsi && starts(r, b"xsi:type=") => (8, Some(&mut self.xsi_type)),
             _ => return None,
         })
     }
@@ -311,16 +317,16 @@ impl<'a> Attrs<'a> {
     /// comparison).
     fn slot(&mut self, key: &[u8], xsi_prefix: &[u8]) -> Option<&mut Val<'a>> {
         Some(match (key.len(), key.first()) {
-            (4, Some(b'r')) if key == b"root" => &mut self.root,
-            (4, Some(b'c')) if key == b"code" => &mut self.code,
-            (4, Some(b'u')) if key == b"unit" => &mut self.unit,
-            (5, Some(b'v')) if key == b"value" => &mut self.value,
-            (8, Some(b't')) if key == b"typeCode" => &mut self.type_code,
-            (9, Some(b'e')) if key == b"extension" => &mut self.extension,
-            (10, Some(b'c')) if key == b"codeSystem" => &mut self.code_system,
-            (10, Some(b'n')) if key == b"nullFlavor" => &mut self.null_flavor,
-            (11, Some(b'd')) if key == b"displayName" => &mut self.display,
-            (11, Some(b'n')) if key == b"negationInd" => &mut self.negation,
+            (4, Some(b'r')) if starts(key, b"root") => &mut self.root,
+            (4, Some(b'c')) if starts(key, b"code") => &mut self.code,
+            (4, Some(b'u')) if starts(key, b"unit") => &mut self.unit,
+            (5, Some(b'v')) if starts(key, b"value") => &mut self.value,
+            (8, Some(b't')) if starts(key, b"typeCode") => &mut self.type_code,
+            (9, Some(b'e')) if starts(key, b"extension") => &mut self.extension,
+            (10, Some(b'c')) if starts(key, b"codeSystem") => &mut self.code_system,
+            (10, Some(b'n')) if starts(key, b"nullFlavor") => &mut self.null_flavor,
+            (11, Some(b'd')) if starts(key, b"displayName") => &mut self.display,
+            (11, Some(b'n')) if starts(key, b"negationInd") => &mut self.negation,
             _ if key.strip_suffix(b":type") == Some(xsi_prefix) => &mut self.xsi_type,
             _ => return None,
         })
@@ -371,8 +377,17 @@ fn push_u32(s: &mut String, n: u32) {
     each_digit(n, |c| s.push(c));
 }
 
-/// Entry id `e<n>` (stored inline, no allocation).
+/// Entry id `e<n>` (stored inline, no allocation); the first ones copied from a table.
 fn entry_id(n: u32) -> CompactString {
+    static IDS: std::sync::OnceLock<Vec<CompactString>> = std::sync::OnceLock::new();
+    let ids = IDS.get_or_init(|| (0..512).map(entry_id_slow).collect());
+    match ids.get(n as usize) {
+        Some(id) => id.clone(),
+        None => entry_id_slow(n),
+    }
+}
+
+fn entry_id_slow(n: u32) -> CompactString {
     let mut id = CompactString::const_new("e");
     each_digit(n, |c| id.push(c));
     id
@@ -1169,15 +1184,23 @@ impl<'a> Parser<'a> {
                 }
             }
             [Value] => {
-                let mut v = RawValue {
+                // Read into the value's place in `vals` (no copy of the attributes).
+                let mut vals = std::mem::take(&mut self.vals);
+                let idx = vals.len();
+                vals.push(RawValue {
                     attrs: Attrs::default(),
                     text: String::new(),
                     pos,
+                });
+                let read = match vals.last_mut() {
+                    Some(v) => self.read_attrs_into(e, pos, &mut v.attrs),
+                    None => Ok(()),
                 };
-                self.read_attrs_into(e, pos, &mut v.attrs)?;
-                let is_text = v.attrs.xsi_type.as_deref() == Some("ST");
-                let idx = self.vals.len();
-                self.vals.push(v);
+                let is_text = vals
+                    .last()
+                    .is_some_and(|v| v.attrs.xsi_type.as_deref() == Some("ST"));
+                self.vals = vals;
+                read?;
                 if is_text {
                     self.begin_capture(Target::ObsValueText(idx));
                 }
