@@ -30,10 +30,8 @@ const ITEM_OID: &str = "1.2.392.200119.6.1005";
 const OUT_OF_RANGE_OID: &str = "2.16.840.1.113883.5.83";
 
 /// Converter name and version written in provenance.
-pub fn converter_id() -> String {
-    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(|| format!("data-converter {}", env!("CARGO_PKG_VERSION")))
-        .clone()
+pub fn converter_id() -> Cow<'static, str> {
+    Cow::Borrowed(concat!("data-converter ", env!("CARGO_PKG_VERSION")))
 }
 
 /// Reads one standalone 特定健診 CDA document.

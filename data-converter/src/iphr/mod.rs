@@ -493,7 +493,7 @@ pub struct Source {
     /// File name as given to the converter (archive path + `!/` + member for archive members).
     pub file: String,
     /// Position of the record in the file (`/ClinicalDocument` or `line 3`).
-    pub locator: String,
+    pub locator: Cow<'static, str>,
     /// SHA-256 of the bytes the record was read from (the CDA document; for a CSV row, the
     /// mapping name and the row's fields joined by U+001F): the import idempotency key.
     pub content_hash: ContentHash,
@@ -509,7 +509,7 @@ pub struct Source {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Provenance {
     /// Converter name and version, e.g. `data-converter 0.1.0`.
-    pub converter: String,
+    pub converter: Cow<'static, str>,
     /// Mapping used (CSV layout name), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mapping: Option<String>,
@@ -545,7 +545,7 @@ pub struct Header {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// Always [`SCHEMA`].
-    pub schema: String,
+    pub schema: Cow<'static, str>,
     /// Unit A, B or C.
     pub unit: Unit,
     /// The person.
