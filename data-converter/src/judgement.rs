@@ -190,7 +190,7 @@ pub fn apply_with(record: &mut Record, tables: &Tables) {
     }
     let sex = record.person.sex;
     // 服薬 analytes answered "はい" (code 1).
-    let on_meds: Vec<std::borrow::Cow<'static, str>> = record
+    let on_meds: smallvec::SmallVec<[std::borrow::Cow<'static, str>; 4]> = record
         .entries
         .iter()
         .filter(|e| e.coded() == Some("1"))
