@@ -1310,9 +1310,8 @@ impl<'a> Parser<'a> {
         }
         if let Some(top) = self.obs.last()
             && top.depth + 1 == depth
-            && let Some(b) = self.obs.pop()
         {
-            self.close_obs(b)?;
+            self.close_obs()?;
         }
         if let Some(f) = depth.checked_sub(1).and_then(|d| self.s.frames.get(d)) {
             self.s.xp.truncate(f.xp_len);
@@ -1355,20 +1354,27 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// Builds the entry of `b` in place (in the slot pushed when it opened).
-    fn close_obs(&mut self, b: ObsBuilder<'a>) -> Result<()> {
-        let vals_start = b.vals_start;
-        // `entries` is moved out so that the entry can be filled while `self` is borrowed.
+    /// Closes the innermost open observation: builds its entry in place (in the slot pushed when
+    /// it opened) from its builder, which is read where it lies on the stack (no copy).
+    fn close_obs(&mut self) -> Result<()> {
+        // `entries` and `obs` are moved out so that they can be used while `self` is borrowed.
         let mut entries = std::mem::take(&mut self.entries);
-        let r = match entries.get_mut(b.slot..).and_then(<[_]>::split_first_mut) {
-            Some((e, members)) => {
-                let slot = b.slot;
-                self.fill_entry(b, self.locator(slot), e, members)
+        let mut obs = std::mem::take(&mut self.obs);
+        let r = match obs.last_mut() {
+            Some(b) => {
+                let vals_start = b.vals_start;
+                let r = match entries.get_mut(b.slot..).and_then(<[_]>::split_first_mut) {
+                    Some((e, members)) => self.fill_entry(b, self.locator(b.slot), e, members),
+                    None => Ok(()),
+                };
+                self.vals.truncate(vals_start);
+                r
             }
             None => Ok(()),
         };
+        obs.truncate(obs.len().saturating_sub(1));
         self.entries = entries;
-        self.vals.truncate(vals_start);
+        self.obs = obs;
         r
     }
 
@@ -1376,7 +1382,7 @@ impl<'a> Parser<'a> {
     /// entries after it (the caller sets the locator).
     fn fill_entry(
         &self,
-        b: ObsBuilder<'a>,
+        b: &mut ObsBuilder<'a>,
         xpath: &str,
         e: &mut Entry,
         members: &[Entry],
@@ -1434,7 +1440,7 @@ impl<'a> Parser<'a> {
             e.codings.push(Code::new(systems::JLAC10, &item.code));
         }
         e.analyte = Some(Cow::Borrowed(item.analyte.as_str()));
-        e.performer = b.author;
+        e.performer = b.author.take();
         if let Some(m) = &b.method
             && let Some(c) = &m.code
         {
@@ -1460,7 +1466,7 @@ impl<'a> Parser<'a> {
             Some("A" | "AA") => Some(Interpretation::A),
             _ => None,
         };
-        if let Some(mut r) = b.range {
+        if let Some(mut r) = b.range.take() {
             if let Some(u) = &b.range_unit {
                 if item.value_type == ValueType::Pq && !item.unit_matches(u) {
                     return Err(Error::new(
