@@ -1892,6 +1892,47 @@ mod tests {
         fast_taken
     }
 
+    /// The `negationInd` kept for the last observation tag applies only to the same bytes: a
+    /// negated observation between identical plain ones, and the other way round, read right;
+    /// each entry gets its own XPath from the document's shared locator buffer.
+    #[test]
+    fn kept_negation_and_shared_locators_follow_each_observation() {
+        let plain = r#"<observation classCode="OBS" moodCode="EVN">"#;
+        let negated = r#"<observation classCode="OBS" moodCode="EVN" negationInd="true">"#;
+        let doc = include_str!("../tests/fixtures/cda/minimal.xml");
+        // Observations 2 and 4 negated, 1, 3 and 5 plain.
+        let mut n = 0;
+        let doc = doc
+            .split(plain)
+            .enumerate()
+            .map(|(i, part)| {
+                if i == 0 {
+                    return part.to_owned();
+                }
+                n += 1;
+                let tag = if n % 2 == 0 { negated } else { plain };
+                format!("{tag}{part}")
+            })
+            .collect::<String>();
+        assert_eq!(n, 5);
+        let rec = read_cda(doc.as_bytes(), "t.xml").unwrap();
+        let obs: Vec<&Entry> = rec
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Observation)
+            .collect();
+        let absent: Vec<bool> = obs.iter().map(|e| e.absent.is_some()).collect();
+        assert_eq!(absent, [false, true, false, true, false]);
+        for (i, e) in obs.iter().enumerate() {
+            let want = match i {
+                0 => "/section/entry/observation".to_owned(),
+                _ => format!("/section/entry[{}]/observation", i + 1),
+            };
+            assert!(e.locator.ends_with(&want), "{} {want}", e.locator);
+            assert_eq!(e.id, format!("e{}", i + 1));
+        }
+    }
+
     /// The one-pass attribute scan gives what quick-xml's attribute iterator gives, or gives up.
     #[test]
     fn fast_attribute_scan_agrees_with_quick_xml() {
