@@ -704,7 +704,7 @@ fn month_record(att: &Attendance, m: &Month) -> Option<Record> {
         entries.push(e);
     }
     Some(Record {
-        schema: SCHEMA.to_owned(),
+        schema: SCHEMA.into(),
         unit: Unit::B,
         person: Person {
             identifiers: vec![Identifier {
@@ -748,7 +748,8 @@ fn month_record(att: &Attendance, m: &Month) -> Option<Record> {
                     .map(u64::to_string)
                     .collect::<Vec<_>>()
                     .join(",")
-            ),
+            )
+            .into(),
             content_hash: m.content_hash.clone(),
             document_id: None,
             archive: None,

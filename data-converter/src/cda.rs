@@ -17,10 +17,10 @@ use quick_xml::events::{BytesStart, Event};
 use crate::catalogue::{Catalogue, Item, ValueType};
 use crate::error::{Error, ErrorKind, Location, Result};
 use crate::iphr::{
-    Absent, Bound, Code, ContentHash, Date, Decimal, Effective, Entry, EntryKind, Header,
-    Identifier, InstitutionNumber, InsuredId, InsurerNumber, Interpretation, Organization, Person,
-    Provenance, Record, ReferenceRange, Relation, SCHEMA, Sex, Source, SourceFormat, Unit, Value,
-    systems,
+    Absent, Bound, Code, CompactString, ContentHash, Date, Decimal, Effective, Entry, EntryKind,
+    Header, Identifier, InstitutionNumber, InsuredId, InsurerNumber, Interpretation, Locator,
+    Organization, Person, Provenance, Record, ReferenceRange, Relation, SCHEMA, Sex, Source,
+    SourceFormat, Unit, Value, systems,
 };
 
 /// Namespace of hc08 documents.
@@ -30,10 +30,8 @@ const ITEM_OID: &str = "1.2.392.200119.6.1005";
 const OUT_OF_RANGE_OID: &str = "2.16.840.1.113883.5.83";
 
 /// Converter name and version written in provenance.
-pub fn converter_id() -> String {
-    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(|| format!("data-converter {}", env!("CARGO_PKG_VERSION")))
-        .clone()
+pub fn converter_id() -> Cow<'static, str> {
+    Cow::Borrowed(concat!("data-converter ", env!("CARGO_PKG_VERSION")))
 }
 
 /// Reads one standalone 特定健診 CDA document.
@@ -49,6 +47,7 @@ pub fn read_cda_in(bytes: &[u8], file: &str, archive: Option<&str>) -> Result<Re
     let r = p.run();
     let mut entries = std::mem::take(&mut p.entries);
     let r = r.and_then(|()| {
+        p.share_locators(&mut entries);
         // Room for the two derived entries that the judgements add.
         entries.reserve(2);
         // Sized like this document's (bounded: one large document must not make every later
@@ -58,7 +57,45 @@ pub fn read_cda_in(bytes: &[u8], file: &str, archive: Option<&str>) -> Result<Re
     });
     entries.clear();
     ENTRY_POOL.set(entries);
+    SCRATCH.set(p.s.cleared());
     r
+}
+
+/// The reader's working buffers that hold no borrowed data, kept per thread from one document
+/// to the next (cleared, capacity kept).
+#[derive(Default)]
+struct Scratch {
+    path: Vec<N>,
+    frames: Vec<Frame>,
+    /// XPath of the open element, kept up to date element by element.
+    xp: String,
+    /// (key of a child name, count) of the open elements, a stack region per element.
+    counts: Vec<(u64, u32)>,
+    capture_buf: String,
+    /// The XPaths of the header values, one after the other (see [`HeaderValue`]).
+    header_xpaths: String,
+    /// The entries' locators (XPaths), one after the other in entry order.
+    locs: String,
+    /// Where each entry's locator ends in `locs`.
+    loc_ends: Vec<usize>,
+}
+
+impl Scratch {
+    /// Emptied, capacity kept (bounded, so that one large document does not keep a lot).
+    fn cleared(mut self) -> Self {
+        if self.locs.capacity() > 1 << 16 || self.loc_ends.capacity() > 1 << 12 {
+            return Self::default();
+        }
+        self.path.clear();
+        self.frames.clear();
+        self.xp.clear();
+        self.counts.clear();
+        self.capture_buf.clear();
+        self.header_xpaths.clear();
+        self.locs.clear();
+        self.loc_ends.clear();
+        self
+    }
 }
 
 thread_local! {
@@ -67,6 +104,8 @@ thread_local! {
     /// the start of every document made glibc's allocator merge its free lists each time, which
     /// slowed down every small allocation after it.
     static ENTRY_POOL: std::cell::Cell<Vec<Entry>> = const { std::cell::Cell::new(Vec::new()) };
+    /// The reader's buffers for the next document on this thread.
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
 }
 
 fn line_of(bytes: &[u8], pos: usize) -> u64 {
@@ -119,46 +158,52 @@ enum N {
     Other,
 }
 
+/// `b` starts with `lit` (a fixed-size comparison, inlined: no call to `memcmp`).
+#[inline(always)]
+fn starts<const L: usize>(b: &[u8], lit: &[u8; L]) -> bool {
+    b.first_chunk::<L>() == Some(lit)
+}
+
 /// The [`N`] of a local name (by length and first byte, then one fixed-size comparison).
 #[inline]
 fn intern(local: &str) -> N {
     let b = local.as_bytes();
     match (b.len(), b.first().copied().unwrap_or(0)) {
-        (2, b'i') if b == b"id" => N::Id,
-        (3, b'l') if b == b"low" => N::Low,
-        (4, b'a') if b == b"addr" => N::Addr,
-        (4, b'c') if b == b"code" => N::Code,
-        (4, b'h') if b == b"high" => N::High,
-        (4, b'n') if b == b"name" => N::Name,
-        (4, b't') if b == b"text" => N::Text,
-        (5, b'e') if b == b"entry" => N::Entry,
-        (5, b'v') if b == b"value" => N::Value,
-        (6, b'a') if b == b"author" => N::Author,
-        (7, b'p') if b == b"patient" => N::Patient,
-        (7, b's') if b == b"section" => N::Section,
-        (9, b'b') if b == b"birthTime" => N::BirthTime,
-        (9, b'c') if b == b"component" => N::Component,
-        (10, b'm') if b == b"methodCode" => N::MethodCode,
-        (10, b'p') if b == b"postalCode" => N::PostalCode,
-        (11, b'o') if b == b"observation" => N::Observation,
-        (11, b'p') if b == b"patientRole" => N::PatientRole,
-        (11, b'p') if b == b"participant" => N::Participant,
-        (12, b'r') if b == b"recordTarget" => N::RecordTarget,
-        (12, b's') if b == b"serviceEvent" => N::ServiceEvent,
-        (13, b'e') if b == b"effectiveTime" => N::EffectiveTime,
-        (14, b'a') if b == b"assignedPerson" => N::AssignedPerson,
-        (14, b'a') if b == b"assignedAuthor" => N::AssignedAuthor,
-        (14, b'r') if b == b"referenceRange" => N::ReferenceRange,
-        (14, b's') if b == b"structuredBody" => N::StructuredBody,
-        (15, b'd') if b == b"documentationOf" => N::DocumentationOf,
-        (16, b'C') if b == b"ClinicalDocument" => N::ClinicalDocument,
-        (16, b'a') if b == b"associatedEntity" => N::AssociatedEntity,
-        (16, b'o') if b == b"observationRange" => N::ObservationRange,
-        (17, b'e') if b == b"entryRelationship" => N::EntryRelationship,
-        (18, b'i') if b == b"interpretationCode" => N::InterpretationCode,
-        (19, b's') if b == b"scopingOrganization" => N::ScopingOrganization,
-        (23, b'r') if b == b"representedOrganization" => N::RepresentedOrganization,
-        (24, b'a') if b == b"administrativeGenderCode" => N::AdministrativeGenderCode,
+        (2, b'i') if starts(b, b"id") => N::Id,
+        (3, b'l') if starts(b, b"low") => N::Low,
+        (4, b'a') if starts(b, b"addr") => N::Addr,
+        (4, b'c') if starts(b, b"code") => N::Code,
+        (4, b'h') if starts(b, b"high") => N::High,
+        (4, b'n') if starts(b, b"name") => N::Name,
+        (4, b't') if starts(b, b"text") => N::Text,
+        (5, b'e') if starts(b, b"entry") => N::Entry,
+        (5, b'v') if starts(b, b"value") => N::Value,
+        (6, b'a') if starts(b, b"author") => N::Author,
+        (7, b'p') if starts(b, b"patient") => N::Patient,
+        (7, b's') if starts(b, b"section") => N::Section,
+        (9, b'b') if starts(b, b"birthTime") => N::BirthTime,
+        (9, b'c') if starts(b, b"component") => N::Component,
+        (10, b'm') if starts(b, b"methodCode") => N::MethodCode,
+        (10, b'p') if starts(b, b"postalCode") => N::PostalCode,
+        (11, b'o') if starts(b, b"observation") => N::Observation,
+        (11, b'p') if starts(b, b"patientRole") => N::PatientRole,
+        (11, b'p') if starts(b, b"participant") => N::Participant,
+        (12, b'r') if starts(b, b"recordTarget") => N::RecordTarget,
+        (12, b's') if starts(b, b"serviceEvent") => N::ServiceEvent,
+        (13, b'e') if starts(b, b"effectiveTime") => N::EffectiveTime,
+        (14, b'a') if starts(b, b"assignedPerson") => N::AssignedPerson,
+        (14, b'a') if starts(b, b"assignedAuthor") => N::AssignedAuthor,
+        (14, b'r') if starts(b, b"referenceRange") => N::ReferenceRange,
+        (14, b's') if starts(b, b"structuredBody") => N::StructuredBody,
+        (15, b'd') if starts(b, b"documentationOf") => N::DocumentationOf,
+        (16, b'C') if starts(b, b"ClinicalDocument") => N::ClinicalDocument,
+        (16, b'a') if starts(b, b"associatedEntity") => N::AssociatedEntity,
+        (16, b'o') if starts(b, b"observationRange") => N::ObservationRange,
+        (17, b'e') if starts(b, b"entryRelationship") => N::EntryRelationship,
+        (18, b'i') if starts(b, b"interpretationCode") => N::InterpretationCode,
+        (19, b's') if starts(b, b"scopingOrganization") => N::ScopingOrganization,
+        (23, b'r') if starts(b, b"representedOrganization") => N::RepresentedOrganization,
+        (24, b'a') if starts(b, b"administrativeGenderCode") => N::AdministrativeGenderCode,
         _ => N::Other,
     }
 }
@@ -247,21 +292,21 @@ impl<'a> Attrs<'a> {
     /// `xsi` is whether the document's XMLSchema-instance prefix is `xsi`.
     #[inline]
     fn known_key(&mut self, rest: &[u8], xsi: bool) -> Option<(usize, Option<&mut Val<'a>>)> {
-        let is = |lit: &[u8]| rest.starts_with(lit);
+        let r = rest;
         Some(match rest.first()? {
-            b'c' if is(b"code=") => (4, Some(&mut self.code)),
-            b'c' if is(b"codeSystem=") => (10, Some(&mut self.code_system)),
-            b'c' if is(b"classCode=") => (9, None),
-            b'm' if is(b"moodCode=") => (8, None),
-            b'r' if is(b"root=") => (4, Some(&mut self.root)),
-            b'u' if is(b"unit=") => (4, Some(&mut self.unit)),
-            b'v' if is(b"value=") => (5, Some(&mut self.value)),
-            b't' if is(b"typeCode=") => (8, Some(&mut self.type_code)),
-            b'e' if is(b"extension=") => (9, Some(&mut self.extension)),
-            b'n' if is(b"nullFlavor=") => (10, Some(&mut self.null_flavor)),
-            b'n' if is(b"negationInd=") => (11, Some(&mut self.negation)),
-            b'd' if is(b"displayName=") => (11, Some(&mut self.display)),
-            b'x' if xsi && is(b"xsi:type=") => (8, Some(&mut self.xsi_type)),
+            b'c' if starts(r, b"code=") => (4, Some(&mut self.code)),
+            b'c' if starts(r, b"codeSystem=") => (10, Some(&mut self.code_system)),
+            b'c' if starts(r, b"classCode=") => (9, None),
+            b'm' if starts(r, b"moodCode=") => (8, None),
+            b'r' if starts(r, b"root=") => (4, Some(&mut self.root)),
+            b'u' if starts(r, b"unit=") => (4, Some(&mut self.unit)),
+            b'v' if starts(r, b"value=") => (5, Some(&mut self.value)),
+            b't' if starts(r, b"typeCode=") => (8, Some(&mut self.type_code)),
+            b'e' if starts(r, b"extension=") => (9, Some(&mut self.extension)),
+            b'n' if starts(r, b"nullFlavor=") => (10, Some(&mut self.null_flavor)),
+            b'n' if starts(r, b"negationInd=") => (11, Some(&mut self.negation)),
+            b'd' if starts(r, b"displayName=") => (11, Some(&mut self.display)),
+            b'x' if xsi && starts(r, b"xsi:type=") => (8, Some(&mut self.xsi_type)),
             _ => return None,
         })
     }
@@ -270,16 +315,16 @@ impl<'a> Attrs<'a> {
     /// comparison).
     fn slot(&mut self, key: &[u8], xsi_prefix: &[u8]) -> Option<&mut Val<'a>> {
         Some(match (key.len(), key.first()) {
-            (4, Some(b'r')) if key == b"root" => &mut self.root,
-            (4, Some(b'c')) if key == b"code" => &mut self.code,
-            (4, Some(b'u')) if key == b"unit" => &mut self.unit,
-            (5, Some(b'v')) if key == b"value" => &mut self.value,
-            (8, Some(b't')) if key == b"typeCode" => &mut self.type_code,
-            (9, Some(b'e')) if key == b"extension" => &mut self.extension,
-            (10, Some(b'c')) if key == b"codeSystem" => &mut self.code_system,
-            (10, Some(b'n')) if key == b"nullFlavor" => &mut self.null_flavor,
-            (11, Some(b'd')) if key == b"displayName" => &mut self.display,
-            (11, Some(b'n')) if key == b"negationInd" => &mut self.negation,
+            (4, Some(b'r')) if starts(key, b"root") => &mut self.root,
+            (4, Some(b'c')) if starts(key, b"code") => &mut self.code,
+            (4, Some(b'u')) if starts(key, b"unit") => &mut self.unit,
+            (5, Some(b'v')) if starts(key, b"value") => &mut self.value,
+            (8, Some(b't')) if starts(key, b"typeCode") => &mut self.type_code,
+            (9, Some(b'e')) if starts(key, b"extension") => &mut self.extension,
+            (10, Some(b'c')) if starts(key, b"codeSystem") => &mut self.code_system,
+            (10, Some(b'n')) if starts(key, b"nullFlavor") => &mut self.null_flavor,
+            (11, Some(b'd')) if starts(key, b"displayName") => &mut self.display,
+            (11, Some(b'n')) if starts(key, b"negationInd") => &mut self.negation,
             _ if key.strip_suffix(b":type") == Some(xsi_prefix) => &mut self.xsi_type,
             _ => return None,
         })
@@ -307,8 +352,9 @@ fn empty_range() -> Box<ReferenceRange> {
     })
 }
 
-/// Appends the decimal digits of `n` (no formatting machinery).
-fn push_u32(s: &mut String, mut n: u32) {
+/// The decimal digits of `n`, most significant first, to `push` (no formatting machinery).
+#[inline]
+fn each_digit(mut n: u32, mut push: impl FnMut(char)) {
     let mut buf = [0u8; 10];
     let mut i = buf.len();
     loop {
@@ -320,8 +366,29 @@ fn push_u32(s: &mut String, mut n: u32) {
         }
     }
     for &b in &buf[i..] {
-        s.push(char::from(b));
+        push(char::from(b));
     }
+}
+
+/// Appends the decimal digits of `n`.
+fn push_u32(s: &mut String, n: u32) {
+    each_digit(n, |c| s.push(c));
+}
+
+/// Entry id `e<n>` (stored inline, no allocation); the first ones copied from a table.
+fn entry_id(n: u32) -> CompactString {
+    static IDS: std::sync::OnceLock<Vec<CompactString>> = std::sync::OnceLock::new();
+    let ids = IDS.get_or_init(|| (0..512).map(entry_id_slow).collect());
+    match ids.get(n as usize) {
+        Some(id) => id.clone(),
+        None => entry_id_slow(n),
+    }
+}
+
+fn entry_id_slow(n: u32) -> CompactString {
+    let mut id = CompactString::const_new("e");
+    each_digit(n, |c| id.push(c));
+    id
 }
 
 /// What a text capture is for.
@@ -381,17 +448,12 @@ struct Parser<'a> {
     text: &'a [u8],
     /// The document as text, when it is valid UTF-8 (the fast attribute path borrows from it).
     doc: Option<&'a str>,
-    path: Vec<N>,
-    frames: Vec<Frame>,
-    /// XPath of the open element, kept up to date element by element.
-    xp: String,
-    /// (key of a child name, count) of the open elements, a stack region per element.
-    counts: Vec<(u64, u32)>,
+    /// Buffers without borrowed data (reused from the previous document of the thread).
+    s: Scratch,
     root_seen: bool,
     hl7_prefix: Option<String>,
     xsi_prefix: Cow<'static, str>,
     capture: Option<Capture>,
-    capture_buf: String,
     // header
     doc_id: Option<String>,
     report_kind: Option<Attrs<'a>>,
@@ -411,10 +473,10 @@ struct Parser<'a> {
     hld_insurer: Val<'a>,
     program: Option<Attrs<'a>>,
     exam_date: Option<HeaderValue<'a>>,
-    /// The XPaths of the header values, one after the other (see [`HeaderValue`]).
-    header_xpaths: String,
     sections: Vec<Code>,
     obs: Vec<ObsBuilder<'a>>,
+    /// The last observation tag whose attributes were read, and its `negationInd`.
+    last_obs_tag: Option<(&'a str, bool)>,
     /// Values of the open observations (a stack: members' values above their group's).
     vals: Vec<RawValue<'a>>,
     entries: Vec<Entry>,
@@ -428,15 +490,11 @@ impl<'a> Parser<'a> {
             file,
             text,
             doc: simdutf8::basic::from_utf8(text).ok(),
-            path: Vec::with_capacity(16),
-            frames: Vec::with_capacity(16),
-            xp: String::with_capacity(128),
-            counts: Vec::with_capacity(32),
+            s: SCRATCH.take(),
             root_seen: false,
             hl7_prefix: None,
             xsi_prefix: Cow::Borrowed("xsi"),
             capture: None,
-            capture_buf: String::with_capacity(128),
             doc_id: None,
             report_kind: None,
             created: None,
@@ -455,9 +513,9 @@ impl<'a> Parser<'a> {
             hld_insurer: None,
             program: None,
             exam_date: None,
-            header_xpaths: String::with_capacity(512),
             sections: Vec::new(),
             obs: Vec::new(),
+            last_obs_tag: None,
             vals: Vec::with_capacity(2),
             entries: {
                 let mut v = ENTRY_POOL.take();
@@ -474,14 +532,33 @@ impl<'a> Parser<'a> {
     }
 
     fn xpath(&self) -> String {
-        self.xp.clone()
+        self.s.xp.clone()
+    }
+
+    /// The locator of entry `slot` (in [`Scratch::locs`]).
+    fn locator(&self, slot: usize) -> &str {
+        let start = slot.checked_sub(1).map_or(0, |i| self.s.loc_ends[i]);
+        self.s
+            .locs
+            .get(start..self.s.loc_ends[slot])
+            .unwrap_or_default()
+    }
+
+    /// Gives the entries their locators, all sharing one buffer (one allocation per document).
+    fn share_locators(&self, entries: &mut [Entry]) {
+        let text: std::sync::Arc<str> = std::sync::Arc::from(self.s.locs.as_str());
+        let mut start = 0;
+        for (e, &end) in entries.iter_mut().zip(&self.s.loc_ends) {
+            e.locator = Locator::shared(&text, start..end).unwrap_or_default();
+            start = end;
+        }
     }
 
     /// Appends the current XPath to [`Self::header_xpaths`] and returns its range there.
     fn keep_xpath(&mut self) -> std::ops::Range<usize> {
-        let start = self.header_xpaths.len();
-        self.header_xpaths.push_str(&self.xp);
-        start..self.header_xpaths.len()
+        let start = self.s.header_xpaths.len();
+        self.s.header_xpaths.push_str(&self.s.xp);
+        start..self.s.header_xpaths.len()
     }
 
     fn err_at(&self, pos: u64, path: String, kind: ErrorKind) -> Error {
@@ -523,8 +600,8 @@ impl<'a> Parser<'a> {
                 Event::End(_) => self.end()?,
                 Event::Text(t) => {
                     if self.capture.is_some() {
-                        self.capture_buf.push_str(&t.xml10_content());
-                    } else if self.path.is_empty() && !t.xml10_content().trim().is_empty() {
+                        self.s.capture_buf.push_str(&t.xml10_content());
+                    } else if self.s.path.is_empty() && !t.xml10_content().trim().is_empty() {
                         return Err(self.err_at(
                             pos,
                             String::new(),
@@ -534,7 +611,7 @@ impl<'a> Parser<'a> {
                 }
                 Event::CData(t) => {
                     if self.capture.is_some() {
-                        self.capture_buf.push_str(&t.xml10_content());
+                        self.s.capture_buf.push_str(&t.xml10_content());
                     }
                 }
                 Event::GeneralRef(r) => {
@@ -560,7 +637,7 @@ impl<'a> Parser<'a> {
                         ));
                     };
                     if self.capture.is_some() {
-                        self.capture_buf.push_str(&ch);
+                        self.s.capture_buf.push_str(&ch);
                     }
                 }
                 Event::DocType(_) => {
@@ -574,7 +651,7 @@ impl<'a> Parser<'a> {
                 Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
             }
         }
-        if !self.path.is_empty() || !self.root_seen {
+        if !self.s.path.is_empty() || !self.root_seen {
             let end = self.text.len() as u64;
             return Err(self.err_at(
                 end,
@@ -691,11 +768,29 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    /// `observation/@negationInd` is `true`.
-    fn negated(&self, e: &BytesStart<'_>, pos: u64) -> Result<bool> {
+    /// `observation/@negationInd` is `true`. The answer for the last observation tag read is
+    /// kept: a document's observation tags are mostly the same bytes (`observation
+    /// classCode="OBS" moodCode="EVN"`), and the same bytes read the same.
+    fn negated(&mut self, e: &BytesStart<'_>, pos: u64) -> Result<bool> {
+        let raw: &str = e;
+        if let Some((tag, negated)) = self.last_obs_tag
+            && tag == raw
+        {
+            return Ok(negated);
+        }
         let mut a = Attrs::default();
         self.read_attrs_into(e, pos, &mut a)?;
-        Ok(a.negation.as_deref() == Some("true"))
+        let negated = a.negation.as_deref() == Some("true");
+        self.last_obs_tag = self.tag_in_doc(e).map(|t| (t, negated));
+        Ok(negated)
+    }
+
+    /// The element's tag text as a slice of the (UTF-8 checked) document, if it is one.
+    fn tag_in_doc(&self, e: &BytesStart<'_>) -> Option<&'a str> {
+        let doc = self.doc?;
+        let raw: &str = e;
+        let start = (raw.as_ptr() as usize).checked_sub(doc.as_ptr() as usize)?;
+        doc.get(start..start.checked_add(raw.len())?)
     }
 
     fn read_attrs_from<'b>(
@@ -786,43 +881,43 @@ impl<'a> Parser<'a> {
     }
 
     fn push_frame(&mut self, local: &str, key: u64, n: N) {
-        let depth = self.path.len();
+        let depth = self.s.path.len();
         let index = if depth == 0 {
             1
         } else {
             // The parent's region is the top of the stack: its closed children's were dropped.
-            let start = self.frames[depth - 1].counts_start;
-            match self.counts[start..].iter_mut().find(|(k, _)| *k == key) {
+            let start = self.s.frames[depth - 1].counts_start;
+            match self.s.counts[start..].iter_mut().find(|(k, _)| *k == key) {
                 Some((_, c)) => {
                     *c += 1;
                     *c
                 }
                 None => {
-                    self.counts.push((key, 1));
+                    self.s.counts.push((key, 1));
                     1
                 }
             }
         };
         let f = Frame {
-            xp_len: self.xp.len(),
-            counts_start: self.counts.len(),
+            xp_len: self.s.xp.len(),
+            counts_start: self.s.counts.len(),
         };
-        match self.frames.get_mut(depth) {
+        match self.s.frames.get_mut(depth) {
             Some(slot) => *slot = f,
-            None => self.frames.push(f),
+            None => self.s.frames.push(f),
         }
-        self.xp.push('/');
-        self.xp.push_str(local);
+        self.s.xp.push('/');
+        self.s.xp.push_str(local);
         if index > 1 {
-            self.xp.push('[');
-            push_u32(&mut self.xp, index);
-            self.xp.push(']');
+            self.s.xp.push('[');
+            push_u32(&mut self.s.xp, index);
+            self.s.xp.push(']');
         }
-        self.path.push(n);
+        self.s.path.push(n);
     }
 
     fn start(&mut self, e: &BytesStart<'_>, pos: u64) -> Result<()> {
-        if self.path.is_empty() {
+        if self.s.path.is_empty() {
             if self.root_seen {
                 return Err(self.err_at(
                     pos,
@@ -855,10 +950,10 @@ impl<'a> Parser<'a> {
     }
 
     fn begin_capture(&mut self, target: Target) {
-        self.capture_buf.clear();
+        self.s.capture_buf.clear();
         self.capture = Some(Capture {
             target,
-            depth: self.path.len(),
+            depth: self.s.path.len(),
         });
     }
 
@@ -867,12 +962,12 @@ impl<'a> Parser<'a> {
         // Inside an observation?
         if let Some(top) = self.obs.last() {
             let rel_start = top.depth + 1;
-            if self.path.len() > rel_start {
+            if self.s.path.len() > rel_start {
                 return self.obs_start(e, pos, n, rel_start);
             }
         }
-        let path_len = self.path.len();
-        match self.path.as_slice() {
+        let path_len = self.s.path.len();
+        match self.s.path.as_slice() {
             [ClinicalDocument, Id] => {
                 let a = self.read_attrs(e, pos)?;
                 self.doc_id = match (a.root, a.extension) {
@@ -1036,15 +1131,15 @@ impl<'a> Parser<'a> {
         negated: bool,
         pos: u64,
         depth: usize,
-        parent: Option<String>,
+        parent: Option<CompactString>,
         relation: Option<Relation>,
     ) {
         self.next_id += 1;
-        let mut id = String::with_capacity(8);
-        id.push('e');
-        push_u32(&mut id, self.next_id);
+        let id = entry_id(self.next_id);
         let slot = self.entries.len();
-        let mut e = Entry::observation(id, Code::new("", ""), self.xpath());
+        self.s.locs.push_str(&self.s.xp);
+        self.s.loc_ends.push(self.s.locs.len());
+        let mut e = Entry::observation(id, Code::new("", ""), Locator::default());
         e.parent = parent;
         e.relation = relation;
         self.entries.push(e);
@@ -1070,7 +1165,7 @@ impl<'a> Parser<'a> {
         use N::*;
         // Copy the (short) relative path so that `self` can be borrowed mutably below.
         let mut buf = [N::Other; 5];
-        let tail = &self.path[rel_start..];
+        let tail = &self.s.path[rel_start..];
         let len = tail.len().min(buf.len());
         buf[..len].copy_from_slice(&tail[..len]);
         let rel: &[N] = if tail.len() > buf.len() {
@@ -1087,15 +1182,23 @@ impl<'a> Parser<'a> {
                 }
             }
             [Value] => {
-                let mut v = RawValue {
+                // Read into the value's place in `vals` (no copy of the attributes).
+                let mut vals = std::mem::take(&mut self.vals);
+                let idx = vals.len();
+                vals.push(RawValue {
                     attrs: Attrs::default(),
                     text: String::new(),
                     pos,
+                });
+                let read = match vals.last_mut() {
+                    Some(v) => self.read_attrs_into(e, pos, &mut v.attrs),
+                    None => Ok(()),
                 };
-                self.read_attrs_into(e, pos, &mut v.attrs)?;
-                let is_text = v.attrs.xsi_type.as_deref() == Some("ST");
-                let idx = self.vals.len();
-                self.vals.push(v);
+                let is_text = vals
+                    .last()
+                    .is_some_and(|v| v.attrs.xsi_type.as_deref() == Some("ST"));
+                self.vals = vals;
+                read?;
                 if is_text {
                     self.begin_capture(Target::ObsValueText(idx));
                 }
@@ -1187,7 +1290,7 @@ impl<'a> Parser<'a> {
                     }
                     None => (None, None),
                 };
-                let depth = self.path.len() - 1;
+                let depth = self.s.path.len() - 1;
                 self.open_obs(negated, pos, depth, parent, relation);
             }
             _ => {}
@@ -1196,26 +1299,25 @@ impl<'a> Parser<'a> {
     }
 
     fn end(&mut self) -> Result<()> {
-        let depth = self.path.len();
+        let depth = self.s.path.len();
         if let Some(c) = &self.capture
             && c.depth == depth
             && let Some(c) = self.capture.take()
         {
-            let buf = std::mem::take(&mut self.capture_buf);
+            let buf = std::mem::take(&mut self.s.capture_buf);
             self.deliver(c.target, &buf);
-            self.capture_buf = buf;
+            self.s.capture_buf = buf;
         }
         if let Some(top) = self.obs.last()
             && top.depth + 1 == depth
-            && let Some(b) = self.obs.pop()
         {
-            self.close_obs(b)?;
+            self.close_obs()?;
         }
-        if let Some(f) = depth.checked_sub(1).and_then(|d| self.frames.get(d)) {
-            self.xp.truncate(f.xp_len);
-            self.counts.truncate(f.counts_start);
+        if let Some(f) = depth.checked_sub(1).and_then(|d| self.s.frames.get(d)) {
+            self.s.xp.truncate(f.xp_len);
+            self.s.counts.truncate(f.counts_start);
         }
-        self.path.pop();
+        self.s.path.pop();
         Ok(())
     }
 
@@ -1252,22 +1354,27 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// Builds the entry of `b` in place (in the slot pushed when it opened).
-    fn close_obs(&mut self, b: ObsBuilder<'a>) -> Result<()> {
-        let vals_start = b.vals_start;
-        // `entries` is moved out so that the entry can be filled while `self` is borrowed.
+    /// Closes the innermost open observation: builds its entry in place (in the slot pushed when
+    /// it opened) from its builder, which is read where it lies on the stack (no copy).
+    fn close_obs(&mut self) -> Result<()> {
+        // `entries` and `obs` are moved out so that they can be used while `self` is borrowed.
         let mut entries = std::mem::take(&mut self.entries);
-        let r = match entries.get_mut(b.slot..).and_then(<[_]>::split_first_mut) {
-            Some((e, members)) => {
-                let xpath = std::mem::take(&mut e.locator);
-                let r = self.fill_entry(b, &xpath, e, members);
-                e.locator = xpath;
+        let mut obs = std::mem::take(&mut self.obs);
+        let r = match obs.last_mut() {
+            Some(b) => {
+                let vals_start = b.vals_start;
+                let r = match entries.get_mut(b.slot..).and_then(<[_]>::split_first_mut) {
+                    Some((e, members)) => self.fill_entry(b, self.locator(b.slot), e, members),
+                    None => Ok(()),
+                };
+                self.vals.truncate(vals_start);
                 r
             }
             None => Ok(()),
         };
+        obs.truncate(obs.len().saturating_sub(1));
         self.entries = entries;
-        self.vals.truncate(vals_start);
+        self.obs = obs;
         r
     }
 
@@ -1275,7 +1382,7 @@ impl<'a> Parser<'a> {
     /// entries after it (the caller sets the locator).
     fn fill_entry(
         &self,
-        b: ObsBuilder<'a>,
+        b: &mut ObsBuilder<'a>,
         xpath: &str,
         e: &mut Entry,
         members: &[Entry],
@@ -1333,12 +1440,12 @@ impl<'a> Parser<'a> {
             e.codings.push(Code::new(systems::JLAC10, &item.code));
         }
         e.analyte = Some(Cow::Borrowed(item.analyte.as_str()));
-        e.performer = b.author;
+        e.performer = b.author.take();
         if let Some(m) = &b.method
             && let Some(c) = &m.code
         {
             let sys = m.code_system.as_deref().unwrap_or("1.2.392.200119.6.1007");
-            e.method = Some(Code::new(format!("urn:oid:{sys}"), c.to_string()));
+            e.method = Some(Box::new(Code::new(format!("urn:oid:{sys}"), c.to_string())));
         }
         if let Some(t) = &b.effective {
             let d = t.parse::<Date>().map_err(|err| {
@@ -1359,7 +1466,7 @@ impl<'a> Parser<'a> {
             Some("A" | "AA") => Some(Interpretation::A),
             _ => None,
         };
-        if let Some(mut r) = b.range {
+        if let Some(mut r) = b.range.take() {
             if let Some(u) = &b.range_unit {
                 if item.value_type == ValueType::Pq && !item.unit_matches(u) {
                     return Err(Error::new(
@@ -1372,7 +1479,7 @@ impl<'a> Parser<'a> {
                 }
                 r.unit = item.ucum.clone().or_else(|| Some(u.to_string()));
             }
-            e.reference_range = Some(*r);
+            e.reference_range = Some(r);
         }
         if b.negated {
             e.absent = Some(Absent::NotPerformed);
@@ -1530,11 +1637,16 @@ impl<'a> Parser<'a> {
     }
 
     /// Builds the record from the header read and `entries` (the observations' entries).
-    fn finish(self, bytes: &[u8], archive: Option<&str>, entries: Vec<Entry>) -> Result<Record> {
+    fn finish(
+        &mut self,
+        bytes: &[u8],
+        archive: Option<&str>,
+        entries: Vec<Entry>,
+    ) -> Result<Record> {
         let file = self.file;
         let hdr = |p: &str| Location::file(file).at_path(p.to_owned());
         let text = self.text;
-        let xpaths = &self.header_xpaths;
+        let xpaths = &self.s.header_xpaths;
         let at = |(_, pos, xp): &HeaderValue<'_>| {
             Location::file(file)
                 .at_line(line_of(text, usize::try_from(*pos).unwrap_or(usize::MAX)))
@@ -1640,12 +1752,12 @@ impl<'a> Parser<'a> {
             });
         let person = Person {
             insured,
-            identifiers: self.other_ids,
-            name_kana: self.name,
+            identifiers: std::mem::take(&mut self.other_ids),
+            name_kana: self.name.take(),
             name: None,
             sex,
             birth_date,
-            postal_code: self.postal,
+            postal_code: self.postal.take(),
         };
         let header = Header {
             report_kind: self.report_kind.as_ref().and_then(|a| {
@@ -1665,7 +1777,7 @@ impl<'a> Parser<'a> {
             created: self.created.as_deref().and_then(|c| c.parse().ok()),
             performer,
             insurer: insurer_org,
-            sections: self.sections,
+            sections: std::mem::take(&mut self.sections),
         };
         let mut record = Record {
             schema: SCHEMA.into(),
@@ -1679,7 +1791,7 @@ impl<'a> Parser<'a> {
                 file: file.to_owned(),
                 locator: "/ClinicalDocument".into(),
                 content_hash: ContentHash::of(bytes),
-                document_id: self.doc_id,
+                document_id: self.doc_id.take(),
                 archive: archive.map(str::to_owned),
             },
             provenance: Provenance {
@@ -1778,6 +1890,47 @@ mod tests {
             }
         }
         fast_taken
+    }
+
+    /// The `negationInd` kept for the last observation tag applies only to the same bytes: a
+    /// negated observation between identical plain ones, and the other way round, read right;
+    /// each entry gets its own XPath from the document's shared locator buffer.
+    #[test]
+    fn kept_negation_and_shared_locators_follow_each_observation() {
+        let plain = r#"<observation classCode="OBS" moodCode="EVN">"#;
+        let negated = r#"<observation classCode="OBS" moodCode="EVN" negationInd="true">"#;
+        let doc = include_str!("../tests/fixtures/cda/minimal.xml");
+        // Observations 2 and 4 negated, 1, 3 and 5 plain.
+        let mut n = 0;
+        let doc = doc
+            .split(plain)
+            .enumerate()
+            .map(|(i, part)| {
+                if i == 0 {
+                    return part.to_owned();
+                }
+                n += 1;
+                let tag = if n % 2 == 0 { negated } else { plain };
+                format!("{tag}{part}")
+            })
+            .collect::<String>();
+        assert_eq!(n, 5);
+        let rec = read_cda(doc.as_bytes(), "t.xml").unwrap();
+        let obs: Vec<&Entry> = rec
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Observation)
+            .collect();
+        let absent: Vec<bool> = obs.iter().map(|e| e.absent.is_some()).collect();
+        assert_eq!(absent, [false, true, false, true, false]);
+        for (i, e) in obs.iter().enumerate() {
+            let want = match i {
+                0 => "/section/entry/observation".to_owned(),
+                _ => format!("/section/entry[{}]/observation", i + 1),
+            };
+            assert!(e.locator.ends_with(&want), "{} {want}", e.locator);
+            assert_eq!(e.id, format!("e{}", i + 1));
+        }
     }
 
     /// The one-pass attribute scan gives what quick-xml's attribute iterator gives, or gives up.

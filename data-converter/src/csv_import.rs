@@ -652,7 +652,7 @@ fn read_row(
         source: Source {
             format: SourceFormat::HealthCheckCsv,
             file: file.to_owned(),
-            locator: format!("line {line}"),
+            locator: format!("line {line}").into(),
             content_hash: ContentHash::of(&row_bytes),
             document_id: None,
             archive: None,

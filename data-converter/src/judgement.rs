@@ -190,7 +190,7 @@ pub fn apply_with(record: &mut Record, tables: &Tables) {
     }
     let sex = record.person.sex;
     // 服薬 analytes answered "はい" (code 1).
-    let on_meds: Vec<std::borrow::Cow<'static, str>> = record
+    let on_meds: smallvec::SmallVec<[std::borrow::Cow<'static, str>; 4]> = record
         .entries
         .iter()
         .filter(|e| e.coded() == Some("1"))
@@ -265,7 +265,7 @@ pub fn apply_with(record: &mut Record, tables: &Tables) {
     {
         let display = cat.value_display(table, code).unwrap_or("");
         let mut e = Entry::observation(
-            format!("e{}", next + i + 1),
+            compact_str::format_compact!("e{}", next + i + 1),
             Code::with_display(
                 systems::IPHR_DERIVED,
                 name,
@@ -274,7 +274,7 @@ pub fn apply_with(record: &mut Record, tables: &Tables) {
                     _ => "保健指導レベル(導出)",
                 },
             ),
-            "derived".into(),
+            "derived",
         );
         e.kind = EntryKind::Derived;
         e.analyte = Some(name.into());

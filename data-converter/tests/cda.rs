@@ -61,7 +61,10 @@ fn every_observation_form() {
         ("90", "129")
     );
     assert_eq!(rr.unit.as_deref(), Some("mm[Hg]"));
-    assert_eq!(sbp.flags, vec![Flag::GuidanceLevel, Flag::ReferralLevel]);
+    assert_eq!(
+        sbp.flags.as_slice(),
+        [Flag::GuidanceLevel, Flag::ReferralLevel]
+    );
     assert_eq!(sbp.grade, Some(Grade::D));
     // cannot measure / not performed
     assert_eq!(by("3D010000002227101").absent, Some(Absent::CannotMeasure));
@@ -69,7 +72,7 @@ fn every_observation_form() {
     // CO
     let up = by("1A010000000191111");
     assert_eq!(up.coded(), Some("2"));
-    assert_eq!(up.flags, vec![Flag::GuidanceLevel]);
+    assert_eq!(up.flags.as_slice(), [Flag::GuidanceLevel]);
     // ST with entity, author
     let ecg = by("9A110160800000049");
     assert!(matches!(&ecg.value, Some(Value::Text { text }) if text == "軽度ST変化 & 洞性徐脈"));

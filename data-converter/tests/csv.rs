@@ -40,7 +40,10 @@ fn clinic_a_utf8_bom_matches_golden() {
         .iter()
         .find(|e| e.analyte.as_deref() == Some("sbp"))
         .unwrap();
-    assert_eq!(sbp.flags, vec![Flag::GuidanceLevel, Flag::ReferralLevel]);
+    assert_eq!(
+        sbp.flags.as_slice(),
+        [Flag::GuidanceLevel, Flag::ReferralLevel]
+    );
     assert_eq!(
         sbp.grade,
         Some(data_converter::iphr::Grade::E),
@@ -102,7 +105,11 @@ fn clinic_c_tabs_and_absent_values() {
         .iter()
         .find(|e| e.analyte.as_deref() == Some("hemoglobin"))
         .unwrap();
-    assert_eq!(hb.flags, vec![Flag::GuidanceLevel], "female Hb 11.8 ≤ 12.0");
+    assert_eq!(
+        hb.flags.as_slice(),
+        [Flag::GuidanceLevel],
+        "female Hb 11.8 ≤ 12.0"
+    );
 }
 
 #[test]

@@ -357,7 +357,7 @@ impl Reader<'_> {
             source: Source {
                 format: SourceFormat::UkeClaims,
                 file: self.file.clone(),
-                locator: format!("line {}", r.line),
+                locator: format!("line {}", r.line).into(),
                 content_hash: ContentHash::of(&r.raw),
                 document_id: Some(format!("RE {}", r.number)),
                 archive: None,

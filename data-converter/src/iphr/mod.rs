@@ -7,12 +7,16 @@
 //! `docs/iphr-format.md`; it is produced by serde and is stable (field order fixed, no maps, no
 //! timestamps of conversion), so converting the same input twice yields identical bytes.
 
+mod locator;
 pub mod types;
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+pub use compact_str::CompactString;
+pub use locator::Locator;
+pub use smallvec::SmallVec;
 pub use types::{
     ContentHash, Date, Decimal, InstitutionNumber, InsurerNumber, ItemCode, Jlac10, ParseError, Sex,
 };
@@ -269,15 +273,17 @@ impl Effective {
 /// One statement in a record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
-    /// Id unique within the record (`e1`, `e2`, … in source order).
-    pub id: String,
+    /// Id unique within the record (`e1`, `e2`, … in source order); short ids are stored inline
+    /// (no heap allocation).
+    pub id: CompactString,
     /// What the entry is.
     pub kind: EntryKind,
     /// The primary code (for 特定健診: the 17-character item code in [`systems::TOKUTEI_ITEM`]).
     pub code: Code,
-    /// Further codings of the same concept (e.g. the JLAC10 form of a lab item code).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub codings: Vec<Code>,
+    /// Further codings of the same concept (e.g. the JLAC10 form of a lab item code); one is
+    /// stored inline.
+    #[serde(default, skip_serializing_if = "SmallVec::is_empty")]
+    pub codings: SmallVec<[Code; 1]>,
     /// Method-independent concept (e.g. `hba1c` for the four HbA1c method codes), for trends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analyte: Option<Cow<'static, str>>,
@@ -290,35 +296,35 @@ pub struct Entry {
     /// The value lies outside the item's input range (入力範囲外) on this side.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out_of_range: Option<Bound>,
-    /// Reference range from the source.
+    /// Reference range from the source (boxed: few entries have one, keeps [`Entry`] small).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reference_range: Option<ReferenceRange>,
+    pub reference_range: Option<Box<ReferenceRange>>,
     /// Interpretation from the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interpretation: Option<Interpretation>,
-    /// Flags derived from the judgement tables.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub flags: Vec<Flag>,
+    /// Flags derived from the judgement tables (both fit inline).
+    #[serde(default, skip_serializing_if = "SmallVec::is_empty")]
+    pub flags: SmallVec<[Flag; 2]>,
     /// Per-item 判定区分 derived from the grade table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grade: Option<Grade>,
     /// When, if different from the record's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective: Option<Effective>,
-    /// Method code (CDA `methodCode`).
+    /// Method code (CDA `methodCode`; boxed: rare).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub method: Option<Code>,
+    pub method: Option<Box<Code>>,
     /// Who made the statement (e.g. the physician of 医師の判断, CDA item 9N516).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub performer: Option<String>,
     /// Id of the group entry this one belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent: Option<String>,
+    pub parent: Option<CompactString>,
     /// Relation to [`Entry::parent`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relation: Option<Relation>,
     /// Where in the source the entry came from (XPath for XML, `line N, column NAME` for CSV).
-    pub locator: String,
+    pub locator: Locator,
     // --- issue 5, claims (conv2) ---
     /// Claim line details (UKE SY/IY records), see [`crate::claims::ClaimLine`]; boxed, as most
     /// entries have none (keeps [`Entry`] small).
@@ -328,26 +334,30 @@ pub struct Entry {
 
 impl Entry {
     /// An empty observation entry with the given id, code and locator.
-    pub fn observation(id: String, code: Code, locator: String) -> Self {
+    pub fn observation(
+        id: impl Into<CompactString>,
+        code: Code,
+        locator: impl Into<Locator>,
+    ) -> Self {
         Self {
-            id,
+            id: id.into(),
             kind: EntryKind::Observation,
             code,
-            codings: Vec::new(),
+            codings: SmallVec::new(),
             analyte: None,
             value: None,
             absent: None,
             out_of_range: None,
             reference_range: None,
             interpretation: None,
-            flags: Vec::new(),
+            flags: SmallVec::new(),
             grade: None,
             effective: None,
             method: None,
             performer: None,
             parent: None,
             relation: None,
-            locator,
+            locator: locator.into(),
             claim: None,
         }
     }
@@ -483,7 +493,7 @@ pub struct Source {
     /// File name as given to the converter (archive path + `!/` + member for archive members).
     pub file: String,
     /// Position of the record in the file (`/ClinicalDocument` or `line 3`).
-    pub locator: String,
+    pub locator: Cow<'static, str>,
     /// SHA-256 of the bytes the record was read from (the CDA document; for a CSV row, the
     /// mapping name and the row's fields joined by U+001F): the import idempotency key.
     pub content_hash: ContentHash,
@@ -499,7 +509,7 @@ pub struct Source {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Provenance {
     /// Converter name and version, e.g. `data-converter 0.1.0`.
-    pub converter: String,
+    pub converter: Cow<'static, str>,
     /// Mapping used (CSV layout name), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mapping: Option<String>,
@@ -535,7 +545,7 @@ pub struct Header {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// Always [`SCHEMA`].
-    pub schema: String,
+    pub schema: Cow<'static, str>,
     /// Unit A, B or C.
     pub unit: Unit,
     /// The person.

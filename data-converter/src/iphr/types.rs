@@ -8,6 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use arrayvec::ArrayString;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::normalize::to_half_width;
@@ -362,11 +363,16 @@ impl fmt::Display for Date {
 serde_via_str!(Date);
 
 /// A decimal number kept as written (precision is significant in lab results: `5.0` ≠ `5`).
-/// Normalised: no leading `+`, no redundant leading zeros, full-width digits converted.
+/// Normalised: no leading `+`, no redundant leading zeros, full-width digits converted. Stored
+/// inline (at most [`Decimal::MAX_LEN`] bytes; no heap allocation).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Decimal(String);
+pub struct Decimal(ArrayString<{ Decimal::MAX_LEN }>);
 
 impl Decimal {
+    /// Longest canonical text: a sign, a `0` put before a bare fraction, and the 40 bytes of digits
+    /// and point that parsing accepts.
+    pub const MAX_LEN: usize = 42;
+
     /// The canonical text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -429,8 +435,9 @@ fn canonical_unsigned(s: &str) -> bool {
 impl FromStr for Decimal {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, ParseError> {
+        let too_long = || ParseError::new("数値", "expected a decimal number", s);
         if canonical_unsigned(s) {
-            return Ok(Self(s.to_owned()));
+            return ArrayString::from(s).map(Self).map_err(|_| too_long());
         }
         let t = to_half_width(s.trim());
         let (neg, body) = match t.strip_prefix('-') {
@@ -452,14 +459,15 @@ impl FromStr for Decimal {
         let int = int.trim_start_matches('0');
         let int = if int.is_empty() { "0" } else { int };
         let zero = int == "0" && frac.is_none_or(|f| f.bytes().all(|b| b == b'0'));
-        let mut out = String::with_capacity(body.len() + 1);
+        // At most 1 + 1 + 40 bytes (see `MAX_LEN`): the pushes cannot fail.
+        let mut out = ArrayString::new();
         if neg && !zero {
-            out.push('-');
+            out.try_push('-').map_err(|_| too_long())?;
         }
-        out.push_str(int);
+        out.try_push_str(int).map_err(|_| too_long())?;
         if let Some(f) = frac {
-            out.push('.');
-            out.push_str(f);
+            out.try_push('.').map_err(|_| too_long())?;
+            out.try_push_str(f).map_err(|_| too_long())?;
         }
         Ok(Self(out))
     }
@@ -468,7 +476,11 @@ impl FromStr for Decimal {
 // --- issue 5 (conv2): scores are whole numbers ---
 impl From<u32> for Decimal {
     fn from(v: u32) -> Self {
-        Self(v.to_string())
+        use fmt::Write;
+        let mut s = ArrayString::new();
+        // Invariant: at most 10 digits, within `MAX_LEN`.
+        let _ = write!(s, "{v}");
+        Self(s)
     }
 }
 

@@ -756,7 +756,7 @@ impl Builder<'_> {
         let display = TYPES.iter().find(|t| t.0 == h.ty).map_or(h.ty, |t| t.1);
         let raw = serde_json::to_vec(self.raw).unwrap_or_default();
         Ok(Record {
-            schema: SCHEMA.to_owned(),
+            schema: SCHEMA.into(),
             // DESIGN §5: attending-physician opinions are unit A, the OP's records unit C.
             unit: if h.ty == "attending_opinion" {
                 Unit::A
@@ -777,7 +777,7 @@ impl Builder<'_> {
             source: Source {
                 format: SourceFormat::OhRecords,
                 file: self.file.to_owned(),
-                locator: self.pointer,
+                locator: self.pointer.into(),
                 content_hash: ContentHash::of(&raw),
                 document_id: Some(h.id.to_owned()),
                 archive: None,

@@ -376,7 +376,7 @@ fn build_record(sheet: &Sheet, answers: &[u8; 57], s: &Scores, file: &str) -> Re
         source: Source {
             format: SourceFormat::StressCheck,
             file: file.to_owned(),
-            locator: sheet.locator.clone(),
+            locator: sheet.locator.clone().into(),
             content_hash: ContentHash::of(&sheet.raw),
             document_id: None,
             archive: None,

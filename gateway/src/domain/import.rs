@@ -204,7 +204,7 @@ pub fn from_records(
             }
             return Err(ImportError::NoPerson {
                 file: rec.source.file.clone(),
-                locator: rec.source.locator.clone(),
+                locator: rec.source.locator.to_string(),
             });
         };
         let category = category_of(rec);
