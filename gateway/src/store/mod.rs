@@ -41,7 +41,7 @@ pub enum StoreError {
     /// A read on the partner API's own SQLite connections failed ([`partner_reads`]).
     #[error("database (direct SQLite read): {0}")]
     SqliteRead(#[from] rusqlite::Error),
-    /// A blocking read task panicked or was cancelled.
+    /// A blocking read task panicked or was cancelled, or no read connection could be waited for.
     #[error("read task: {0}")]
     ReadTask(String),
 }

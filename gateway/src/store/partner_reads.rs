@@ -18,8 +18,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-/// Idle SQLite read connections kept for reuse.
-const MAX_IDLE: usize = 8;
+/// SQLite read connections open at most (each kept for reuse): a reader waits for one rather
+/// than opening more (a new connection parses the schema again).
+const MAX_CONNECTIONS: usize = 8;
 
 /// The partner reads over one database.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct PartnerReads {
 struct SqliteReaders {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// One permit per connection that may be in use.
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl SqliteReaders {
@@ -46,7 +49,16 @@ impl SqliteReaders {
         Ok(conn)
     }
 
-    /// Runs `f` on an idle connection (or a new one), then keeps the connection for reuse.
+    /// A permit to use one connection (waits while all are in use).
+    async fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
+        Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::ReadTask(e.to_string()))
+    }
+
+    /// Runs `f` on an idle connection (or a new one), then keeps the connection for reuse. The
+    /// caller holds a [`SqliteReaders::permit`].
     fn with<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R, StoreError> {
         let idle = self
             .idle
@@ -58,10 +70,10 @@ impl SqliteReaders {
             None => self.open()?,
         };
         let r = f(&conn)?;
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE {
-            idle.push(conn);
-        }
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(conn);
         Ok(r)
     }
 }
@@ -102,6 +114,7 @@ impl PartnerReads {
             Db::Sqlite(pool) => Some(Arc::new(SqliteReaders {
                 path: pool.connect_options().get_filename().to_path_buf(),
                 idle: Mutex::default(),
+                permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
             })),
             Db::Postgres(_) => None,
         };
@@ -118,6 +131,7 @@ impl PartnerReads {
         let Some(sqlite) = &self.sqlite else {
             return records::get_with_consent(&self.db, resource_type, id, service_id).await;
         };
+        let _permit = sqlite.permit().await?;
         sqlite.with(|conn| {
             let mut stmt = conn.prepare_cached(GET_WITH_CONSENT_SQL)?;
             bind_numbered(&mut stmt, &[&resource_type, &id, &service_id])?;
@@ -148,6 +162,7 @@ impl PartnerReads {
         let Some(sqlite) = &self.sqlite else {
             return consent::head_and_data_version(&self.db, person_id, service_id).await;
         };
+        let _permit = sqlite.permit().await?;
         sqlite.with(|conn| {
             let mut stmt = conn.prepare_cached(HEAD_AND_DATA_VERSION_SQL)?;
             bind_numbered(&mut stmt, &[&person_id, &service_id])?;
@@ -170,10 +185,12 @@ impl PartnerReads {
         let Some(sqlite) = &self.sqlite else {
             return records::everything_rows(&self.db, person_id, categories, limit).await;
         };
+        let permit = sqlite.permit().await?;
         let sqlite = sqlite.clone();
         let person_id = person_id.to_owned();
         let categories: Vec<String> = categories.iter().map(|c| (*c).to_owned()).collect();
         let read = move || {
+            let _permit = permit;
             sqlite.with(|conn| {
                 let mut stmt =
                     conn.prepare_cached(&records::everything_sql(false, categories.len()))?;
@@ -196,5 +213,40 @@ impl PartnerReads {
         tokio::task::spawn_blocking(read)
             .await
             .map_err(|e| StoreError::ReadTask(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_readers_share_a_bounded_set_of_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("r.db").display());
+        let db = Db::connect(&url, 2).await.unwrap();
+        let reads = PartnerReads::new(db.clone());
+        let tasks: Vec<_> = (0..48)
+            .map(|i| {
+                let reads = reads.clone();
+                tokio::spawn(async move {
+                    if i % 2 == 0 {
+                        reads
+                            .everything_rows("p", &["A.checkup"], 10)
+                            .await
+                            .map(|r| r.count)
+                    } else {
+                        reads.head_and_data_version("p", "s").await.map(|(_, v)| v)
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), 0);
+        }
+        let sqlite = reads.sqlite.as_ref().unwrap();
+        let open = sqlite.idle.lock().unwrap().len();
+        assert!((1..=MAX_CONNECTIONS).contains(&open), "{open} connections");
+        db.close().await;
     }
 }
