@@ -16,6 +16,8 @@
 //! the PATH (or `IPHR_OHA` names it); otherwise from an in-process generator (64 tasks, one
 //! connection each, on their own runtime).
 
+// A measuring harness, not a service: any failed setup step (bind, connect, seed, the check
+// request) must stop the run loudly rather than print figures of a broken setup.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use base64::Engine;

@@ -194,6 +194,33 @@ fn replace_all(text: String, from: &str, to: &str) -> String {
     out
 }
 
+/// The converter's Patient references of a person's keys (`"Patient/{patient id}"`, quotes
+/// included so only whole references match) and what they become: `"Patient/{person id}"`.
+struct PatientRefs {
+    to: String,
+    from: Vec<String>,
+}
+
+impl PatientRefs {
+    fn new<'a>(person_id: &str, patient_ids: impl IntoIterator<Item = &'a str>) -> Self {
+        PatientRefs {
+            to: format!("\"Patient/{person_id}\""),
+            from: patient_ids
+                .into_iter()
+                .map(|id| format!("\"Patient/{id}\""))
+                .collect(),
+        }
+    }
+
+    /// `text` with every one of the keys' references rewritten to the person.
+    fn apply(&self, mut text: String) -> String {
+        for from in &self.from {
+            text = replace_all(text, from, &self.to);
+        }
+        text
+    }
+}
+
 /// What `Patient/[id]/$everything` serves: the Patient, then the consented resources by type
 /// then id, their references and JSON each back to back in one string.
 #[derive(Debug)]
@@ -268,13 +295,11 @@ impl EverythingBundle {
     /// keys' Patient ids rewritten to `Patient/{person_id}`.
     fn assemble(person_id: &str, rows: records::EverythingRows) -> Result<Self, StoreError> {
         let patient = patient_resource(person_id, rows.patient.as_deref());
-        let mut resources = rows.resources;
-        if !resources.is_empty() && !rows.patient_ids.is_empty() {
-            let to = format!("\"Patient/{person_id}\"");
-            for id in rows.patient_ids.split(records::RECORD_SEPARATOR) {
-                resources = replace_all(resources, &format!("\"Patient/{id}\""), &to);
-            }
-        }
+        let ids = rows
+            .patient_ids
+            .split(records::RECORD_SEPARATOR)
+            .filter(|id| !id.is_empty());
+        let resources = PatientRefs::new(person_id, ids).apply(rows.resources);
         Self::from_rows(patient, rows.references, resources, rows.count)
     }
 
@@ -606,9 +631,10 @@ impl PartnerAccess {
             }
         };
         let categories: Vec<&str> = granted.iter().map(|c| c.as_str()).collect();
-        let key = (person_id.to_owned(), categories.join(","));
-        let keep = action == AccessAction::Everything;
-        let kept = if keep { self.bundles.get(&key) } else { None };
+        // Bulk export walks every person once: it neither reuses nor keeps Bundles.
+        let key = (action == AccessAction::Everything)
+            .then(|| (person_id.to_owned(), categories.join(",")));
+        let kept = key.as_ref().and_then(|k| self.bundles.get(k));
         let bundle = match kept {
             Some(kept) if kept.data_version == data_version => kept.bundle,
             _ => {
@@ -618,7 +644,7 @@ impl PartnerAccess {
                     .await?;
                 let read_at = rows.data_version;
                 let bundle = Arc::new(EverythingBundle::assemble(person_id, rows)?);
-                if keep {
+                if let Some(key) = key {
                     self.bundles.insert(
                         key,
                         VersionedBundle {
@@ -701,26 +727,14 @@ impl PartnerAccess {
             return Ok(Vec::new());
         }
         let patient_ids = self.patient_ids(person_id).await?;
-        let to = format!("\"Patient/{person_id}\"");
-        let from: Vec<String> = patient_ids
-            .iter()
-            .map(|id| format!("\"Patient/{id}\""))
-            .collect();
+        let refs = PatientRefs::new(person_id, patient_ids.iter().map(String::as_str));
         let mut seen = std::collections::HashSet::new();
         Ok(rows
             .into_iter()
             .filter(|r| seen.insert((r.resource_type.clone(), r.id.clone())))
-            .map(|r| {
-                let mut json = r.json;
-                for f in &from {
-                    if json.contains(f.as_str()) {
-                        json = json.replace(f.as_str(), &to);
-                    }
-                }
-                ServedResource {
-                    reference: format!("{}/{}", r.resource_type, r.id),
-                    json,
-                }
+            .map(|r| ServedResource {
+                reference: format!("{}/{}", r.resource_type, r.id),
+                json: refs.apply(r.json),
             })
             .collect())
     }

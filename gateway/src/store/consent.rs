@@ -76,6 +76,25 @@ pub async fn head(
     Ok(s)
 }
 
+/// The consent head in the five columns of `$row` from `$at` (version, status, categories, start,
+/// end), `None` when the version is NULL (no head). Column errors leave the enclosing function
+/// through `?`.
+macro_rules! head_at {
+    ($row:expr, $at:expr) => {
+        match $row.try_get::<Option<i64>, _>($at)? {
+            Some(version) => Some($crate::store::consent::state_from(
+                version,
+                $row.try_get::<&str, _>($at + 1)?,
+                $row.try_get::<&str, _>($at + 2)?,
+                $row.try_get($at + 3)?,
+                $row.try_get($at + 4)?,
+            )),
+            None => None,
+        }
+    };
+}
+pub(crate) use head_at;
+
 /// [`head_and_data_version`]'s statement: `$1` person, `$2` service; columns: the data version,
 /// then the head's version, status, categories, start and end (NULL without a head).
 pub(crate) const HEAD_AND_DATA_VERSION_SQL: &str = "SELECT p.data_version, h.version, h.status, h.categories, h.period_start_ms, \
@@ -96,19 +115,7 @@ pub async fn head_and_data_version(
             .fetch_optional(pool)
             .await?
         {
-            Some(r) => {
-                let head = match r.try_get::<Option<i64>, _>(1)? {
-                    Some(version) => Some(state_from(
-                        version,
-                        r.try_get::<&str, _>(2)?,
-                        r.try_get::<&str, _>(3)?,
-                        r.try_get(4)?,
-                        r.try_get(5)?,
-                    )),
-                    None => None,
-                };
-                (head, r.try_get::<i64, _>(0)?)
-            }
+            Some(r) => (head_at!(r, 1), r.try_get::<i64, _>(0)?),
             None => (None, 0),
         }
     });

@@ -390,16 +390,7 @@ pub async fn get_with_consent(
             .await?
             .into_iter()
             .map(|r| {
-                let head = match r.try_get::<Option<i64>, _>(5)? {
-                    Some(version) => Some(crate::store::consent::state_from(
-                        version,
-                        r.try_get::<&str, _>(6)?,
-                        r.try_get::<&str, _>(7)?,
-                        r.try_get(8)?,
-                        r.try_get(9)?,
-                    )),
-                    None => None,
-                };
+                let head = crate::store::consent::head_at!(r, 5);
                 Ok::<_, sqlx::Error>((
                     StoredResource {
                         resource_type: r.try_get(0)?,
