@@ -1,13 +1,20 @@
-//! What the agent does with a card in a reader: identify it, show it, sign a challenge.
+//! What the agent does with a card in a reader: identify it, show it, sign a challenge, write a
+//! kiosk consent to a PHR card.
 //!
-//! Card type comes from SELECT of the application (JPKI AP), never from the ATR. Each operation
-//! runs on any [`CardTransport`]: a PC/SC transaction or an in-process virtual card.
+//! Card type comes from SELECT of the application (JPKI AP, else PIV with a PHR holder
+//! certificate), never from the ATR. Each operation runs on any [`CardTransport`]: a PC/SC
+//! transaction or an in-process virtual card; [`CardAgent`] is the localhost API's card over any
+//! [`CardReader`].
 
 use crate::certinfo::CertificateSummary;
 use crate::jpki::{Jpki, JpkiError, PinState};
-use crate::pin::{JpkiAuthPin, JpkiAuthPinFormat, LastTry, PinReadError};
+use crate::phr::card::PhrError;
+use crate::phr::kiosk::{KioskConsent, KioskConsentError};
+use crate::pin::{JpkiAuthPin, JpkiAuthPinFormat, LastTry, PinFormat, PinReadError};
+use crate::piv::{PivError, PivPin, PivPinFormat};
 use crate::transport::CardTransport;
 use sha2::{Digest, Sha256};
+use std::io::BufRead;
 
 /// The kind of card in a reader.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -22,8 +29,29 @@ pub enum CardInfo {
         /// The auth PIN counter (read without spending a try).
         auth_pin: PinState,
     },
+    /// An issued PHR card (PIV application with a holder certificate in slot 9A).
+    Phr {
+        /// The holder's pseudonymous id.
+        holder_id: String,
+        /// The holder certificate (slot 9A).
+        holder_certificate: Box<CertificateSummary>,
+        /// The PIN counter (read without spending a try).
+        pin: PinState,
+        /// Services with a key on the card.
+        linked_services: Vec<String>,
+    },
     /// A card this agent has no application for.
     Unknown,
+}
+
+/// The two cards the agent works with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CardKind {
+    /// My Number card: JPKI 利用者証明用 key (RSA-2048), 4-digit PIN.
+    MyNumber,
+    /// PHR card: holder key (P-256) in PIV slot 9A, 6–8 character PIN.
+    Phr,
 }
 
 /// Why a card could not be shown or used.
@@ -38,9 +66,26 @@ pub enum AgentError {
     /// The reader or card could not be reached (e.g. starting the PC/SC transaction).
     #[error(transparent)]
     Transport(#[from] crate::transport::TransportError),
+    /// The PHR card application failed.
+    #[error(transparent)]
+    Phr(#[from] PhrError),
+    /// A kiosk consent could not be written to the PHR card.
+    #[error(transparent)]
+    KioskConsent(#[from] KioskConsentError),
     /// The card is not one this operation works with.
-    #[error("this card is not a My Number card")]
+    #[error("this card is neither a My Number card nor an issued PHR card")]
     NotSupported,
+    /// The PIN prompt answered with another kind of card's PIN (nothing was sent to the card).
+    #[error("the PIN entered is for a {entered:?} card, the card in the reader is a {card:?} card")]
+    PinKindMismatch {
+        /// The card in the reader.
+        card: CardKind,
+        /// What the prompt gave.
+        entered: CardKind,
+    },
+    /// The card in the reader changed between reading it and signing (another kind of card).
+    #[error("the card in the reader changed during the operation")]
+    CardChanged,
     /// No reader holds a card.
     #[error("no card in any reader")]
     NoCard,
@@ -50,10 +95,10 @@ pub enum AgentError {
 }
 
 /// Identifies the card and reads what can be read without a PIN (spends no PIN try).
-pub fn read_card_info<T: CardTransport>(transport: T) -> Result<CardInfo, AgentError> {
-    let mut jpki = match Jpki::select(transport) {
+pub fn read_card_info<T: CardTransport>(mut transport: T) -> Result<CardInfo, AgentError> {
+    let mut jpki = match Jpki::select(&mut transport) {
         Ok(jpki) => jpki,
-        Err(JpkiError::NotJpki) => return Ok(CardInfo::Unknown),
+        Err(JpkiError::NotJpki) => return read_phr_info(&mut transport),
         Err(e) => return Err(e.into()),
     };
     let token = jpki.read_token_label()?;
@@ -66,10 +111,30 @@ pub fn read_card_info<T: CardTransport>(transport: T) -> Result<CardInfo, AgentE
     })
 }
 
+/// A PHR card's holder, PIN counter and links; [`CardInfo::Unknown`] for a card that is not
+/// an issued PHR card.
+fn read_phr_info<T: CardTransport + ?Sized>(t: &mut T) -> Result<CardInfo, AgentError> {
+    let view = match crate::phr::card::read_card(t) {
+        Ok(view) => view,
+        Err(PhrError::Piv(PivError::NotPiv)) => return Ok(CardInfo::Unknown),
+        Err(e) => return Err(e.into()),
+    };
+    let (Some(holder_id), Some(der)) = (view.holder_id, view.holder_cert_der) else {
+        return Ok(CardInfo::Unknown);
+    };
+    Ok(CardInfo::Phr {
+        holder_id,
+        holder_certificate: Box::new(CertificateSummary::from_der(&der)?),
+        pin: view.pin,
+        linked_services: view.services.into_iter().map(|s| s.service).collect(),
+    })
+}
+
 /// A challenge signed by the card.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SignedChallenge {
-    /// JWS name of the signature algorithm (`RS256`: RSA PKCS#1 v1.5 with SHA-256).
+    /// JWS name of the signature algorithm: `RS256` (My Number: RSA PKCS#1 v1.5 with SHA-256)
+    /// or `ES256` (PHR card: ECDSA P-256 with SHA-256, `r ‖ s`).
     pub algorithm: &'static str,
     /// The signer's certificate, DER.
     #[serde(serialize_with = "as_base64")]
@@ -112,6 +177,36 @@ pub fn sign_challenge<T: CardTransport>(
     })
 }
 
+/// What the PIN will unlock the card for, shown by the agent's own prompt before the PIN is typed.
+#[derive(Debug, Clone)]
+pub enum Signing {
+    /// Sign a challenge of the page's origin (sign-in, or a step the gateway confirms by card).
+    Challenge,
+    /// Write this consent change to the card (PHR card) and sign its document.
+    Consent(KioskConsent),
+}
+
+impl Signing {
+    /// One line in Japanese for the prompt.
+    pub fn describe(&self) -> String {
+        match self {
+            Signing::Challenge => "カードでの本人確認（署名）".to_owned(),
+            Signing::Consent(c) => {
+                let action = match c.action {
+                    crate::phr::kiosk::KioskAction::Grant => "同意",
+                    crate::phr::kiosk::KioskAction::Revoke => "同意の取り消し",
+                };
+                let categories = if c.categories.is_empty() {
+                    String::new()
+                } else {
+                    format!("（{}）", c.categories.join("、"))
+                };
+                format!("{} への{action}{categories}", c.service)
+            }
+        }
+    }
+}
+
 /// What the person is asked when a PIN is needed.
 #[derive(Debug, Clone, Copy)]
 pub struct PinRequest<'a> {
@@ -119,36 +214,82 @@ pub struct PinRequest<'a> {
     pub origin: &'a str,
     /// Tries left on the card (read without spending one).
     pub tries_left: u8,
+    /// Whose PIN: the card in the reader.
+    pub card: CardKind,
+    /// What the signature is for.
+    pub signing: &'a Signing,
+}
+
+/// A PIN as entered, checked against its card's format.
+pub enum EnteredPin {
+    /// The JPKI 利用者証明用 PIN.
+    MyNumber(JpkiAuthPin),
+    /// The PHR card (PIV) PIN.
+    Phr(PivPin),
+}
+
+impl EnteredPin {
+    /// Which card the PIN is for.
+    pub fn kind(&self) -> CardKind {
+        match self {
+            EnteredPin::MyNumber(_) => CardKind::MyNumber,
+            EnteredPin::Phr(_) => CardKind::Phr,
+        }
+    }
+
+    /// Reads one line of `input` as the PIN of a `card` (see [`crate::pin::read_pin_line`]).
+    pub fn read_line(card: CardKind, input: &mut impl BufRead) -> Result<Self, PinReadError> {
+        Ok(match card {
+            CardKind::MyNumber => EnteredPin::MyNumber(crate::pin::read_pin_line(input)?),
+            CardKind::Phr => EnteredPin::Phr(crate::pin::read_pin_line(input)?),
+        })
+    }
+
+    /// Asks on the terminal, without echo, for the PIN of a `card`.
+    pub fn prompt(card: CardKind, prompt: &str) -> Result<Self, PinReadError> {
+        Ok(match card {
+            CardKind::MyNumber => EnteredPin::MyNumber(crate::pin::prompt_pin(prompt)?),
+            CardKind::Phr => EnteredPin::Phr(crate::pin::prompt_pin(prompt)?),
+        })
+    }
+}
+
+impl std::fmt::Debug for EnteredPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EnteredPin({:?}, <redacted>)", self.kind())
+    }
 }
 
 /// The person's answer.
 pub struct PinAnswer {
     /// The PIN, format-checked.
-    pub pin: JpkiAuthPin,
+    pub pin: EnteredPin,
     /// Whether the person confirmed using the last try.
     pub last_try: LastTry,
 }
 
 /// The agent's own PIN entry (terminal, standard input, a pinpad): never the web page.
 pub trait PinPrompt: Send + Sync {
-    /// Asks for the PIN for one authentication.
+    /// Asks for the PIN for one operation.
     fn ask(&self, request: &PinRequest<'_>) -> Result<PinAnswer, PinReadError>;
 }
 
-/// What is known before the PIN is asked: the certificate and the counter.
+/// What is known before the PIN is asked: the card, its certificate and its counter.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// The auth certificate, DER.
+    /// The card in the reader.
+    pub card: CardKind,
+    /// Its signing certificate (JPKI auth, or the PHR holder certificate), DER.
     pub certificate: Vec<u8>,
-    /// Tries left (> 0: a blocked card ends in [`JpkiError::PinBlocked`]).
+    /// Tries left (> 0: a blocked card ends in a `PinBlocked` error).
     pub tries_left: u8,
 }
 
 /// First half of an authentication: identify the card, read its certificate and PIN counter.
-pub fn prepare_authentication<T: CardTransport>(transport: T) -> Result<Prepared, AgentError> {
-    let mut jpki = match Jpki::select(transport) {
+pub fn prepare_authentication<T: CardTransport>(mut transport: T) -> Result<Prepared, AgentError> {
+    let mut jpki = match Jpki::select(&mut transport) {
         Ok(jpki) => jpki,
-        Err(JpkiError::NotJpki) => return Err(AgentError::NotSupported),
+        Err(JpkiError::NotJpki) => return prepare_phr(&mut transport),
         Err(e) => return Err(e.into()),
     };
     let certificate = jpki.read_auth_certificate()?;
@@ -158,9 +299,55 @@ pub fn prepare_authentication<T: CardTransport>(transport: T) -> Result<Prepared
         PinState::Verified => crate::jpki::AUTH_PIN_MAX_TRIES,
     };
     Ok(Prepared {
+        card: CardKind::MyNumber,
         certificate,
         tries_left,
     })
+}
+
+fn prepare_phr<T: CardTransport + ?Sized>(t: &mut T) -> Result<Prepared, AgentError> {
+    let (holder, pin) = match crate::phr::card::holder_and_pin_state(t) {
+        Ok(found) => found,
+        Err(PhrError::Piv(PivError::NotPiv) | PhrError::NotIssued) => {
+            return Err(AgentError::NotSupported);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let tries_left = match pin {
+        PinState::Blocked | PinState::TriesLeft(0) => {
+            return Err(PhrError::Piv(PivError::PinBlocked).into());
+        }
+        PinState::TriesLeft(n) => n,
+        PinState::Verified => crate::piv::PIN_MAX_TRIES,
+    };
+    Ok(Prepared {
+        card: CardKind::Phr,
+        certificate: holder.der,
+        tries_left,
+    })
+}
+
+/// Signs SHA-256(`challenge`) with the PHR card's holder key after one PIN verification.
+pub fn sign_challenge_phr<T: CardTransport>(
+    mut transport: T,
+    pin: &PivPin,
+    last_try: LastTry,
+    challenge: &[u8],
+) -> Result<SignedChallenge, AgentError> {
+    let signed = crate::phr::card::sign_challenge(&mut transport, pin, last_try, challenge)?;
+    Ok(SignedChallenge {
+        algorithm: "ES256",
+        certificate: signed.certificate,
+        signature: signed.signature,
+    })
+}
+
+/// The PIN format's name, for prompts.
+fn pin_name(card: CardKind) -> &'static str {
+    match card {
+        CardKind::MyNumber => JpkiAuthPinFormat::NAME,
+        CardKind::Phr => PivPinFormat::NAME,
+    }
 }
 
 /// Reads PINs as lines of standard input, one per request (automation and tests).
@@ -172,10 +359,13 @@ pub struct StdinPrompt {
 impl PinPrompt for StdinPrompt {
     fn ask(&self, request: &PinRequest<'_>) -> Result<PinAnswer, PinReadError> {
         eprintln!(
-            "PIN requested by {} ({} tries left): reading a line of standard input",
-            request.origin, request.tries_left
+            "{} PIN requested by {} for {} ({} tries left): reading a line of standard input",
+            pin_name(request.card),
+            request.origin,
+            request.signing.describe(),
+            request.tries_left
         );
-        let pin = crate::pin::read_pin_line::<JpkiAuthPinFormat>(&mut std::io::stdin().lock())?;
+        let pin = EnteredPin::read_line(request.card, &mut std::io::stdin().lock())?;
         let last_try = if self.confirm_last_try {
             LastTry::Confirmed
         } else {
@@ -190,10 +380,15 @@ pub struct TerminalPrompt;
 
 impl PinPrompt for TerminalPrompt {
     fn ask(&self, request: &PinRequest<'_>) -> Result<PinAnswer, PinReadError> {
-        eprintln!(
-            "{} がマイナンバーカードでの本人確認を求めています。",
-            request.origin
-        );
+        let (card, pin_label) = match request.card {
+            CardKind::MyNumber => ("マイナンバーカード", "利用者証明用 PIN（4桁"),
+            CardKind::Phr => ("PHRカード", "PHRカードの PIN（6〜8桁"),
+        };
+        eprintln!("{} が{card}での署名を求めています。", request.origin);
+        eprintln!("内容: {}", request.signing.describe());
+        if let Signing::Consent(c) = request.signing {
+            eprintln!("利用目的: {}", c.purpose);
+        }
         let mut last_try = LastTry::Refuse;
         if request.tries_left == 1 {
             let answer = rpassword::prompt_password(
@@ -204,35 +399,108 @@ impl PinPrompt for TerminalPrompt {
                 last_try = LastTry::Confirmed;
             }
         }
-        let prompt = format!("利用者証明用 PIN（4桁、残り{}回）: ", request.tries_left);
-        let pin = crate::pin::prompt_pin::<JpkiAuthPinFormat>(&prompt)?;
+        let prompt = format!("{pin_label}、残り{}回）: ", request.tries_left);
+        let pin = EnteredPin::prompt(request.card, &prompt)?;
         Ok(PinAnswer { pin, last_try })
     }
 }
 
-/// The card in a PC/SC reader, for the localhost API.
-#[cfg(feature = "pcsc")]
-pub struct PcscCardService {
-    /// Reader to use; `None`: the first one holding a card.
-    pub reader: Option<String>,
+/// Exclusive access to the card in the agent's reader, one session at a time.
+pub trait CardReader: Send + Sync + 'static {
+    /// Runs `f` in one exclusive session with the card (a PC/SC transaction, or the virtual
+    /// card's lock); no other application's commands interleave.
+    fn session<R>(
+        &self,
+        f: impl FnOnce(&mut dyn CardTransport) -> Result<R, AgentError>,
+    ) -> Result<R, AgentError>;
 }
 
-#[cfg(feature = "pcsc")]
-impl PcscCardService {
-    fn connect(&self) -> Result<crate::transport::pcsc::PcscCard, AgentError> {
-        let ctx = crate::transport::pcsc::PcscContext::establish()?;
-        let reader = match &self.reader {
-            Some(reader) => reader.clone(),
-            None => ctx.first_reader_with_card()?.ok_or(AgentError::NoCard)?,
-        };
-        Ok(ctx.connect(&reader)?)
+impl<C: crate::virtual_card::VirtualCard + Send + 'static> CardReader
+    for crate::virtual_card::InProcess<C>
+{
+    fn session<R>(
+        &self,
+        f: impl FnOnce(&mut dyn CardTransport) -> Result<R, AgentError>,
+    ) -> Result<R, AgentError> {
+        f(&mut self.clone())
     }
 }
 
-#[cfg(feature = "pcsc")]
-impl crate::local_api::CardService for PcscCardService {
+/// A consent change as the kiosk page hands it over (`POST /v1/consent`), checked by the API:
+/// the document's hash is the nonce, and its origin is the page's.
+#[derive(Debug, Clone)]
+pub struct ConsentToSign {
+    /// The gateway's prepared document, parsed.
+    pub consent: KioskConsent,
+    /// Every category the gateway knows (its wire form), for the card mapping.
+    pub known_categories: Vec<String>,
+}
+
+/// A signed consent change: the token, and for a PHR card the record it now holds.
+#[derive(Debug, Clone)]
+pub struct ConsentSigned {
+    /// The card's signature over the document's challenge.
+    pub signed: SignedChallenge,
+    /// The consent record written to the PHR card (tag `E1`); `None` for a My Number card.
+    pub card_record: Option<Vec<u8>>,
+}
+
+/// The localhost API's card: any [`CardReader`] (PC/SC, or a virtual card in-process).
+pub struct CardAgent<R> {
+    reader: R,
+}
+
+impl<R: CardReader> CardAgent<R> {
+    /// The agent over `reader`.
+    pub fn new(reader: R) -> Self {
+        CardAgent { reader }
+    }
+
+    /// Reads the card in one session: which card, its certificate, its PIN counter.
+    fn prepare(&self) -> Result<Prepared, AgentError> {
+        self.reader.session(|t| prepare_authentication(t))
+    }
+
+    /// Asks the PIN of the prepared card. No card session is held while the person types
+    /// (Windows ends idle PC/SC transactions after 5 s); the signing session reads the counter
+    /// again before its VERIFY.
+    fn ask(
+        prompt: &dyn PinPrompt,
+        origin: &str,
+        prepared: &Prepared,
+        signing: &Signing,
+    ) -> Result<PinAnswer, AgentError> {
+        let answer = prompt.ask(&PinRequest {
+            origin,
+            tries_left: prepared.tries_left,
+            card: prepared.card,
+            signing,
+        })?;
+        if answer.pin.kind() != prepared.card {
+            return Err(AgentError::PinKindMismatch {
+                card: prepared.card,
+                entered: answer.pin.kind(),
+            });
+        }
+        Ok(answer)
+    }
+}
+
+/// A card of another kind than the one prepared: the operation stops (nothing was verified).
+fn changed<T>(e: AgentError) -> Result<T, AgentError> {
+    match e {
+        AgentError::NotSupported
+        | AgentError::Jpki(JpkiError::NotJpki)
+        | AgentError::Phr(PhrError::Piv(PivError::NotPiv) | PhrError::NotIssued) => {
+            Err(AgentError::CardChanged)
+        }
+        e => Err(e),
+    }
+}
+
+impl<R: CardReader> crate::local_api::CardService for CardAgent<R> {
     fn status(&self) -> Result<CardInfo, AgentError> {
-        self.connect()?.transaction(|tx| read_card_info(tx))
+        self.reader.session(|t| read_card_info(t))
     }
 
     fn authenticate(
@@ -241,24 +509,110 @@ impl crate::local_api::CardService for PcscCardService {
         origin: &str,
         signed_data: &[u8],
     ) -> Result<SignedChallenge, AgentError> {
-        let mut card = self.connect()?;
-        // No PC/SC transaction is held while the person types (Windows ends idle ones after 5 s);
-        // `sign_challenge` reads the counter again before its VERIFY.
-        let prepared = card.transaction(|tx| prepare_authentication(tx))?;
-        let answer = prompt.ask(&PinRequest {
-            origin,
-            tries_left: prepared.tries_left,
-        })?;
-        let signed = card.transaction(|tx| {
-            sign_challenge(
-                tx,
-                &answer.pin,
-                answer.last_try,
-                signed_data,
-                Some(&prepared.certificate),
-            )
-        })?;
-        card.disconnect()?;
-        Ok(signed)
+        let prepared = self.prepare()?;
+        let answer = Self::ask(prompt, origin, &prepared, &Signing::Challenge)?;
+        self.reader
+            .session(|t| match &answer.pin {
+                EnteredPin::MyNumber(pin) => sign_challenge(
+                    t,
+                    pin,
+                    answer.last_try,
+                    signed_data,
+                    Some(&prepared.certificate),
+                ),
+                EnteredPin::Phr(pin) => sign_challenge_phr(t, pin, answer.last_try, signed_data),
+            })
+            .or_else(changed)
+    }
+
+    fn consent(
+        &self,
+        prompt: &dyn PinPrompt,
+        origin: &str,
+        signed_data: &[u8],
+        request: &ConsentToSign,
+    ) -> Result<ConsentSigned, AgentError> {
+        let prepared = self.prepare()?;
+        if prepared.card == CardKind::Phr {
+            // A consent the card cannot hold is refused before anyone types a PIN.
+            request.consent.card_purpose()?;
+            if request.consent.action == crate::phr::kiosk::KioskAction::Grant {
+                request.consent.grant_request(&request.known_categories)?;
+            }
+        }
+        let signing = Signing::Consent(request.consent.clone());
+        let answer = Self::ask(prompt, origin, &prepared, &signing)?;
+        self.reader
+            .session(|t| match &answer.pin {
+                EnteredPin::MyNumber(pin) => Ok(ConsentSigned {
+                    signed: sign_challenge(
+                        t,
+                        pin,
+                        answer.last_try,
+                        signed_data,
+                        Some(&prepared.certificate),
+                    )?,
+                    card_record: None,
+                }),
+                EnteredPin::Phr(pin) => {
+                    let (written, signature) = crate::phr::kiosk::write_kiosk_consent_and_sign(
+                        t,
+                        pin,
+                        answer.last_try,
+                        &request.consent,
+                        &request.known_categories,
+                        None,
+                        unix_now(),
+                        signed_data,
+                    )?;
+                    Ok(ConsentSigned {
+                        signed: SignedChallenge {
+                            algorithm: "ES256",
+                            certificate: signature.certificate,
+                            signature: signature.signature,
+                        },
+                        card_record: Some(written.written.record_bytes),
+                    })
+                }
+            })
+            .or_else(changed)
+    }
+}
+
+/// Now in Unix seconds (a clock before 1970 or after 2106 reads as 0 / `u32::MAX`).
+fn unix_now() -> u32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+/// A PC/SC reader: each session connects, runs in one transaction, and resets the card on
+/// disconnect (no PIN stays verified after the session).
+#[cfg(feature = "pcsc")]
+pub struct PcscReader {
+    /// Reader to use; `None`: the first one holding a card.
+    pub reader: Option<String>,
+}
+
+#[cfg(feature = "pcsc")]
+impl CardReader for PcscReader {
+    fn session<R>(
+        &self,
+        f: impl FnOnce(&mut dyn CardTransport) -> Result<R, AgentError>,
+    ) -> Result<R, AgentError> {
+        let ctx = crate::transport::pcsc::PcscContext::establish()?;
+        let reader = match &self.reader {
+            Some(reader) => reader.clone(),
+            None => ctx.first_reader_with_card()?.ok_or(AgentError::NoCard)?,
+        };
+        let mut card = ctx.connect(&reader)?;
+        let result = card.transaction(|tx| f(tx));
+        // The work is done (a consent may be on the card): a failed disconnect must not turn it
+        // into an error; the card is reset when the handle drops anyway.
+        if let Err(e) = card.disconnect() {
+            tracing::debug!(error = %e, "disconnect after the card session");
+        }
+        result
     }
 }

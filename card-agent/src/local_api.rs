@@ -5,14 +5,25 @@
 //! page), signs `SHA-256(origin) ‖ SHA-256(nonce)` with the origin taken from the request's
 //! `Origin` header (never the body), and answers with the token the gateway verifies.
 //!
+//! `POST /v1/consent` `{"nonce", "document", "known_categories"}` carries a consent change the
+//! gateway prepared (`docs/kiosk.md`, "Consent on the PHR card"): the agent shows it in its own
+//! prompt, and with a PHR card writes the consent record to the card and signs the nonce under
+//! one PIN entry; the answer is the token plus `card_record` (hex), which the page passes to the
+//! gateway's commit as-is. A My Number card only signs.
+//!
 //! Refused before any card I/O (security-scenarios A9–A13): a `Host` other than the loopback name
 //! and port (DNS rebinding), a missing, doubled or not exactly allow-listed `Origin` (no CORS
 //! headers echoed), methods other than POST (OPTIONS preflight only for allowed origins), bodies
 //! that are not `application/json`, over 8 KiB, with unknown fields (an `origin` in the body), or
-//! with a nonce outside 44–128 base64 characters.
+//! with a nonce outside 44–128 base64 characters; for a consent, a nonce that is not
+//! base64(SHA-256(document)) (the card would write one document and sign another), a document
+//! that does not parse or names another origin than the page's.
 
-use crate::agent::{self, AgentError, CardInfo, PinPrompt};
+use crate::agent::{self, AgentError, CardInfo, ConsentSigned, ConsentToSign, PinPrompt};
 use crate::jpki::JpkiError;
+use crate::phr::card::PhrError;
+use crate::phr::kiosk::{KioskConsent, KioskConsentError};
+use crate::piv::PivError;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -44,6 +55,15 @@ pub trait CardService: Send + Sync + 'static {
         origin: &str,
         signed_data: &[u8],
     ) -> Result<agent::SignedChallenge, AgentError>;
+    /// Asks for the PIN through `prompt` (showing the change), writes the consent to a PHR card
+    /// and signs `signed_data` (a My Number card only signs).
+    fn consent(
+        &self,
+        prompt: &dyn PinPrompt,
+        origin: &str,
+        signed_data: &[u8],
+        request: &ConsentToSign,
+    ) -> Result<ConsentSigned, AgentError>;
 }
 
 /// Why the API configuration is unusable.
@@ -98,6 +118,7 @@ pub fn router(
     Ok(Router::new()
         .route("/v1/status", post(status).options(preflight))
         .route("/v1/authenticate", post(authenticate).options(preflight))
+        .route("/v1/consent", post(consent).options(preflight))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shared),
@@ -228,14 +249,10 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     if let Some(refused) = refuse_unless_json(&headers, &body) {
         return refused;
     }
-    let Ok(_busy) = shared.busy.try_lock() else {
-        return error(StatusCode::CONFLICT, "busy");
-    };
     let card = Arc::clone(&shared.card);
-    match tokio::task::spawn_blocking(move || card.status()).await {
-        Ok(Ok(info)) => axum::Json(info).into_response(),
-        Ok(Err(e)) => agent_error(&e),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    match on_card(&shared, move || card.status()).await {
+        Ok(info) => axum::Json(info).into_response(),
+        Err(refused) => refused,
     }
 }
 
@@ -252,6 +269,58 @@ struct Token {
     #[serde(flatten)]
     signed: agent::SignedChallenge,
     app_version: &'static str,
+    /// The consent record written to a PHR card, hex (consent only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    card_record: Option<String>,
+}
+
+/// The nonce's shape: 44–128 characters of base64 (standard or URL-safe).
+fn nonce_ok(nonce: &str) -> bool {
+    NONCE_LEN.contains(&nonce.len())
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
+}
+
+/// `SHA-256(origin) ‖ SHA-256(nonce)`: what the card signs (DESIGN §4).
+pub fn signed_data(origin: &str, nonce: &str) -> Vec<u8> {
+    let mut signed_data = Vec::with_capacity(64);
+    signed_data.extend_from_slice(&Sha256::digest(origin.as_bytes()));
+    signed_data.extend_from_slice(&Sha256::digest(nonce.as_bytes()));
+    signed_data
+}
+
+/// The Origin the guard admitted (exactly one, allow-listed): that, never a body field, is signed.
+fn admitted_origin(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Runs a card operation on a blocking thread, one at a time (409 `busy` otherwise).
+async fn on_card<R: Send + 'static>(
+    shared: &Shared,
+    op: impl FnOnce() -> Result<R, AgentError> + Send + 'static,
+) -> Result<R, Response> {
+    let Ok(_busy) = shared.busy.try_lock() else {
+        return Err(error(StatusCode::CONFLICT, "busy"));
+    };
+    match tokio::task::spawn_blocking(op).await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(e)) => Err(agent_error(&e)),
+        Err(_) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, "internal")),
+    }
+}
+
+fn token(signed: agent::SignedChallenge, card_record: Option<Vec<u8>>) -> Response {
+    axum::Json(Token {
+        format: TOKEN_FORMAT,
+        signed,
+        app_version: concat!("card-agent/", env!("CARGO_PKG_VERSION")),
+        card_record: card_record.map(hex::encode),
+    })
+    .into_response()
 }
 
 async fn authenticate(
@@ -265,42 +334,69 @@ async fn authenticate(
     let Ok(request) = serde_json::from_slice::<AuthenticateRequest>(&body) else {
         return error(StatusCode::BAD_REQUEST, "bad_request");
     };
-    let nonce_ok = NONCE_LEN.contains(&request.nonce.len())
-        && request
-            .nonce
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'));
-    if !nonce_ok {
+    if !nonce_ok(&request.nonce) {
         return error(StatusCode::BAD_REQUEST, "bad_nonce");
     }
-    // The guard admitted exactly one allow-listed Origin: that, never a body field, is signed.
-    let Some(origin) = headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-    else {
+    let Some(origin) = admitted_origin(&headers) else {
         return error(StatusCode::FORBIDDEN, "origin_not_allowed");
     };
-    let Ok(_busy) = shared.busy.try_lock() else {
-        return error(StatusCode::CONFLICT, "busy");
-    };
-    let mut signed_data = Vec::with_capacity(64);
-    signed_data.extend_from_slice(&Sha256::digest(origin.as_bytes()));
-    signed_data.extend_from_slice(&Sha256::digest(request.nonce.as_bytes()));
+    let signed_data = signed_data(&origin, &request.nonce);
     let (card, prompt) = (Arc::clone(&shared.card), Arc::clone(&shared.prompt));
-    let result = tokio::task::spawn_blocking(move || {
+    match on_card(&shared, move || {
         card.authenticate(prompt.as_ref(), &origin, &signed_data)
     })
-    .await;
-    match result {
-        Ok(Ok(signed)) => axum::Json(Token {
-            format: TOKEN_FORMAT,
-            signed,
-            app_version: concat!("card-agent/", env!("CARGO_PKG_VERSION")),
-        })
-        .into_response(),
-        Ok(Err(e)) => agent_error(&e),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    .await
+    {
+        Ok(signed) => token(signed, None),
+        Err(refused) => refused,
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentBody {
+    nonce: String,
+    document: String,
+    known_categories: Vec<String>,
+}
+
+async fn consent(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refused) = refuse_unless_json(&headers, &body) {
+        return refused;
+    }
+    let Ok(request) = serde_json::from_slice::<ConsentBody>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "bad_request");
+    };
+    if !nonce_ok(&request.nonce) {
+        return error(StatusCode::BAD_REQUEST, "bad_nonce");
+    }
+    let Some(origin) = admitted_origin(&headers) else {
+        return error(StatusCode::FORBIDDEN, "origin_not_allowed");
+    };
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if b64.encode(Sha256::digest(request.document.as_bytes())) != request.nonce {
+        return error(StatusCode::BAD_REQUEST, "document_mismatch");
+    }
+    let Ok(document) = KioskConsent::from_document(&request.document) else {
+        return error(StatusCode::BAD_REQUEST, "bad_document");
+    };
+    if document.origin.as_deref() != Some(origin.as_str()) {
+        return error(StatusCode::BAD_REQUEST, "document_origin");
+    }
+    let signed_data = signed_data(&origin, &request.nonce);
+    let to_sign = ConsentToSign {
+        consent: document,
+        known_categories: request.known_categories,
+    };
+    let (card, prompt) = (Arc::clone(&shared.card), Arc::clone(&shared.prompt));
+    match on_card(&shared, move || {
+        card.consent(prompt.as_ref(), &origin, &signed_data, &to_sign)
+    })
+    .await
+    {
+        Ok(done) => token(done.signed, done.card_record),
+        Err(refused) => refused,
     }
 }
 
@@ -313,17 +409,54 @@ fn agent_error(e: &AgentError) -> Response {
         )
             .into_response()
     };
-    match e {
-        AgentError::Jpki(JpkiError::WrongPin { tries_left }) => {
+    let piv = match e {
+        AgentError::Phr(PhrError::Piv(piv))
+        | AgentError::KioskConsent(KioskConsentError::Card(PhrError::Piv(piv))) => Some(piv),
+        _ => None,
+    };
+    match (e, piv) {
+        (AgentError::Jpki(JpkiError::WrongPin { tries_left }), _)
+        | (_, Some(PivError::WrongPin { tries_left })) => {
             with_tries(StatusCode::UNAUTHORIZED, "wrong_pin", *tries_left)
         }
-        AgentError::Jpki(JpkiError::LastTryNeedsConfirmation) => {
+        (AgentError::Jpki(JpkiError::LastTryNeedsConfirmation), _)
+        | (_, Some(PivError::LastTryNeedsConfirmation)) => {
             with_tries(StatusCode::CONFLICT, "last_try_needs_confirmation", 1)
         }
-        AgentError::Jpki(JpkiError::PinBlocked) => error(StatusCode::LOCKED, "pin_blocked"),
-        AgentError::PinEntry(_) => error(StatusCode::BAD_REQUEST, "pin_not_entered"),
-        AgentError::NotSupported => error(StatusCode::NOT_FOUND, "unsupported_card"),
-        AgentError::NoCard => error(StatusCode::NOT_FOUND, "no_card"),
+        (AgentError::Jpki(JpkiError::PinBlocked), _) | (_, Some(PivError::PinBlocked)) => {
+            error(StatusCode::LOCKED, "pin_blocked")
+        }
+        (AgentError::PinEntry(_) | AgentError::PinKindMismatch { .. }, _) => {
+            error(StatusCode::BAD_REQUEST, "pin_not_entered")
+        }
+        (AgentError::NotSupported, _) => error(StatusCode::NOT_FOUND, "unsupported_card"),
+        (AgentError::NoCard, _) => error(StatusCode::NOT_FOUND, "no_card"),
+        (AgentError::CardChanged, _) => error(StatusCode::CONFLICT, "card_changed"),
+        (AgentError::KioskConsent(k), _) => kiosk_error(k),
         _ => error(StatusCode::BAD_GATEWAY, "card_error"),
+    }
+}
+
+/// A consent the card cannot hold: refused before the PIN was sent (nothing written).
+fn kiosk_error(e: &KioskConsentError) -> Response {
+    let unprocessable = |code| error(StatusCode::UNPROCESSABLE_ENTITY, code);
+    match e {
+        KioskConsentError::Card(PhrError::CardFull(_) | PhrError::ConsentStoreFull { .. }) => {
+            unprocessable("card_full")
+        }
+        KioskConsentError::Card(PhrError::LinkedAsAnother { .. }) => {
+            unprocessable("linked_as_another")
+        }
+        KioskConsentError::Card(PhrError::ConcurrentUpdate { .. }) => {
+            error(StatusCode::CONFLICT, "card_changed")
+        }
+        KioskConsentError::Card(_) => error(StatusCode::BAD_GATEWAY, "card_error"),
+        KioskConsentError::TooManyCategories { .. } => unprocessable("too_many_categories"),
+        KioskConsentError::Document(_)
+        | KioskConsentError::Category(_)
+        | KioskConsentError::AmbiguousCategory(..)
+        | KioskConsentError::NoCategories
+        | KioskConsentError::Period { .. }
+        | KioskConsentError::NoPurpose => unprocessable("consent_not_writable"),
     }
 }

@@ -5,13 +5,16 @@
 
 mod common;
 
-use card_agent::agent::{
-    self, AgentError, CardInfo, PinAnswer, PinPrompt, PinRequest, SignedChallenge,
-};
-use card_agent::local_api::{self, CardService};
-use card_agent::pin::{JpkiAuthPin, LastTry, PinReadError};
-use card_agent::virtual_card::InProcess;
+use card_agent::agent::{CardAgent, CardKind, EnteredPin, PinAnswer, PinPrompt, PinRequest};
+use card_agent::local_api;
+use card_agent::phr::ca::PhrIssuerCa;
+use card_agent::phr::card::{self as phr_card, IssueRequest};
+use card_agent::phr::consent::{ConsentRecord, ConsentStatus};
+use card_agent::pin::{LastTry, PinReadError};
+use card_agent::piv::{PivPin, PivPuk, mgmt};
 use card_agent::virtual_card::jpki::VirtualJpkiCard;
+use card_agent::virtual_card::piv::VirtualPivCard;
+use card_agent::virtual_card::{InProcess, VirtualCard};
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -19,70 +22,66 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ORIGIN: &str = "https://kiosk.example.jp:8443";
 const NONCE: &str = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=";
+const PHR_PIN: &str = "246810";
 
-struct InProcessService(InProcess<VirtualJpkiCard>);
-
-impl CardService for InProcessService {
-    fn status(&self) -> Result<CardInfo, AgentError> {
-        agent::read_card_info(self.0.clone())
-    }
-    fn authenticate(
-        &self,
-        prompt: &dyn PinPrompt,
-        origin: &str,
-        signed_data: &[u8],
-    ) -> Result<SignedChallenge, AgentError> {
-        let prepared = agent::prepare_authentication(self.0.clone())?;
-        let answer = prompt.ask(&PinRequest {
-            origin,
-            tries_left: prepared.tries_left,
-        })?;
-        agent::sign_challenge(
-            self.0.clone(),
-            &answer.pin,
-            answer.last_try,
-            signed_data,
-            Some(&prepared.certificate),
-        )
-    }
+/// One PIN request as the prompt saw it.
+#[derive(Debug, Clone, PartialEq)]
+struct Asked {
+    origin: String,
+    card: CardKind,
+    what: String,
 }
 
-/// Answers PIN requests from a list, and records who asked.
+/// Answers PIN requests from a list (in the requested card's format), and records each request.
 #[derive(Default)]
 struct ScriptedPrompt {
     pins: Mutex<VecDeque<&'static str>>,
-    asked_by: Mutex<Vec<String>>,
+    asked: Mutex<Vec<Asked>>,
+}
+
+impl ScriptedPrompt {
+    fn asked_by(&self) -> Vec<String> {
+        self.asked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| a.origin.clone())
+            .collect()
+    }
 }
 
 impl PinPrompt for ScriptedPrompt {
     fn ask(&self, request: &PinRequest<'_>) -> Result<PinAnswer, PinReadError> {
-        self.asked_by
-            .lock()
-            .unwrap()
-            .push(request.origin.to_owned());
+        self.asked.lock().unwrap().push(Asked {
+            origin: request.origin.to_owned(),
+            card: request.card,
+            what: request.signing.describe(),
+        });
         let pin = self.pins.lock().unwrap().pop_front().unwrap_or("0000");
         Ok(PinAnswer {
-            pin: JpkiAuthPin::parse(pin).unwrap(),
+            pin: EnteredPin::read_line(request.card, &mut pin.as_bytes())?,
             last_try: LastTry::Refuse,
         })
     }
 }
 
-struct Agent {
+struct Agent<C> {
     port: u16,
-    card: InProcess<VirtualJpkiCard>,
+    card: InProcess<C>,
     prompt: Arc<ScriptedPrompt>,
     _dir: tempfile::TempDir,
 }
 
-async fn start(pins: &[&'static str]) -> Agent {
-    let (dir, card) = common::fresh_card();
-    let card = InProcess::new(card);
+async fn serve_card<C: VirtualCard + Send + 'static>(
+    dir: tempfile::TempDir,
+    card: InProcess<C>,
+    pins: &[&'static str],
+) -> Agent<C> {
     let prompt = Arc::new(ScriptedPrompt::default());
     prompt.pins.lock().unwrap().extend(pins);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let service = Arc::new(InProcessService(card.clone()));
+    let service = Arc::new(CardAgent::new(card.clone()));
     let prompt_for_server: Arc<dyn PinPrompt> = prompt.clone();
     tokio::spawn(local_api::serve(
         listener,
@@ -97,6 +96,34 @@ async fn start(pins: &[&'static str]) -> Agent {
         prompt,
         _dir: dir,
     }
+}
+
+/// The agent with a fresh virtual My Number card.
+async fn start(pins: &[&'static str]) -> Agent<VirtualJpkiCard> {
+    let (dir, card) = common::fresh_card();
+    serve_card(dir, InProcess::new(card), pins).await
+}
+
+/// The agent with a virtual PHR card issued to `HOLDER-LOCAL-1` (PIN [`PHR_PIN`]).
+async fn start_phr(pins: &[&'static str]) -> Agent<VirtualPivCard> {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = PhrIssuerCa::load_or_create(&dir.path().join("ca")).unwrap();
+    let card = InProcess::new(VirtualPivCard::open(&dir.path().join("card")).unwrap());
+    phr_card::issue(
+        &mut card.clone(),
+        &ca,
+        &IssueRequest {
+            holder_id: "HOLDER-LOCAL-1",
+            new_pin: &PivPin::parse(PHR_PIN).unwrap(),
+            new_puk: &PivPuk::parse("13572468").unwrap(),
+            factory_pin: &PivPin::parse("123456").unwrap(),
+            factory_puk: &PivPuk::parse("12345678").unwrap(),
+            not_after: time::OffsetDateTime::now_utc() + time::Duration::days(365),
+            mgmt_alg: mgmt::ALG_AES256,
+        },
+    )
+    .unwrap();
+    serve_card(dir, card, pins).await
 }
 
 struct Reply {
@@ -187,23 +214,8 @@ async fn signs_for_the_browsers_origin_after_the_agents_own_pin_prompt() {
             .unwrap()
             .starts_with("card-agent/")
     );
-    use base64::Engine;
-    let b64 = |k: &str| {
-        base64::engine::general_purpose::STANDARD
-            .decode(token[k].as_str().unwrap())
-            .unwrap()
-    };
-    let mut signed = Sha256::digest(ORIGIN.as_bytes()).to_vec();
-    signed.extend_from_slice(&Sha256::digest(NONCE.as_bytes()));
-    assert!(common::verify_with_cert(
-        &b64("certificate"),
-        &signed,
-        &b64("signature")
-    ));
-    assert_eq!(
-        *agent.prompt.asked_by.lock().unwrap(),
-        vec![ORIGIN.to_owned()]
-    );
+    assert!(verify_rs256(&token, NONCE));
+    assert_eq!(agent.prompt.asked_by(), vec![ORIGIN.to_owned()]);
 }
 
 #[tokio::test]
@@ -363,7 +375,7 @@ async fn a_body_origin_and_bad_sizes_are_refused() {
     let huge = nonce_body(&"A".repeat(9 * 1024));
     assert_eq!(raw(port, &json_post(port, ORIGIN), &huge).await.status, 413);
     assert_eq!(agent.card.card().counters().apdus, 0);
-    assert!(agent.prompt.asked_by.lock().unwrap().is_empty());
+    assert!(agent.prompt.asked_by().is_empty());
 }
 
 #[tokio::test]
@@ -412,4 +424,304 @@ fn the_allow_list_takes_only_bare_https_origins() {
         assert!(local_api::validate_origin(bad).is_err(), "{bad}");
     }
     assert!(local_api::validate_origin(&format!("https://{}.jp", "a".repeat(250))).is_err());
+}
+
+// ----- PHR card: sign-in and consent (`POST /v1/consent`)
+
+const KNOWN: [&str; 4] = ["A.checkup", "A.claims", "B.attendance", "C.interview"];
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// A gateway consent document (canonical JSON, as `POST /api/consent/prepare` returns it).
+fn document(origin: &str, action: &str, categories: &[&str]) -> String {
+    let start = now_ms();
+    serde_json::json!({
+        "format": "iphr-consent/1",
+        "origin": origin,
+        "person_id": "person-1",
+        "service_id": "partner-a",
+        "version": 1,
+        "action": action,
+        "categories": categories,
+        "period_start_ms": start,
+        "period_end_ms": start + 30 * 86_400_000,
+        "purpose": "健康管理と両立支援",
+        "issued_at_ms": start,
+        "salt": "c2FsdA",
+    })
+    .to_string()
+}
+
+fn nonce_of(document: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(document.as_bytes()))
+}
+
+fn consent_body(nonce: &str, document: &str) -> String {
+    serde_json::json!({"nonce": nonce, "document": document, "known_categories": KNOWN}).to_string()
+}
+
+/// POSTs `document` to `/v1/consent` with its hash as the nonce, as the page does.
+async fn post_consent(port: u16, document: &str) -> Reply {
+    raw(
+        port,
+        &consent_post(port),
+        &consent_body(&nonce_of(document), document),
+    )
+    .await
+}
+
+fn consent_post(port: u16) -> String {
+    post(
+        port,
+        "/v1/consent",
+        &format!("Origin: {ORIGIN}\r\nContent-Type: application/json"),
+    )
+}
+
+/// A base64 field of a token.
+fn b64_field(token: &serde_json::Value, key: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(token[key].as_str().unwrap())
+        .unwrap()
+}
+
+/// The RS256 token's signature verifies with its certificate over
+/// `SHA-256(origin) ‖ SHA-256(nonce)`.
+fn verify_rs256(token: &serde_json::Value, nonce: &str) -> bool {
+    let mut signed = Sha256::digest(ORIGIN.as_bytes()).to_vec();
+    signed.extend_from_slice(&Sha256::digest(nonce.as_bytes()));
+    let (cert, signature) = (
+        b64_field(token, "certificate"),
+        b64_field(token, "signature"),
+    );
+    common::verify_with_cert(&cert, &signed, &signature)
+}
+
+/// The ES256 token's signature verifies with the P-256 key of its certificate over
+/// `SHA-256(origin) ‖ SHA-256(nonce)`.
+fn verify_es256(token: &serde_json::Value, nonce: &str) -> bool {
+    use p256::ecdsa::signature::Verifier;
+    use p256::pkcs8::DecodePublicKey;
+    let cert = b64_field(token, "certificate");
+    let (_, parsed) = x509_parser::parse_x509_certificate(&cert).unwrap();
+    let key = p256::ecdsa::VerifyingKey::from_public_key_der(parsed.public_key().raw).unwrap();
+    let signature = p256::ecdsa::Signature::from_slice(&b64_field(token, "signature")).unwrap();
+    let mut signed = Sha256::digest(ORIGIN.as_bytes()).to_vec();
+    signed.extend_from_slice(&Sha256::digest(nonce.as_bytes()));
+    key.verify(&signed, &signature).is_ok()
+}
+
+fn card_view(card: &InProcess<VirtualPivCard>) -> phr_card::CardView {
+    phr_card::read_card(&mut card.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn a_phr_card_shows_its_holder_and_signs_in_with_es256() {
+    let agent = start_phr(&[PHR_PIN]).await;
+    let status = post(
+        agent.port,
+        "/v1/status",
+        &format!("Origin: {ORIGIN}\r\nContent-Type: application/json"),
+    );
+    let reply = raw(agent.port, &status, "{}").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let info = reply.json();
+    assert_eq!(info["type"], "phr");
+    assert_eq!(info["holder_id"], "HOLDER-LOCAL-1");
+    assert_eq!(info["pin"]["tries_left"], 3);
+
+    let reply = raw(
+        agent.port,
+        &json_post(agent.port, ORIGIN),
+        &nonce_body(NONCE),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let token = reply.json();
+    assert_eq!(token["algorithm"], "ES256");
+    assert!(token.get("card_record").is_none());
+    assert!(verify_es256(&token, NONCE));
+    let asked = agent.prompt.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].card, CardKind::Phr);
+    assert_eq!(agent.card.card().counters().verify_with_pin, 1);
+}
+
+#[tokio::test]
+async fn a_consent_is_written_to_the_phr_card_and_signed_under_one_pin_entry() {
+    let agent = start_phr(&[PHR_PIN, PHR_PIN]).await;
+    let before = agent.card.card().counters();
+    let grant = document(ORIGIN, "grant", &["A.checkup", "B.attendance"]);
+    let nonce = nonce_of(&grant);
+    let reply = post_consent(agent.port, &grant).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let token = reply.json();
+    assert_eq!(token["format"], "iphr-auth:1");
+    assert_eq!(token["algorithm"], "ES256");
+    assert!(
+        verify_es256(&token, &nonce),
+        "the token signs the document's nonce"
+    );
+    let after = agent.card.card().counters();
+    assert_eq!(
+        after.verify_with_pin - before.verify_with_pin,
+        1,
+        "one VERIFY"
+    );
+    assert_eq!(
+        after.signatures - before.signatures,
+        3,
+        "link, record, token"
+    );
+
+    // The record answered is the one the card now holds, granted with the mapped terms.
+    let record_bytes = hex::decode(token["card_record"].as_str().unwrap()).unwrap();
+    let record = ConsentRecord::parse(&record_bytes).unwrap();
+    let view = card_view(&agent.card);
+    assert_eq!(view.consents.for_service("partner-a"), Some(&record));
+    assert_eq!(record.terms.status, ConsentStatus::Granted);
+    let categories: Vec<String> = record
+        .terms
+        .categories
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(categories, ["A:checkup", "B:attendance"]);
+    assert!(
+        view.services
+            .iter()
+            .any(|s| s.service == "partner-a" && s.verified)
+    );
+
+    // The prompt showed the change, for the page's origin and the PHR card.
+    let asked = agent.prompt.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].origin, ORIGIN);
+    assert_eq!(asked[0].card, CardKind::Phr);
+    assert!(
+        asked[0].what.contains("partner-a への同意"),
+        "{}",
+        asked[0].what
+    );
+    assert!(asked[0].what.contains("A.checkup"), "{}", asked[0].what);
+
+    // A revoke: the card holds a newer revoked record.
+    let revoke = document(ORIGIN, "revoke", &[]);
+    let reply = post_consent(agent.port, &revoke).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let revoked = card_view(&agent.card)
+        .consents
+        .for_service("partner-a")
+        .unwrap()
+        .clone();
+    assert_eq!(revoked.terms.status, ConsentStatus::Revoked);
+    assert!(revoked.terms.version > record.terms.version);
+}
+
+#[tokio::test]
+async fn consent_requests_that_do_not_bind_their_document_are_refused_before_the_card() {
+    let agent = start_phr(&[PHR_PIN]).await;
+    let port = agent.port;
+    let before = agent.card.card().counters();
+    let grant = document(ORIGIN, "grant", &["A.checkup"]);
+    let send = |body: String| async move { raw(port, &consent_post(port), &body).await };
+
+    // The nonce is not the document's hash: the card would write one thing and sign another.
+    let other = document(ORIGIN, "grant", &["A.checkup", "A.claims"]);
+    let reply = send(consent_body(&nonce_of(&other), &grant)).await;
+    assert_eq!(
+        (reply.status, reply.json()["error"].clone()),
+        (400, "document_mismatch".into())
+    );
+    // A document prepared for another origin.
+    let foreign = document("https://evil.example.jp", "grant", &["A.checkup"]);
+    let reply = send(consent_body(&nonce_of(&foreign), &foreign)).await;
+    assert_eq!(
+        (reply.status, reply.json()["error"].clone()),
+        (400, "document_origin".into())
+    );
+    // A document without an origin, and one that is not a consent document.
+    let bare = grant.replace(&format!(r#""origin":"{ORIGIN}","#), "");
+    assert_ne!(bare, grant);
+    let reply = send(consent_body(&nonce_of(&bare), &bare)).await;
+    assert_eq!(reply.json()["error"], "document_origin");
+    let junk = "not json";
+    let reply = send(consent_body(&nonce_of(junk), junk)).await;
+    assert_eq!(
+        (reply.status, reply.json()["error"].clone()),
+        (400, "bad_document".into())
+    );
+    // Unknown fields (an origin beside the document) and a missing document.
+    let mut extra: serde_json::Value =
+        serde_json::from_str(&consent_body(&nonce_of(&grant), &grant)).unwrap();
+    extra["origin"] = ORIGIN.into();
+    assert_eq!(send(extra.to_string()).await.status, 400);
+    let reply = send(serde_json::json!({"nonce": nonce_of(&grant)}).to_string()).await;
+    assert_eq!(reply.status, 400);
+
+    assert_eq!(
+        agent.card.card().counters().apdus,
+        before.apdus,
+        "no card I/O"
+    );
+    assert!(agent.prompt.asked_by().is_empty(), "no PIN asked");
+}
+
+#[tokio::test]
+async fn a_consent_the_card_cannot_hold_is_refused_before_the_pin_is_asked() {
+    let agent = start_phr(&[PHR_PIN]).await;
+    let before = agent.card.card().counters();
+    let wide: Vec<String> = (0..7).map(|i| format!("C.kind-{i}")).collect();
+    let wide: Vec<&str> = wide.iter().map(String::as_str).collect();
+    let grant = document(ORIGIN, "grant", &wide);
+    let reply = post_consent(agent.port, &grant).await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert_eq!(reply.json()["error"], "too_many_categories");
+    assert!(agent.prompt.asked_by().is_empty());
+    let after = agent.card.card().counters();
+    assert_eq!(after.verify_with_pin, before.verify_with_pin);
+    assert_eq!(after.objects_written, before.objects_written);
+}
+
+#[tokio::test]
+async fn a_wrong_pin_writes_nothing_to_the_phr_card() {
+    let agent = start_phr(&["999999"]).await;
+    let before = agent.card.card().counters();
+    let grant = document(ORIGIN, "grant", &["A.checkup"]);
+    let reply = post_consent(agent.port, &grant).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({"error": "wrong_pin", "tries_left": 2})
+    );
+    let after = agent.card.card().counters();
+    assert_eq!(after.objects_written, before.objects_written);
+    let view = card_view(&agent.card);
+    assert!(view.consents.records.is_empty());
+    assert!(view.services.is_empty(), "no link made");
+}
+
+#[tokio::test]
+async fn a_my_number_consent_only_signs() {
+    let agent = start(&["1234"]).await;
+    let grant = document(ORIGIN, "grant", &["A.checkup"]);
+    let nonce = nonce_of(&grant);
+    let reply = post_consent(agent.port, &grant).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let token = reply.json();
+    assert_eq!(token["algorithm"], "RS256");
+    assert!(token.get("card_record").is_none(), "{token}");
+    assert!(verify_rs256(&token, &nonce));
+    let asked = agent.prompt.asked.lock().unwrap().clone();
+    assert_eq!(asked[0].card, CardKind::MyNumber);
 }

@@ -56,6 +56,19 @@
         return "PINが入力されませんでした。もう一度お試しください";
       case "busy":
         return "カードエージェントが処理中です。しばらくしてからもう一度お試しください";
+      case "card_changed":
+        return "途中でカードが替わりました。カードを置き直して、もう一度お試しください";
+      case "card_full":
+        return "PHRカードの空きがありません。係員にお知らせください";
+      case "too_many_categories":
+        return "この同意はPHRカードに書き込めない内容です（項目が多すぎます）。係員にお知らせください";
+      case "linked_as_another":
+        return "このサービスは別の利用者としてPHRカードに登録されています。係員にお知らせください";
+      case "consent_not_writable":
+      case "document_mismatch":
+      case "document_origin":
+      case "bad_document":
+        return "この同意はPHRカードに書き込めませんでした。係員にお知らせください";
       default:
         if (status === 403) {
           return "このページはカードエージェントに許可されていません。係員にお知らせください";
@@ -310,9 +323,15 @@
       if (!prepared.ok) {
         throw new Failure(`同意の準備ができませんでした（${prepared.status}）`);
       }
-      const { nonce } = await prepared.json();
+      const { nonce, document: doc, known_categories: known } = await prepared.json();
       consentSay("カードで署名してください（PINはカードエージェントの画面で入力）", "info");
-      const token = await cardToken(nonce, "カードエージェントに接続できません");
+      // A PHR card also records the change on the card; the agent's answer then carries it
+      // (card_record) and goes to the gateway as-is.
+      const token = await agentCall(
+        "/v1/consent",
+        { nonce, document: doc, known_categories: known },
+        "カードエージェントに接続できません",
+      );
       const committed = await fetch("/api/consent/commit", {
         method: "POST",
         headers: { "content-type": "application/json" },
@@ -340,12 +359,16 @@
 
   // The card agent signs `nonce` (the PIN is asked in the agent's own UI): its token, as-is.
   async function cardToken(nonce, unreachable) {
+    return agentCall("/v1/authenticate", { nonce }, unreachable);
+  }
+
+  async function agentCall(path, body, unreachable) {
     let agentResponse;
     try {
-      agentResponse = await fetch(`${AGENT_URL}/v1/authenticate`, {
+      agentResponse = await fetch(`${AGENT_URL}${path}`, {
         method: "POST",
         headers: { "content-type": "application/json" },
-        body: JSON.stringify({ nonce }),
+        body: JSON.stringify(body),
         credentials: "omit",
         cache: "no-store",
       });

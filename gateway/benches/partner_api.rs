@@ -271,8 +271,12 @@ fn load_oha(
         .as_object()
         .map(|m| m.values().filter_map(serde_json::Value::as_u64).sum())
         .unwrap_or(0);
+    // Requests still in flight when the run's time is up are cut by oha, not failed.
     let failed: u64 = v["errorDistribution"].as_object().map_or(0, |m| {
-        m.values().filter_map(serde_json::Value::as_u64).sum()
+        m.iter()
+            .filter(|(reason, _)| !reason.contains("aborted due to deadline"))
+            .filter_map(|(_, n)| n.as_u64())
+            .sum()
     });
     let ms = |k: &str| v["latencyPercentiles"][k].as_f64().unwrap_or(f64::NAN) * 1000.0;
     Stats {

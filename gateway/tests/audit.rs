@@ -1016,3 +1016,35 @@ async fn maintenance_loop_signs_checkpoints() {
     log.shutdown().await;
     t.cleanup().await;
 }
+
+// ---------------------------------------------------------------- WAL size
+
+/// With only audit writes (a read-only partner workload) the WAL must not hold every page ever
+/// written: the audit writer's own connection is the one that checkpoints it (a checkpointer on
+/// another connection never catches up with a writer that commits every few milliseconds, and
+/// the WAL then only grows: 180 MB for a 10 MB database in this test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_stays_bounded_under_audit_writes_alone_sqlite() {
+    let t = TestDb::new(Backend::Sqlite).await;
+    let db_path = std::path::PathBuf::from(t.url.trim_start_matches("sqlite://"));
+    let wal_path = db_path.with_file_name("gateway.db-wal");
+    let log = AuditLog::start(t.db.clone()).await.unwrap();
+    const ROUNDS: u64 = 8;
+    const PER_ROUND: u64 = 5_000;
+    let mut largest_wal = 0;
+    for round in 0..ROUNDS {
+        fill(&log, round * PER_ROUND, PER_ROUND).await;
+        largest_wal = largest_wal.max(std::fs::metadata(&wal_path).unwrap().len());
+    }
+    log.shutdown().await;
+    assert_eq!(verify_ok(&t.db).await, ROUNDS * PER_ROUND);
+    exec(&t.db, "PRAGMA wal_checkpoint(TRUNCATE)")
+        .await
+        .unwrap();
+    let db_len = std::fs::metadata(&db_path).unwrap().len();
+    eprintln!("largest WAL {largest_wal} bytes, database {db_len} bytes");
+    assert!(
+        largest_wal < db_len / 2,
+        "the WAL grew to {largest_wal} bytes for a {db_len}-byte database: not checkpointed"
+    );
+}

@@ -3,9 +3,10 @@
 //! page shows by polling, never by sleeping a fixed time.
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Longest wait for anything the page should show.
@@ -141,4 +142,84 @@ async fn page_text(client: &Client) -> String {
         Ok(main) => main.text().await.unwrap_or_default(),
         Err(_) => String::new(),
     }
+}
+
+/// The `card-agent` binary: `IPHR_CARD_AGENT_BIN`, or next to the running test binary
+/// (`target/<profile>/deps/<test>` → `target/<profile>/card-agent`).
+pub fn card_agent_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("IPHR_CARD_AGENT_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let bin = exe
+        .ancestors()
+        .nth(2)
+        .map(|profile| profile.join("card-agent"))
+        .filter(|bin| bin.is_file());
+    bin.unwrap_or_else(|| {
+        panic!(
+            "card-agent is missing next to {}: run `cargo build -p card-agent` (or `cargo test \
+             --workspace`, which builds it) or set IPHR_CARD_AGENT_BIN",
+            exe.display()
+        )
+    })
+}
+
+/// Starts `card-agent serve` on a free loopback port for `origin`, on `reader`; returns it, its
+/// stdin (the PIN "terminal") and its URL.
+pub fn start_agent(origin: &str, reader: &str) -> (ChildGuard, ChildStdin, String) {
+    let fail = |what: &str, e: &dyn std::fmt::Display| -> ! { panic!("card-agent {what}: {e}") };
+    let mut child = Command::new(card_agent_binary())
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--allow-origin",
+            origin,
+            "--reader",
+            reader,
+            "--pin-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| fail("spawn", &e));
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        fail("pipes", &"not piped")
+    };
+    let guard = ChildGuard {
+        name: "card-agent",
+        child,
+        group: false,
+    };
+    // It prints `{"listening": "127.0.0.1:N"}` (pretty-printed) once bound.
+    let mut reader = BufReader::new(stdout);
+    let mut text = String::new();
+    let listening = loop {
+        let mut line = String::new();
+        let n = reader
+            .read_line(&mut line)
+            .unwrap_or_else(|e| fail("stdout", &e));
+        if n == 0 {
+            fail("exited before listening", &text);
+        }
+        text.push_str(&line);
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+            match v["listening"].as_str() {
+                Some(addr) => break addr.to_owned(),
+                None => fail("printed", &text),
+            }
+        }
+    };
+    // Keep draining stdout so the agent never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    (guard, stdin, format!("http://{listening}"))
+}
+
+/// Types a PIN into the agent's prompt (its standard input).
+pub fn type_pin(stdin: &mut ChildStdin, pin: &str) {
+    writeln!(stdin, "{pin}")
+        .and_then(|()| stdin.flush())
+        .unwrap_or_else(|e| panic!("typing the PIN into card-agent: {e}"));
 }

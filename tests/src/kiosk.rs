@@ -10,10 +10,9 @@ use card_agent::phr::card::{self, PhrError};
 use card_agent::phr::consent::Category;
 use card_agent::phr::kiosk::{self as phr_kiosk, KioskConsent};
 use card_agent::pin::LastTry;
-use card_agent::piv::{Piv, PivPin, slot};
+use card_agent::piv::PivPin;
 use card_agent::transport::pcsc::{PcscContext, PcscTransaction};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -104,28 +103,17 @@ impl PhrCardAtReader {
 
     /// A sign-in token over `origin` and `nonce` (ES256, P1363 signature), as the agent makes it.
     pub fn token(&self, origin: &str, nonce: &str) -> Result<String, KioskError> {
-        let certificate = self.holder_certificate()?;
-        let mut signed_data = Vec::with_capacity(64);
-        signed_data.extend_from_slice(&Sha256::digest(origin.as_bytes()));
-        signed_data.extend_from_slice(&Sha256::digest(nonce.as_bytes()));
-        let digest: [u8; 32] = Sha256::digest(&signed_data).into();
+        let signed_data = card_agent::local_api::signed_data(origin, nonce);
         let pin = self.pin()?;
-        let der = self.on_card(|tx| {
-            let piv = Piv::select(&mut *tx)?;
-            let mut piv = piv.verify_pin(&pin, LastTry::Refuse)?;
-            let signature = piv.sign_p256(slot::AUTHENTICATION, &digest);
-            // Log out whatever the signature gave: PIV cards may keep a verified PIN.
-            let _ = piv.logout();
-            Ok(signature?)
-        })?;
-        let signature = p256::ecdsa::Signature::from_der(&der).map_err(card_error)?;
+        let signed =
+            self.on_card(|tx| card::sign_challenge(tx, &pin, LastTry::Refuse, &signed_data))?;
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD;
         Ok(json!({
             "format": card_agent::local_api::TOKEN_FORMAT,
-            "certificate": b64.encode(&certificate),
+            "certificate": b64.encode(&signed.certificate),
             "algorithm": "ES256",
-            "signature": b64.encode(signature.to_bytes()),
+            "signature": b64.encode(&signed.signature),
             "app_version": "iphr-tests/kiosk",
         })
         .to_string())

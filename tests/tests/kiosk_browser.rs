@@ -18,11 +18,11 @@ use fantoccini::{Client, Locator};
 use gateway::clock::SystemClock;
 use gateway::config::Config;
 use gateway::server::{Gateway, serve};
-use iphr_tests::browser::{ChildGuard, UI_TIMEOUT, start_browser, wait_text, wait_text_within};
+use iphr_tests::browser::{
+    UI_TIMEOUT, start_agent, start_browser, type_pin, wait_text, wait_text_within,
+};
 use iphr_tests::{VPCD_READER_0, insert, pcsc_lock, persistent_dir};
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,65 +40,6 @@ fn target_dir() -> PathBuf {
     exe.ancestors().nth(3).unwrap().to_owned()
 }
 
-fn card_agent_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("IPHR_CARD_AGENT_BIN") {
-        return PathBuf::from(bin);
-    }
-    // Next to this test binary's deps directory: target/<profile>/card-agent.
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("card-agent");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build -p card-agent` (or `cargo test --workspace`, which \
-         builds it) or set IPHR_CARD_AGENT_BIN",
-        bin.display()
-    );
-    bin
-}
-
-/// Starts `card-agent serve` on a free loopback port for `origin`; returns it, its stdin (the
-/// PIN "terminal") and its URL.
-fn start_agent(origin: &str) -> (ChildGuard, ChildStdin, String) {
-    let mut child = Command::new(card_agent_binary())
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--allow-origin",
-            origin,
-            "--reader",
-            VPCD_READER_0,
-            "--pin-stdin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let guard = ChildGuard {
-        name: "card-agent",
-        child,
-        group: false,
-    };
-    // It prints `{"listening": "127.0.0.1:N"}` (pretty-printed) once bound.
-    let mut reader = BufReader::new(stdout);
-    let mut text = String::new();
-    let listening = loop {
-        let mut line = String::new();
-        let n = reader.read_line(&mut line).unwrap();
-        assert!(n > 0, "card-agent exited before listening: {text}");
-        text.push_str(&line);
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-            break v["listening"].as_str().unwrap().to_owned();
-        }
-    };
-    // Keep draining stdout so the agent never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    (guard, stdin, format!("http://{listening}"))
-}
-
 /// `GET /api/session` from inside the page (the session cookie is HttpOnly).
 async fn session_status(client: &Client) -> u64 {
     client
@@ -111,11 +52,6 @@ async fn session_status(client: &Client) -> u64 {
         .unwrap()
         .as_u64()
         .unwrap()
-}
-
-fn type_pin(stdin: &mut ChildStdin, pin: &str) {
-    writeln!(stdin, "{pin}").unwrap();
-    stdin.flush().unwrap();
 }
 
 fn subject_cn(cert_der: &[u8]) -> String {
@@ -196,7 +132,7 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
         "https://localhost:{}",
         listener.local_addr().unwrap().port()
     );
-    let (_agent, mut agent_pin, agent_url) = start_agent(&origin);
+    let (_agent, mut agent_pin, agent_url) = start_agent(&origin, VPCD_READER_0);
 
     let config = Config::load(Some(&write_config(dir.path(), &ca, &origin, &agent_url))).unwrap();
     assert_eq!(config.kiosk.agent_url, agent_url);

@@ -233,6 +233,7 @@ fn kiosk_consent_links_on_first_use_and_writes_grant_and_revoke() {
     let known = ["A.checkup", "A.claims", "B.attendance", "C.interview"];
     let start_ms = i64::from(now()) * 1000 + 250;
     let document = |service: &str, action: &str, categories: &[&str]| KioskConsent {
+        origin: None,
         service: service.into(),
         action: serde_json::from_value(serde_json::json!(action)).unwrap(),
         categories: categories.iter().map(|c| (*c).to_owned()).collect(),

@@ -25,7 +25,7 @@ use gateway::sources::{PullState, run_scheduled};
 use gateway::store::records::{self, Search};
 use gateway::store::services::{self, Service, ServiceKind};
 use iphr_source::server::{Enrollment, RegisteredGateway, Source, SourceConfig};
-use iphr_tests::browser::{start_browser, wait_text};
+use iphr_tests::browser::{start_agent, start_browser, type_pin, wait_text};
 use iphr_tests::kiosk::{KioskClient, PhrCardAtReader, issue_card};
 use iphr_tests::{insert, pcsc_lock};
 use rustls_pki_types::pem::PemObject as _;
@@ -593,15 +593,17 @@ async fn a_phr_card_links_three_sources_consents_and_the_gateway_pulls_units_a_b
     drop(inserted);
 }
 
-/// Issue 6 deliverable 3 through pcscd + vpcd: a kiosk consent to a partner writes the granted
-/// record to the PHR card (linking the partner under a random pseudonym), a revoke writes the
-/// revoked record, and the gateway stores exactly the records the card holds.
+/// Issue 6 deliverable 3 from the kiosk page, in Chromium, through the real `card-agent serve`
+/// and pcscd + vpcd: the worker signs in with the PHR card, a wrong PIN writes nothing, a consent
+/// to a partner writes the granted record to the card (linking the partner under a random
+/// pseudonym) under one PIN entry, a revoke writes the revoked record, and the gateway stores
+/// exactly the records the card holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kiosk_consent_is_written_to_the_phr_card_and_a_revoke_too() {
+async fn the_kiosk_page_writes_a_consent_and_a_revoke_to_the_phr_card() {
     let _lock = pcsc_lock();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (_ca, inserted, card) = issued_card(d, "HOLDER-E2E-6").await;
+    let (_ca, inserted, _card) = issued_card(d, "HOLDER-E2E-6").await;
     let reader = inserted.reader();
 
     // A gateway with one partner (no sources).
@@ -610,6 +612,7 @@ async fn a_kiosk_consent_is_written_to_the_phr_card_and_a_revoke_too() {
         "https://localhost:{}",
         listener.local_addr().unwrap().port()
     );
+    let (_agent, mut agent_pin, agent_url) = start_agent(&origin, reader);
     let tls = self_signed("localhost");
     std::fs::write(d.join("tls.pem"), &tls.cert).unwrap();
     std::fs::write(d.join("tls.key"), &tls.key).unwrap();
@@ -624,6 +627,8 @@ cert = "{dd}/tls.pem"
 key = "{dd}/tls.key"
 [database]
 url = "sqlite://{dd}/gateway.db"
+[kiosk]
+agent_url = "{agent_url}"
 [[trust]]
 card_type = "phr"
 key = "auth"
@@ -654,13 +659,59 @@ revocation = "disabled"
     .await;
     let (stop, server) = serve_until_stopped(listener, gateway);
 
-    let mut kiosk = KioskClient::new(&origin, tls.cert.as_bytes()).unwrap();
-    let person = kiosk.sign_in(&card).await.unwrap();
-    assert!(read_card(reader).await.consents.records.is_empty());
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, browser) = start_browser(profile.path()).await;
+    browser.goto(&format!("{origin}/kiosk")).await.unwrap();
+    wait_text(&browser, "#start h1", |t| t == "カードで本人確認").await;
+    let click = |css: &'static str| {
+        let browser = browser.clone();
+        async move {
+            browser
+                .find(Locator::Css(css))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+
+    // Sign-in with the PHR card: the PIN typed into the agent, never the page.
+    type_pin(&mut agent_pin, PIN);
+    click("#sign-in").await;
+    wait_text(&browser, "#signed-in h1", |t| t == "サインインしました").await;
+    let card_type = wait_text(&browser, "#card-type", |t| !t.is_empty()).await;
+    assert_eq!(card_type, "PHRカード");
+    let person = wait_text(&browser, "#person-id", |t| !t.is_empty()).await;
+    let item = wait_text(&browser, "#partners li", |t| t.contains("健康アプリ")).await;
+    assert!(item.contains("同意していません"), "{item}");
+
+    // A wrong PIN: the tries left are shown; nothing is linked or written on the card, nothing
+    // stored at the gateway.
+    type_pin(&mut agent_pin, "999999");
+    click("#partners li button").await;
+    let message = wait_text(&browser, "#consent-message", |t| t.contains("残り")).await;
+    assert!(message.contains("残り 2 回"), "{message}");
+    let view = read_card(reader).await;
+    assert!(view.consents.records.is_empty() && view.services.is_empty());
+    assert!(
+        gateway::store::consent::head(&db, &person, PARTNER)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Grant: the card links the partner and holds the granted record.
-    let granted = kiosk.consent(&card, PARTNER, &[]).await.unwrap();
-    assert_eq!(granted["consent"]["status"], "permit", "{granted}");
+    type_pin(&mut agent_pin, PIN);
+    click("#partners li button").await;
+    wait_text(&browser, "#consent-message", |t| {
+        t == "健康アプリ へのデータ提供に同意しました"
+    })
+    .await;
+    wait_text(&browser, "#partners li .status", |t| {
+        t.starts_with("同意中")
+    })
+    .await;
     let view = read_card(reader).await;
     let link = view.services.iter().find(|l| l.service == PARTNER).unwrap();
     assert!(
@@ -687,8 +738,16 @@ revocation = "disabled"
     assert!(view.unverified_consents.is_empty());
 
     // Revoke: the card holds the revoked record, newer than the grant.
-    let revoked = kiosk.revoke(&card, PARTNER).await.unwrap();
-    assert_eq!(revoked["consent"]["status"], "deny", "{revoked}");
+    type_pin(&mut agent_pin, PIN);
+    click("#partners li button").await;
+    wait_text(&browser, "#consent-message", |t| {
+        t == "健康アプリ への同意を取り消しました"
+    })
+    .await;
+    wait_text(&browser, "#partners li .status", |t| {
+        t == "同意していません"
+    })
+    .await;
     let view = read_card(reader).await;
     let after = view.consents.for_service(PARTNER).unwrap().clone();
     assert_eq!(after.terms.status, ConsentStatus::Revoked);

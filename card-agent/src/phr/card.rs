@@ -300,15 +300,9 @@ impl Snapshot {
 }
 
 pub(super) fn snapshot<T: CardTransport, S>(piv: &mut Piv<T, S>) -> Result<Snapshot, PhrError> {
-    let holder = match piv.get_data(object::AUTH_CERT)? {
-        None => None,
-        Some(content) => {
-            let der = cert_from_object(&content).map_err(|reason| PhrError::CorruptObject {
-                object: object::AUTH_CERT,
-                reason,
-            })?;
-            Some(holder_key_of(&der)?)
-        }
+    let holder = match read_holder(piv) {
+        Err(PhrError::NotIssued) => None,
+        holder => Some(holder?),
     };
     let mut services = Vec::new();
     let mut corrupt_slots = Vec::new();
@@ -910,13 +904,7 @@ pub(super) fn finish_write<T: CardTransport>(
         mut next,
         target,
     } = plan;
-    let signature = piv.sign_p256(slot::AUTHENTICATION, &digest)?;
-    let sig = p256::ecdsa::Signature::from_der(&signature)
-        .map_err(|_| PhrError::CardSignatureMismatch)?;
-    holder
-        .key
-        .verify_prehash(&digest, &sig)
-        .map_err(|_| PhrError::CardSignatureMismatch)?;
+    let signature = holder_sign(piv, &holder, &digest)?;
     let record = ConsentRecord { terms, signature };
     let record_bytes = record.encode()?;
     next.put(record.clone());
@@ -941,6 +929,88 @@ pub(super) fn finish_write<T: CardTransport>(
         record_bytes,
         generation: next.generation,
         object: format!("{target:06X}"),
+    })
+}
+
+/// Signs `digest` with the holder key (slot 9A) and checks the signature against the holder
+/// certificate; returns it DER-encoded, as the card gave it.
+fn holder_sign<T: CardTransport>(
+    piv: &mut Piv<T, PinVerified>,
+    holder: &verify::HolderCert,
+    digest: &[u8; 32],
+) -> Result<Vec<u8>, PhrError> {
+    let signature = piv.sign_p256(slot::AUTHENTICATION, digest)?;
+    let sig = p256::ecdsa::Signature::from_der(&signature)
+        .map_err(|_| PhrError::CardSignatureMismatch)?;
+    holder
+        .key
+        .verify_prehash(digest, &sig)
+        .map_err(|_| PhrError::CardSignatureMismatch)?;
+    Ok(signature)
+}
+
+/// A challenge signed by the holder key: the PHR card's sign-in (and consent) token signature.
+#[derive(Debug, Clone)]
+pub struct HolderSignature {
+    /// The holder certificate (slot 9A), DER.
+    pub certificate: Vec<u8>,
+    /// ECDSA P-256 over SHA-256(challenge), IEEE P1363 (`r ‖ s`, 64 bytes: JWS `ES256`).
+    pub signature: Vec<u8>,
+}
+
+/// The holder certificate and PIN counter, read without a PIN (no try spent).
+pub fn holder_and_pin_state<T: CardTransport + ?Sized>(
+    t: &mut T,
+) -> Result<(verify::HolderCert, PinState), PhrError> {
+    session(t, |t| {
+        let mut piv = Piv::select(&mut *t)?;
+        let holder = read_holder(&mut piv)?;
+        Ok((holder, piv.pin_state()?))
+    })
+}
+
+fn read_holder<T: CardTransport, S>(piv: &mut Piv<T, S>) -> Result<verify::HolderCert, PhrError> {
+    let content = piv
+        .get_data(object::AUTH_CERT)?
+        .ok_or(PhrError::NotIssued)?;
+    let der = cert_from_object(&content).map_err(|reason| PhrError::CorruptObject {
+        object: object::AUTH_CERT,
+        reason,
+    })?;
+    holder_key_of(&der)
+}
+
+/// Signs SHA-256(`challenge`) with the holder key after one VERIFY PIN (the sign-in token of
+/// `docs/gateway-auth.md`); the signature is checked against the holder certificate first.
+pub fn sign_challenge<T: CardTransport + ?Sized>(
+    t: &mut T,
+    pin: &PivPin,
+    last_try: LastTry,
+    challenge: &[u8],
+) -> Result<HolderSignature, PhrError> {
+    session(t, |t| {
+        let mut piv = Piv::select(&mut *t)?;
+        let holder = read_holder(&mut piv)?;
+        let mut piv = piv.verify_pin(pin, last_try)?;
+        holder_challenge_signature(&mut piv, &holder, challenge)
+    })
+}
+
+/// The holder key's signature over SHA-256(`challenge`), in a session whose PIN is verified.
+pub(super) fn holder_challenge_signature<T: CardTransport>(
+    piv: &mut Piv<T, PinVerified>,
+    holder: &verify::HolderCert,
+    challenge: &[u8],
+) -> Result<HolderSignature, PhrError> {
+    let digest: [u8; 32] = Sha256::digest(challenge).into();
+    let der = holder_sign(piv, holder, &digest)?;
+    let signature = p256::ecdsa::Signature::from_der(&der)
+        .map_err(|_| PhrError::CardSignatureMismatch)?
+        .to_bytes()
+        .to_vec();
+    Ok(HolderSignature {
+        certificate: holder.der.clone(),
+        signature,
     })
 }
 

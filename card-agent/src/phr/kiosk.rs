@@ -27,14 +27,16 @@
 //!   one given is refused.
 
 use super::card::{
-    ConsentRequest, ConsentWritten, LinkedService, PhrError, check_link_names, finish_write,
-    link_verified, plan_write, revoked_terms, session, slot_for_link, snapshot,
+    ConsentRequest, ConsentWritten, HolderSignature, LinkedService, PhrError, check_link_names,
+    finish_write, holder_challenge_signature, link_verified, plan_write, revoked_terms, session,
+    slot_for_link, snapshot,
 };
 use super::consent::{
     Category, ConsentStatus, MAX_CATEGORIES, MAX_KIND_LEN, MAX_PURPOSE_LEN, Unit,
 };
+use super::verify::HolderCert;
 use crate::pin::LastTry;
-use crate::piv::{Piv, PivPin};
+use crate::piv::{PinVerified, Piv, PivPin};
 use crate::transport::CardTransport;
 use std::collections::BTreeMap;
 
@@ -107,6 +109,10 @@ impl KioskAction {
 /// JSON has more: origin, person, version, salt; they stay with the gateway).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct KioskConsent {
+    /// The web origin the gateway prepared the document for (the agent checks it against the
+    /// page's `Origin`).
+    #[serde(default)]
+    pub origin: Option<String>,
     /// The service (partner or source) id.
     #[serde(rename = "service_id")]
     pub service: String,
@@ -286,6 +292,50 @@ pub fn write_kiosk_consent<T: CardTransport + ?Sized, K: AsRef<str>>(
     pseudonym: Option<&str>,
     now: u32,
 ) -> Result<KioskWritten, KioskConsentError> {
+    let (written, ()) = write_then(t, pin, last_try, consent, known, pseudonym, now, |_, _| {
+        Ok(())
+    })?;
+    Ok(written)
+}
+
+/// [`write_kiosk_consent`], then, under the same VERIFY PIN, the holder key's signature over
+/// `challenge` (the token that commits the document at the gateway): one PIN entry, one card
+/// session for the whole consent change.
+#[allow(clippy::too_many_arguments)]
+pub fn write_kiosk_consent_and_sign<T: CardTransport + ?Sized, K: AsRef<str>>(
+    t: &mut T,
+    pin: &PivPin,
+    last_try: LastTry,
+    consent: &KioskConsent,
+    known: &[K],
+    pseudonym: Option<&str>,
+    now: u32,
+    challenge: &[u8],
+) -> Result<(KioskWritten, HolderSignature), KioskConsentError> {
+    write_then(
+        t,
+        pin,
+        last_try,
+        consent,
+        known,
+        pseudonym,
+        now,
+        |piv, holder| holder_challenge_signature(piv, holder, challenge),
+    )
+}
+
+/// The write, then `after` in the same verified session.
+#[allow(clippy::too_many_arguments)]
+fn write_then<T: CardTransport + ?Sized, K: AsRef<str>, R>(
+    t: &mut T,
+    pin: &PivPin,
+    last_try: LastTry,
+    consent: &KioskConsent,
+    known: &[K],
+    pseudonym: Option<&str>,
+    now: u32,
+    after: impl FnOnce(&mut Piv<&mut T, PinVerified>, &HolderCert) -> Result<R, PhrError>,
+) -> Result<(KioskWritten, R), KioskConsentError> {
     let service = consent.service.as_str();
     let grant = match consent.action {
         KioskAction::Grant => Some(consent.grant_request(known)?),
@@ -344,12 +394,13 @@ pub fn write_kiosk_consent<T: CardTransport + ?Sized, K: AsRef<str>>(
             None => None,
         };
         let written = finish_write(&mut piv, plan)?;
-        Ok(KioskWritten { linked, written })
+        let then = after(&mut piv, &holder)?;
+        Ok((KioskWritten { linked, written }, then))
     })?;
     tracing::debug!(
         service,
-        version = written.written.record.terms.version,
-        linked = written.linked.is_some(),
+        version = written.0.written.record.terms.version,
+        linked = written.0.linked.is_some(),
         "kiosk consent written to the card"
     );
     Ok(written)

@@ -102,6 +102,8 @@ pub const ALG_ECC_P256: u8 = 0x11;
 pub const PIN_REFERENCE: u8 = 0x80;
 /// PUK key reference.
 pub const PUK_REFERENCE: u8 = 0x81;
+/// PIN tries a PHR card is issued with (the counter shown when the PIN is already verified).
+pub const PIN_MAX_TRIES: u8 = 3;
 /// Largest data object we read or write (Nitrokey's software PIV card takes 7,600 bytes).
 pub const MAX_OBJECT_LEN: usize = 7_600;
 

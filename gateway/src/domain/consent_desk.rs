@@ -525,6 +525,7 @@ fn check_card_record(
         return Err(ConsentError::CardRecordService);
     }
     let consent = KioskConsent {
+        origin: Some(document.origin.clone()),
         service: document.service_id.clone(),
         action: match document.action {
             Action::Grant => KioskAction::Grant,

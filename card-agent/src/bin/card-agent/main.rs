@@ -208,7 +208,27 @@ fn status(reader: Option<String>, json: bool) -> Result<()> {
             println!("key:     {}", c.public_key);
             println!("PIN:     {}", describe_pin(auth_pin));
         }
-        CardInfo::Unknown => println!("card:    not a My Number card (no JPKI application)"),
+        CardInfo::Phr {
+            holder_id,
+            holder_certificate: c,
+            pin,
+            linked_services,
+        } => {
+            println!("card:    PHR card (holder {holder_id})");
+            println!("subject: {}", c.subject);
+            println!("issuer:  {}", c.issuer);
+            println!(
+                "valid:   {} – {}{}",
+                c.not_before,
+                c.not_after,
+                if c.valid_now { "" } else { " (NOT valid now)" }
+            );
+            println!("PIN:     {}", describe_pin(pin));
+            println!("linked:  {}", linked_services.join(", "));
+        }
+        CardInfo::Unknown => {
+            println!("card:    neither a My Number card nor an issued PHR card");
+        }
     }
     Ok(())
 }
@@ -296,7 +316,7 @@ fn serve(
     pin_stdin: bool,
     confirm_last_try: bool,
 ) -> Result<()> {
-    use card_agent::agent::{PcscCardService, PinPrompt, StdinPrompt, TerminalPrompt};
+    use card_agent::agent::{CardAgent, PcscReader, PinPrompt, StdinPrompt, TerminalPrompt};
     use std::sync::Arc;
     for origin in &origins {
         card_agent::local_api::validate_origin(origin)?;
@@ -306,7 +326,7 @@ fn serve(
     } else {
         Arc::new(TerminalPrompt)
     };
-    let card = Arc::new(PcscCardService { reader });
+    let card = Arc::new(CardAgent::new(PcscReader { reader }));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
