@@ -512,8 +512,9 @@ async fn a_phr_card_links_three_sources_consents_and_the_gateway_pulls_units_a_b
     let profile = tempfile::tempdir().unwrap();
     let (_driver, browser) = start_browser(profile.path()).await;
     browser.goto(&format!("{origin}/kiosk")).await.unwrap();
-    // The page signs in with the card: its own nonce, signed by the card as the agent would
-    // (the agent's localhost API signs with My Number cards only), its own token request.
+    // The page's session: its own nonce, signed by the card as the agent would (the page's
+    // sign-in through the real agent is in `the_kiosk_page_writes_a_consent_and_a_revoke_to_the_phr_card`),
+    // its own token request.
     let nonce = browser
         .execute_async(
             "const done = arguments[arguments.length - 1];\
