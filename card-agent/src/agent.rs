@@ -434,6 +434,21 @@ pub struct ConsentToSign {
     pub consent: KioskConsent,
     /// Every category the gateway knows (its wire form), for the card mapping.
     pub known_categories: Vec<String>,
+    /// What kind of service the document is for.
+    pub service_kind: ServiceKind,
+}
+
+/// A partner may be linked on first consent under a random pseudonym; a source knows the person
+/// under the pseudonym of its enrollment, so its link is made with that (kiosk API, `phr link`)
+/// and a consent to a source the card is not linked to yet is refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    /// A partner PHR service (reads through the gateway).
+    #[default]
+    Partner,
+    /// A data source (health-check provider, insurer, occupational-physician cloud).
+    Source,
 }
 
 /// A signed consent change: the token, and for a PHR card the record it now holds.
@@ -538,6 +553,18 @@ impl<R: CardReader> crate::local_api::CardService for CardAgent<R> {
             request.consent.card_purpose()?;
             if request.consent.action == crate::phr::kiosk::KioskAction::Grant {
                 request.consent.grant_request(&request.known_categories)?;
+            }
+            if request.service_kind == ServiceKind::Source {
+                let service = &request.consent.service;
+                let view = self
+                    .reader
+                    .session(|t| Ok(crate::phr::card::read_card(t)?))?;
+                if !view.services.iter().any(|s| &s.service == service) {
+                    return Err(PhrError::NotLinked {
+                        service: service.clone(),
+                    }
+                    .into());
+                }
             }
         }
         let signing = Signing::Consent(request.consent.clone());

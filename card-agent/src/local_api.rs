@@ -5,11 +5,13 @@
 //! page), signs `SHA-256(origin) ‖ SHA-256(nonce)` with the origin taken from the request's
 //! `Origin` header (never the body), and answers with the token the gateway verifies.
 //!
-//! `POST /v1/consent` `{"nonce", "document", "known_categories"}` carries a consent change the
+//! `POST /v1/consent` `{"nonce", "document", "known_categories", "service_kind"}` carries a consent change the
 //! gateway prepared (`docs/kiosk.md`, "Consent on the PHR card"): the agent shows it in its own
 //! prompt, and with a PHR card writes the consent record to the card and signs the nonce under
 //! one PIN entry; the answer is the token plus `card_record` (hex), which the page passes to the
-//! gateway's commit as-is. A My Number card only signs.
+//! gateway's commit as-is. A My Number card only signs. A partner not yet on the PHR card is
+//! linked under a random pseudonym; a source must already be linked (under its enrollment's
+//! pseudonym): otherwise 422 `source_not_linked` before the PIN.
 //!
 //! Refused before any card I/O (security-scenarios A9–A13): a `Host` other than the loopback name
 //! and port (DNS rebinding), a missing, doubled or not exactly allow-listed `Origin` (no CORS
@@ -358,6 +360,8 @@ struct ConsentBody {
     nonce: String,
     document: String,
     known_categories: Vec<String>,
+    #[serde(default)]
+    service_kind: agent::ServiceKind,
 }
 
 async fn consent(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -388,6 +392,7 @@ async fn consent(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     let to_sign = ConsentToSign {
         consent: document,
         known_categories: request.known_categories,
+        service_kind: request.service_kind,
     };
     let (card, prompt) = (Arc::clone(&shared.card), Arc::clone(&shared.prompt));
     match on_card(&shared, move || {
@@ -432,6 +437,9 @@ fn agent_error(e: &AgentError) -> Response {
         (AgentError::NotSupported, _) => error(StatusCode::NOT_FOUND, "unsupported_card"),
         (AgentError::NoCard, _) => error(StatusCode::NOT_FOUND, "no_card"),
         (AgentError::CardChanged, _) => error(StatusCode::CONFLICT, "card_changed"),
+        (AgentError::Phr(PhrError::NotLinked { .. }), _) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, "source_not_linked")
+        }
         (AgentError::KioskConsent(k), _) => kiosk_error(k),
         _ => error(StatusCode::BAD_GATEWAY, "card_error"),
     }

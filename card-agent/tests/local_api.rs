@@ -725,3 +725,47 @@ async fn a_my_number_consent_only_signs() {
     let asked = agent.prompt.asked.lock().unwrap().clone();
     assert_eq!(asked[0].card, CardKind::MyNumber);
 }
+
+#[tokio::test]
+async fn a_source_consent_needs_the_card_linked_under_the_sources_pseudonym() {
+    let agent = start_phr(&[PHR_PIN]).await;
+    let grant = document(ORIGIN, "grant", &["A.checkup"]);
+    let as_source = |document: &str| {
+        let mut body: serde_json::Value =
+            serde_json::from_str(&consent_body(&nonce_of(document), document)).unwrap();
+        body["service_kind"] = "source".into();
+        body.to_string()
+    };
+    // Not linked yet: a random pseudonym would make the card another person at the source.
+    let before = agent.card.card().counters();
+    let reply = raw(agent.port, &consent_post(agent.port), &as_source(&grant)).await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert_eq!(reply.json()["error"], "source_not_linked");
+    assert!(agent.prompt.asked_by().is_empty(), "no PIN asked");
+    let after = agent.card.card().counters();
+    assert_eq!(after.verify_with_pin, before.verify_with_pin);
+    assert!(card_view(&agent.card).services.is_empty(), "nothing linked");
+
+    // Linked with its enrollment's pseudonym: the consent is written, the link kept.
+    phr_card::link(
+        &mut agent.card.clone(),
+        &PivPin::parse(PHR_PIN).unwrap(),
+        LastTry::Refuse,
+        "partner-a",
+        "K-0001",
+    )
+    .unwrap();
+    let reply = raw(agent.port, &consent_post(agent.port), &as_source(&grant)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let view = card_view(&agent.card);
+    let links: Vec<(&str, &str)> = view
+        .services
+        .iter()
+        .map(|s| (s.service.as_str(), s.pseudonym.as_str()))
+        .collect();
+    assert_eq!(links, [("partner-a", "K-0001")]);
+    assert_eq!(
+        view.consents.for_service("partner-a").unwrap().terms.status,
+        ConsentStatus::Granted
+    );
+}

@@ -62,6 +62,8 @@
         return "PHRカードの空きがありません。係員にお知らせください";
       case "too_many_categories":
         return "この同意はPHRカードに書き込めない内容です（項目が多すぎます）。係員にお知らせください";
+      case "source_not_linked":
+        return "このデータ提供元には、まだPHRカードが連携されていません。連携コードでカードを連携してから同意してください";
       case "linked_as_another":
         return "このサービスは別の利用者としてPHRカードに登録されています。係員にお知らせください";
       case "consent_not_writable":
@@ -329,7 +331,7 @@
       // (card_record) and goes to the gateway as-is.
       const token = await agentCall(
         "/v1/consent",
-        { nonce, document: doc, known_categories: known },
+        { nonce, document: doc, known_categories: known, service_kind: p.kind },
         "カードエージェントに接続できません",
       );
       const committed = await fetch("/api/consent/commit", {
