@@ -335,11 +335,17 @@ pub fn sign_challenge_phr<T: CardTransport>(
     challenge: &[u8],
 ) -> Result<SignedChallenge, AgentError> {
     let signed = crate::phr::card::sign_challenge(&mut transport, pin, last_try, challenge)?;
-    Ok(SignedChallenge {
-        algorithm: "ES256",
-        certificate: signed.certificate,
-        signature: signed.signature,
-    })
+    Ok(signed.into())
+}
+
+impl From<crate::phr::card::HolderSignature> for SignedChallenge {
+    fn from(signed: crate::phr::card::HolderSignature) -> Self {
+        SignedChallenge {
+            algorithm: "ES256",
+            certificate: signed.certificate,
+            signature: signed.signature,
+        }
+    }
 }
 
 /// The PIN format's name, for prompts.
@@ -593,11 +599,7 @@ impl<R: CardReader> crate::local_api::CardService for CardAgent<R> {
                         signed_data,
                     )?;
                     Ok(ConsentSigned {
-                        signed: SignedChallenge {
-                            algorithm: "ES256",
-                            certificate: signature.certificate,
-                            signature: signature.signature,
-                        },
+                        signed: signature.into(),
                         card_record: Some(written.written.record_bytes),
                     })
                 }

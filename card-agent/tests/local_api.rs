@@ -182,12 +182,17 @@ fn post(port: u16, path: &str, extra: &str) -> String {
     format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}")
 }
 
-fn json_post(port: u16, origin: &str) -> String {
+/// A JSON POST of `path` from the page at `origin`.
+fn page_post(port: u16, path: &str, origin: &str) -> String {
     post(
         port,
-        "/v1/authenticate",
+        path,
         &format!("Origin: {origin}\r\nContent-Type: application/json"),
     )
+}
+
+fn json_post(port: u16, origin: &str) -> String {
+    page_post(port, "/v1/authenticate", origin)
 }
 
 fn nonce_body(nonce: &str) -> String {
@@ -238,11 +243,7 @@ async fn a_wrong_pin_reports_the_tries_left() {
 #[tokio::test]
 async fn status_shows_the_card_without_spending_a_try() {
     let agent = start(&[]).await;
-    let head = post(
-        agent.port,
-        "/v1/status",
-        &format!("Origin: {ORIGIN}\r\nContent-Type: application/json"),
-    );
+    let head = page_post(agent.port, "/v1/status", ORIGIN);
     let reply = raw(agent.port, &head, "{}").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()["auth_pin"]["tries_left"], 3);
@@ -480,11 +481,7 @@ async fn post_consent(port: u16, document: &str) -> Reply {
 }
 
 fn consent_post(port: u16) -> String {
-    post(
-        port,
-        "/v1/consent",
-        &format!("Origin: {ORIGIN}\r\nContent-Type: application/json"),
-    )
+    page_post(port, "/v1/consent", ORIGIN)
 }
 
 /// A base64 field of a token.
@@ -528,11 +525,7 @@ fn card_view(card: &InProcess<VirtualPivCard>) -> phr_card::CardView {
 #[tokio::test]
 async fn a_phr_card_shows_its_holder_and_signs_in_with_es256() {
     let agent = start_phr(&[PHR_PIN]).await;
-    let status = post(
-        agent.port,
-        "/v1/status",
-        &format!("Origin: {ORIGIN}\r\nContent-Type: application/json"),
-    );
+    let status = page_post(agent.port, "/v1/status", ORIGIN);
     let reply = raw(agent.port, &status, "{}").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let info = reply.json();

@@ -56,6 +56,24 @@ fn card_error(e: impl std::fmt::Display) -> KioskError {
     KioskError::Card(e.to_string())
 }
 
+/// The token the agent answers (`card_agent::local_api`): ES256 by the holder key, and with a
+/// consent the record written to the card (hex).
+fn token_json(signed: &card::HolderSignature, card_record: Option<&[u8]>) -> Value {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut token = json!({
+        "format": card_agent::local_api::TOKEN_FORMAT,
+        "certificate": b64.encode(&signed.certificate),
+        "algorithm": "ES256",
+        "signature": b64.encode(&signed.signature),
+        "app_version": "iphr-tests/kiosk",
+    });
+    if let Some(record) = card_record {
+        token["card_record"] = Value::String(hex::encode(record));
+    }
+    token
+}
+
 /// A PHR card in a PC/SC reader and its PIN (held zeroized, sent only to the card).
 #[derive(Clone)]
 pub struct PhrCardAtReader {
@@ -107,16 +125,7 @@ impl PhrCardAtReader {
         let pin = self.pin()?;
         let signed =
             self.on_card(|tx| card::sign_challenge(tx, &pin, LastTry::Refuse, &signed_data))?;
-        use base64::Engine as _;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        Ok(json!({
-            "format": card_agent::local_api::TOKEN_FORMAT,
-            "certificate": b64.encode(&signed.certificate),
-            "algorithm": "ES256",
-            "signature": b64.encode(&signed.signature),
-            "app_version": "iphr-tests/kiosk",
-        })
-        .to_string())
+        Ok(token_json(&signed, None).to_string())
     }
 
     /// Generates the service's key on the card (unless the card already holds one for that
@@ -138,23 +147,27 @@ impl PhrCardAtReader {
         Ok((self.holder_certificate()?, linked.cert_der))
     }
 
-    /// Writes the consent record of a prepared gateway document (its canonical JSON) to the
-    /// card, linking the service first when it is not linked (as `pseudonym`, or a random one);
-    /// returns the record's bytes.
-    pub fn write_consent(
+    /// A consent change as the agent makes it: in one card session and one VERIFY, the record of
+    /// a prepared gateway document (its canonical JSON) is written to the card, linking the
+    /// service first when it is not linked (as `pseudonym`, or a random one), and the holder key
+    /// signs `origin` and `nonce`; returns the commit body (the token with `card_record`).
+    pub fn consent_token(
         &self,
+        origin: &str,
+        nonce: &str,
         document: &str,
         known_categories: &[String],
         pseudonym: Option<&str>,
         now: u32,
-    ) -> Result<Vec<u8>, KioskError> {
+    ) -> Result<Value, KioskError> {
         let consent = KioskConsent::from_document(document).map_err(card_error)?;
+        let signed_data = card_agent::local_api::signed_data(origin, nonce);
         let pin = self.pin()?;
         let ctx = PcscContext::establish().map_err(card_error)?;
         let mut card = ctx.connect(&self.reader).map_err(card_error)?;
-        let written = card
+        let (written, signed) = card
             .transaction(|tx| {
-                phr_kiosk::write_kiosk_consent(
+                phr_kiosk::write_kiosk_consent_and_sign(
                     tx,
                     &pin,
                     LastTry::Refuse,
@@ -162,10 +175,11 @@ impl PhrCardAtReader {
                     known_categories,
                     pseudonym,
                     now,
+                    &signed_data,
                 )
             })
             .map_err(card_error)?;
-        Ok(written.written.record_bytes)
+        Ok(token_json(&signed, Some(written.record_bytes())))
     }
 
     /// Signs the grant the gateway asked for with the service's key.
@@ -385,20 +399,18 @@ impl KioskClient {
             })
             .unwrap_or_default();
         let pseudonym = pseudonym.map(str::to_owned);
-        let now = unix_now();
-        let record = blocking(card, move |c| {
-            c.write_consent(&document, &known, pseudonym.as_deref(), now)
+        let (origin, now) = (self.origin.clone(), unix_now());
+        let token = blocking(card, move |c| {
+            c.consent_token(
+                &origin,
+                &nonce,
+                &document,
+                &known,
+                pseudonym.as_deref(),
+                now,
+            )
         })
         .await?;
-        let token = blocking(card, {
-            let origin = self.origin.clone();
-            move |c| c.token(&origin, &nonce)
-        })
-        .await?;
-        let mut token: Value = serde_json::from_str(&token).map_err(card_error)?;
-        if let Some(fields) = token.as_object_mut() {
-            fields.insert("card_record".into(), Value::String(hex::encode(record)));
-        }
         self.ok(reqwest::Method::POST, "/api/consent/commit", Some(token))
             .await
     }

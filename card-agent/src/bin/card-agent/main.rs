@@ -196,17 +196,11 @@ fn status(reader: Option<String>, json: bool) -> Result<()> {
             auth_pin,
         } => {
             println!("card:    My Number card ({token})");
-            println!("subject: {}", c.subject);
-            println!("issuer:  {}", c.issuer);
-            println!("serial:  {}", c.serial);
+            print_certificate(&c);
             println!(
-                "valid:   {} – {}{}",
-                c.not_before,
-                c.not_after,
-                if c.valid_now { "" } else { " (NOT valid now)" }
+                "PIN:     {}",
+                describe_pin(auth_pin, "only the municipal office can unlock it")
             );
-            println!("key:     {}", c.public_key);
-            println!("PIN:     {}", describe_pin(auth_pin));
         }
         CardInfo::Phr {
             holder_id,
@@ -215,15 +209,8 @@ fn status(reader: Option<String>, json: bool) -> Result<()> {
             linked_services,
         } => {
             println!("card:    PHR card (holder {holder_id})");
-            println!("subject: {}", c.subject);
-            println!("issuer:  {}", c.issuer);
-            println!(
-                "valid:   {} – {}{}",
-                c.not_before,
-                c.not_after,
-                if c.valid_now { "" } else { " (NOT valid now)" }
-            );
-            println!("PIN:     {}", describe_pin(pin));
+            print_certificate(&c);
+            println!("PIN:     {}", describe_pin(pin, "unblock it with the PUK"));
             println!("linked:  {}", linked_services.join(", "));
         }
         CardInfo::Unknown => {
@@ -233,10 +220,24 @@ fn status(reader: Option<String>, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn describe_pin(state: PinState) -> String {
+fn print_certificate(c: &card_agent::certinfo::CertificateSummary) {
+    println!("subject: {}", c.subject);
+    println!("issuer:  {}", c.issuer);
+    println!("serial:  {}", c.serial);
+    println!(
+        "valid:   {} – {}{}",
+        c.not_before,
+        c.not_after,
+        if c.valid_now { "" } else { " (NOT valid now)" }
+    );
+    println!("key:     {}", c.public_key);
+}
+
+/// The counter in words; `unblock` says who can unblock the card's PIN.
+fn describe_pin(state: PinState, unblock: &str) -> String {
     match state {
         PinState::TriesLeft(n) => format!("{n} tries left"),
-        PinState::Blocked => "blocked (only the municipal office can unlock it)".into(),
+        PinState::Blocked => format!("blocked ({unblock})"),
         PinState::Verified => "verified in this card session".into(),
     }
 }
