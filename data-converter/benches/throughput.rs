@@ -1,6 +1,8 @@
 //! Conversion throughput of 特定健診 CDA beside raw quick-xml event parsing of the same bytes, in the
 //! same run (issue 4, Acceptance "Benchmarks"). Plain bench harness (no criterion), printing MiB/s
-//! and documents/s. Run: `cargo bench -p data-converter --bench throughput [-- DOCS ROUNDS]`.
+//! and documents/s. Run: `cargo bench -p data-converter --bench throughput [-- DOCS ROUNDS [LAYOUT]]`
+//! with LAYOUT `compact`, `orca` or `both` (the default): the synthetic documents in
+//! [`Layout::Compact`] and as the 日医特定健診システム writes them ([`Layout::Orca`]).
 //! Single-thread phases are timed by wall clock and by the thread's CPU time (the latter is robust
 //! against other processes on a shared machine); the best of the rounds is reported. The SHA-256
 //! of the source bytes (the record's `content_hash`, part of every conversion) is also timed alone.
@@ -9,6 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use cpu_time::ThreadTime;
+use data_converter::synth::Layout;
 use quick_xml::Reader;
 use quick_xml::events::Event;
 use rayon::prelude::*;
@@ -33,13 +36,25 @@ fn main() {
         .collect();
     let docs: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(4000);
     let rounds: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let layouts: &[(Layout, &str)] = match args.get(2).map(String::as_str) {
+        Some("compact") => &[(Layout::Compact, "compact")],
+        Some("orca") => &[(Layout::Orca, "ORCA layout")],
+        None | Some("both") => &[(Layout::Compact, "compact"), (Layout::Orca, "ORCA layout")],
+        Some(other) => panic!("layout {other:?}: compact, orca or both"),
+    };
+    for &(layout, name) in layouts {
+        measure(layout, name, docs, rounds);
+    }
+}
+
+fn measure(layout: Layout, name: &str, docs: u64, rounds: u32) {
     let corpus: Vec<Vec<u8>> = (0..docs)
-        .map(|i| data_converter::synth::cda_document(i).into_bytes())
+        .map(|i| data_converter::synth::cda_document_in(i, layout).into_bytes())
         .collect();
     let bytes: usize = corpus.iter().map(Vec::len).sum();
     let mib = bytes as f64 / (1024.0 * 1024.0);
     println!(
-        "corpus: {docs} synthetic CDA documents, {mib:.1} MiB ({} B/doc)",
+        "corpus: {docs} synthetic CDA documents, {name}, {mib:.1} MiB ({} B/doc)",
         bytes as u64 / docs
     );
 

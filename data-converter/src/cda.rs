@@ -1230,12 +1230,11 @@ impl<'a> Parser<'a> {
             }
             [ReferenceRange, ObservationRange, Value, Low | High] => {
                 let a = self.read_attrs(e, pos)?;
-                let xp = self.xpath();
                 let parsed = match &a.value {
                     Some(v) => Some(v.parse::<Decimal>().map_err(|err| {
                         self.err_at(
                             pos,
-                            xp.clone(),
+                            self.xpath(),
                             ErrorKind::InvalidValue {
                                 value: v.to_string(),
                                 reason: err.reason.to_owned(),

@@ -40,19 +40,6 @@ fn tool(var: &str, default: &str) -> PathBuf {
     p
 }
 
-fn shared_dir() -> PathBuf {
-    let p = std::env::var_os("IPHR_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let jp = p.join("testdata/jp-core");
-    assert!(
-        jp.is_dir(),
-        "JP Core profiles not found at {} (set IPHR_SHARED_DIR to the shared/ directory)",
-        jp.display()
-    );
-    p
-}
-
 fn all_fixture_records() -> Vec<(String, Vec<Record>)> {
     let mut out = Vec::new();
     for f in [
@@ -210,7 +197,7 @@ fn jp_core_profiles_accept_every_fixture_output() {
         "@medplum/core missing under {}; {SETUP}",
         node_path.display()
     );
-    let jp = shared_dir().join("testdata/jp-core");
+    let jp = common::shared_testdata("jp-core");
     let dir = tempfile::tempdir().unwrap();
     let files = write_outputs(dir.path());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validators/validate_jpcore.cjs");
@@ -277,7 +264,7 @@ fn validators_reject_a_broken_resource() {
     let o = Command::new("node")
         .env("NODE_PATH", &node_path)
         .arg(script)
-        .arg(shared_dir().join("testdata/jp-core"))
+        .arg(common::shared_testdata("jp-core"))
         .arg(&f)
         .output()
         .unwrap();
@@ -318,7 +305,7 @@ fn validators_reject_a_broken_condition() {
     let o = Command::new("node")
         .env("NODE_PATH", &node_path)
         .arg(script)
-        .arg(shared_dir().join("testdata/jp-core"))
+        .arg(common::shared_testdata("jp-core"))
         .arg(&f)
         .output()
         .unwrap();
@@ -363,7 +350,7 @@ fn validators_reject_a_broken_document_reference() {
     let o = Command::new("node")
         .env("NODE_PATH", &node_path)
         .arg(script)
-        .arg(shared_dir().join("testdata/jp-core"))
+        .arg(common::shared_testdata("jp-core"))
         .arg(&f)
         .output()
         .unwrap();

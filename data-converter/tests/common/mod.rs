@@ -10,6 +10,21 @@ pub fn fixture(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// `shared/testdata/<rel>` (the `shared/` beside the checkout, or `$IPHR_SHARED_DIR`); panics
+/// when it is missing.
+pub fn shared_testdata(rel: &str) -> PathBuf {
+    let shared = std::env::var_os("IPHR_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let p = shared.join("testdata").join(rel);
+    assert!(
+        p.exists(),
+        "{} not found (set IPHR_SHARED_DIR to the shared/ directory)",
+        p.display()
+    );
+    p
+}
+
 /// Reads a fixture.
 pub fn read(rel: &str) -> Vec<u8> {
     std::fs::read(fixture(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
