@@ -1,5 +1,5 @@
 //! What the agent does with a card in a reader: identify it, show it, sign a challenge, write a
-//! kiosk consent to a PHR card.
+//! kiosk consent to a PHR card, link a source and sign its grant (PHR card, DESIGN §4).
 //!
 //! Card type comes from SELECT of the application (JPKI AP, else PIV with a PHR holder
 //! certificate), never from the ATR. Each operation runs on any [`CardTransport`]: a PC/SC
@@ -8,7 +8,8 @@
 
 use crate::certinfo::CertificateSummary;
 use crate::jpki::{Jpki, JpkiError, PinState};
-use crate::phr::card::PhrError;
+use crate::phr::card::{PhrError, SignedGrant};
+use crate::phr::consent::Category;
 use crate::phr::kiosk::{KioskConsent, KioskConsentError};
 use crate::pin::{JpkiAuthPin, JpkiAuthPinFormat, LastTry, PinFormat, PinReadError};
 use crate::piv::{PivError, PivPin, PivPinFormat};
@@ -86,6 +87,12 @@ pub enum AgentError {
     /// The card in the reader changed between reading it and signing (another kind of card).
     #[error("the card in the reader changed during the operation")]
     CardChanged,
+    /// Links and grants need a PHR card (a My Number card holds no service keys).
+    #[error("this needs a PHR card; the card in the reader is a My Number card")]
+    PhrCardRequired,
+    /// The grant asked for ends before now (nothing was asked or signed).
+    #[error("the grant's validity has already ended")]
+    GrantExpired,
     /// No reader holds a card.
     #[error("no card in any reader")]
     NoCard,
@@ -184,6 +191,10 @@ pub enum Signing {
     Challenge,
     /// Write this consent change to the card (PHR card) and sign its document.
     Consent(KioskConsent),
+    /// Make a source's key on the PHR card for the person's pseudonym there.
+    Link(LinkToSign),
+    /// Sign a source's grant with its key on the PHR card.
+    Grant(GrantToSign),
 }
 
 impl Signing {
@@ -203,7 +214,27 @@ impl Signing {
                 };
                 format!("{} への{action}{categories}", c.service)
             }
+            Signing::Link(l) => {
+                format!("{} とのカード連携（利用者番号 {}）", l.service, l.pseudonym)
+            }
+            Signing::Grant(g) => {
+                let scope: Vec<String> = g.scope.iter().map(ToString::to_string).collect();
+                format!(
+                    "{} からの取り込みの許可（{}、{} まで）",
+                    g.service,
+                    scope.join("、"),
+                    ymd(g.expires_at)
+                )
+            }
         }
+    }
+}
+
+/// `2027年4月1日` of a Unix time (UTC).
+fn ymd(unix: u32) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(i64::from(unix)) {
+        Ok(t) => format!("{}年{}月{}日", t.year(), u8::from(t.month()), t.day()),
+        Err(_) => unix.to_string(),
     }
 }
 
@@ -392,8 +423,10 @@ impl PinPrompt for TerminalPrompt {
         };
         eprintln!("{} が{card}での署名を求めています。", request.origin);
         eprintln!("内容: {}", request.signing.describe());
-        if let Signing::Consent(c) = request.signing {
-            eprintln!("利用目的: {}", c.purpose);
+        match request.signing {
+            Signing::Consent(c) => eprintln!("利用目的: {}", c.purpose),
+            Signing::Grant(g) => eprintln!("取り込む先: {}", g.audience),
+            Signing::Challenge | Signing::Link(_) => {}
         }
         let mut last_try = LastTry::Refuse;
         if request.tries_left == 1 {
@@ -442,6 +475,9 @@ pub struct ConsentToSign {
     pub known_categories: Vec<String>,
     /// What kind of service the document is for.
     pub service_kind: ServiceKind,
+    /// A source only: the person's pseudonym there (from its enrollment letter), under which a
+    /// card not yet linked to the source is linked in the same session.
+    pub pseudonym: Option<String>,
 }
 
 /// A partner may be linked on first consent under a random pseudonym; a source knows the person
@@ -455,6 +491,41 @@ pub enum ServiceKind {
     Partner,
     /// A data source (health-check provider, insurer, occupational-physician cloud).
     Source,
+}
+
+/// A link the kiosk page asks for (`POST /v1/link`): the source's key made on the PHR card for
+/// the person's pseudonym there (from the source's enrollment letter).
+#[derive(Debug, Clone)]
+pub struct LinkToSign {
+    /// The source's service id.
+    pub service: String,
+    /// The person's pseudonymous id at the source.
+    pub pseudonym: String,
+}
+
+/// The certificates the gateway hands to the source.
+#[derive(Debug, Clone)]
+pub struct Linked {
+    /// The holder certificate (slot 9A), DER.
+    pub holder_cert_der: Vec<u8>,
+    /// The binding certificate of the source's key, DER.
+    pub binding_cert_der: Vec<u8>,
+}
+
+/// A grant the gateway asked for (its `grant-request` answer), checked by the API: the card
+/// signs it with the source's key, valid until `expires_at`.
+#[derive(Debug, Clone)]
+pub struct GrantToSign {
+    /// The source's service id.
+    pub service: String,
+    /// Who may use the grant (the gateway's id).
+    pub audience: String,
+    /// The source's nonce, 32 bytes.
+    pub nonce: Vec<u8>,
+    /// The categories the gateway may pull (within the consent).
+    pub scope: Vec<Category>,
+    /// End of validity, Unix seconds (the consent's end).
+    pub expires_at: u32,
 }
 
 /// A signed consent change: the token, and for a PHR card the record it now holds.
@@ -480,6 +551,21 @@ impl<R: CardReader> CardAgent<R> {
     /// Reads the card in one session: which card, its certificate, its PIN counter.
     fn prepare(&self) -> Result<Prepared, AgentError> {
         self.reader.session(|t| prepare_authentication(t))
+    }
+
+    /// [`Self::prepare`] for a PHR card only, and what the card holds (links, consents).
+    fn prepare_phr_card(&self) -> Result<(Prepared, crate::phr::card::CardView), AgentError> {
+        let prepared = self.prepare()?;
+        if prepared.card != CardKind::Phr {
+            return Err(AgentError::PhrCardRequired);
+        }
+        let view = self.read_phr_card()?;
+        Ok((prepared, view))
+    }
+
+    /// What the PHR card holds, read without the PIN.
+    fn read_phr_card(&self) -> Result<crate::phr::card::CardView, AgentError> {
+        self.reader.session(|t| Ok(crate::phr::card::read_card(t)?))
     }
 
     /// Asks the PIN of the prepared card. No card session is held while the person types
@@ -562,14 +648,25 @@ impl<R: CardReader> crate::local_api::CardService for CardAgent<R> {
             }
             if request.service_kind == ServiceKind::Source {
                 let service = &request.consent.service;
-                let view = self
-                    .reader
-                    .session(|t| Ok(crate::phr::card::read_card(t)?))?;
-                if !view.services.iter().any(|s| &s.service == service) {
-                    return Err(PhrError::NotLinked {
-                        service: service.clone(),
+                let view = self.read_phr_card()?;
+                match (
+                    view.services.iter().find(|s| &s.service == service),
+                    &request.pseudonym,
+                ) {
+                    (Some(linked), Some(p)) if &linked.pseudonym != p => {
+                        return Err(PhrError::LinkedAsAnother {
+                            service: service.clone(),
+                            pseudonym: linked.pseudonym.clone(),
+                        }
+                        .into());
                     }
-                    .into());
+                    (None, None) => {
+                        return Err(PhrError::NotLinked {
+                            service: service.clone(),
+                        }
+                        .into());
+                    }
+                    _ => {}
                 }
             }
         }
@@ -594,7 +691,7 @@ impl<R: CardReader> crate::local_api::CardService for CardAgent<R> {
                         answer.last_try,
                         &request.consent,
                         &request.known_categories,
-                        None,
+                        request.pseudonym.as_deref(),
                         unix_now(),
                         signed_data,
                     )?;
@@ -603,6 +700,90 @@ impl<R: CardReader> crate::local_api::CardService for CardAgent<R> {
                         card_record: Some(written.written.record_bytes),
                     })
                 }
+            })
+            .or_else(changed)
+    }
+
+    fn link(
+        &self,
+        prompt: &dyn PinPrompt,
+        origin: &str,
+        request: &LinkToSign,
+    ) -> Result<Linked, AgentError> {
+        let (prepared, view) = self.prepare_phr_card()?;
+        if let Some(s) = view.services.iter().find(|s| s.service == request.service) {
+            // Already linked: the same pseudonym needs no PIN, another one is refused.
+            if s.pseudonym != request.pseudonym {
+                return Err(PhrError::LinkedAsAnother {
+                    service: s.service.clone(),
+                    pseudonym: s.pseudonym.clone(),
+                }
+                .into());
+            }
+            return Ok(Linked {
+                holder_cert_der: prepared.certificate,
+                binding_cert_der: s.cert_der.clone(),
+            });
+        }
+        let signing = Signing::Link(request.clone());
+        let answer = Self::ask(prompt, origin, &prepared, &signing)?;
+        let EnteredPin::Phr(pin) = &answer.pin else {
+            return Err(AgentError::PhrCardRequired);
+        };
+        let linked = self
+            .reader
+            .session(|t| {
+                Ok(crate::phr::card::link(
+                    t,
+                    pin,
+                    answer.last_try,
+                    &request.service,
+                    &request.pseudonym,
+                )?)
+            })
+            .or_else(changed)?;
+        Ok(Linked {
+            holder_cert_der: prepared.certificate,
+            binding_cert_der: linked.cert_der,
+        })
+    }
+
+    fn grant(
+        &self,
+        prompt: &dyn PinPrompt,
+        origin: &str,
+        request: &GrantToSign,
+    ) -> Result<SignedGrant, AgentError> {
+        let (prepared, view) = self.prepare_phr_card()?;
+        if !view.services.iter().any(|s| s.service == request.service) {
+            return Err(PhrError::NotLinked {
+                service: request.service.clone(),
+            }
+            .into());
+        }
+        let now = unix_now();
+        let ttl = request.expires_at.saturating_sub(now);
+        if ttl == 0 {
+            return Err(AgentError::GrantExpired);
+        }
+        let signing = Signing::Grant(request.clone());
+        let answer = Self::ask(prompt, origin, &prepared, &signing)?;
+        let EnteredPin::Phr(pin) = &answer.pin else {
+            return Err(AgentError::PhrCardRequired);
+        };
+        self.reader
+            .session(|t| {
+                Ok(crate::phr::card::sign_grant(
+                    t,
+                    pin,
+                    answer.last_try,
+                    &request.service,
+                    &request.audience,
+                    &request.nonce,
+                    request.scope.clone(),
+                    now,
+                    ttl,
+                )?)
             })
             .or_else(changed)
     }

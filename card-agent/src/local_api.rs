@@ -10,8 +10,20 @@
 //! prompt, and with a PHR card writes the consent record to the card and signs the nonce under
 //! one PIN entry; the answer is the token plus `card_record` (hex), which the page passes to the
 //! gateway's commit as-is. A My Number card only signs. A partner not yet on the PHR card is
-//! linked under a random pseudonym; a source must already be linked (under its enrollment's
-//! pseudonym): otherwise 422 `source_not_linked` before the PIN.
+//! linked under a random pseudonym; a source is linked under its enrollment's pseudonym, given as
+//! `"pseudonym"` (sources only) or already on the card: otherwise 422 `source_not_linked`, and a
+//! card linked there under another pseudonym 422 `linked_as_another`, before the PIN.
+//!
+//! Sources (PHR card only, else 422 `phr_card_required`): `POST /v1/link` `{"service_id",
+//! "pseudonym"}` makes the source's key on the card for the pseudonym of the person's enrollment
+//! letter and answers `{"holder_cert_der", "binding_cert_der"}` (hex), which the page hands to the
+//! gateway's `/api/sources/{id}/link` with the enrollment code; a link already on the card answers
+//! without a PIN, one under another pseudonym is refused (422 `linked_as_another`). `POST
+//! /v1/grant` `{"request": …}` carries the gateway's `grant-request` answer as-is; the agent shows
+//! the source, the categories and the end date in its prompt, signs the grant with the source's key
+//! and answers `{"grant_bytes", "signature"}` (hex) for the gateway's `/api/sources/{id}/grant`. A
+//! source not on the card (422 `source_not_linked`), a grant already ended (400 `grant_expired`),
+//! or a request that does not parse (400 `bad_request`) is refused before the PIN.
 //!
 //! Refused before any card I/O (security-scenarios A9–A13): a `Host` other than the loopback name
 //! and port (DNS rebinding), a missing, doubled or not exactly allow-listed `Origin` (no CORS
@@ -21,9 +33,13 @@
 //! base64(SHA-256(document)) (the card would write one document and sign another), a document
 //! that does not parse or names another origin than the page's.
 
-use crate::agent::{self, AgentError, CardInfo, ConsentSigned, ConsentToSign, PinPrompt};
+use crate::agent::{
+    self, AgentError, CardInfo, ConsentSigned, ConsentToSign, GrantToSign, LinkToSign, Linked,
+    PinPrompt,
+};
 use crate::jpki::JpkiError;
-use crate::phr::card::PhrError;
+use crate::phr::card::{PhrError, SignedGrant};
+use crate::phr::consent::Category;
 use crate::phr::kiosk::{KioskConsent, KioskConsentError};
 use crate::piv::PivError;
 use axum::Router;
@@ -66,6 +82,22 @@ pub trait CardService: Send + Sync + 'static {
         signed_data: &[u8],
         request: &ConsentToSign,
     ) -> Result<ConsentSigned, AgentError>;
+    /// Makes the source's key on a PHR card, asking the PIN through `prompt` (a link already on
+    /// the card for the same pseudonym needs none).
+    fn link(
+        &self,
+        prompt: &dyn PinPrompt,
+        origin: &str,
+        request: &LinkToSign,
+    ) -> Result<Linked, AgentError>;
+    /// Asks the PIN through `prompt` (showing the grant) and signs the grant with the source's
+    /// key on a PHR card.
+    fn grant(
+        &self,
+        prompt: &dyn PinPrompt,
+        origin: &str,
+        request: &GrantToSign,
+    ) -> Result<SignedGrant, AgentError>;
 }
 
 /// Why the API configuration is unusable.
@@ -121,6 +153,8 @@ pub fn router(
         .route("/v1/status", post(status).options(preflight))
         .route("/v1/authenticate", post(authenticate).options(preflight))
         .route("/v1/consent", post(consent).options(preflight))
+        .route("/v1/link", post(link).options(preflight))
+        .route("/v1/grant", post(grant).options(preflight))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shared),
@@ -362,6 +396,9 @@ struct ConsentBody {
     known_categories: Vec<String>,
     #[serde(default)]
     service_kind: agent::ServiceKind,
+    /// A source only: the pseudonym of the person's enrollment there.
+    #[serde(default)]
+    pseudonym: Option<String>,
 }
 
 async fn consent(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -388,11 +425,19 @@ async fn consent(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     if document.origin.as_deref() != Some(origin.as_str()) {
         return error(StatusCode::BAD_REQUEST, "document_origin");
     }
+    if let Some(pseudonym) = &request.pseudonym {
+        // A partner is linked under a random pseudonym; only a source names one.
+        let named = crate::phr::card::check_link_names(&document.service, pseudonym);
+        if request.service_kind != agent::ServiceKind::Source || named.is_err() {
+            return error(StatusCode::BAD_REQUEST, "bad_request");
+        }
+    }
     let signed_data = signed_data(&origin, &request.nonce);
     let to_sign = ConsentToSign {
         consent: document,
         known_categories: request.known_categories,
         service_kind: request.service_kind,
+        pseudonym: request.pseudonym,
     };
     let (card, prompt) = (Arc::clone(&shared.card), Arc::clone(&shared.prompt));
     match on_card(&shared, move || {
@@ -401,6 +446,119 @@ async fn consent(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     .await
     {
         Ok(done) => token(done.signed, done.card_record),
+        Err(refused) => refused,
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkBody {
+    service_id: String,
+    pseudonym: String,
+}
+
+async fn link(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refused) = refuse_unless_json(&headers, &body) {
+        return refused;
+    }
+    let Ok(request) = serde_json::from_slice::<LinkBody>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "bad_request");
+    };
+    if crate::phr::card::check_link_names(&request.service_id, &request.pseudonym).is_err() {
+        return error(StatusCode::BAD_REQUEST, "bad_request");
+    }
+    let Some(origin) = admitted_origin(&headers) else {
+        return error(StatusCode::FORBIDDEN, "origin_not_allowed");
+    };
+    let to_link = LinkToSign {
+        service: request.service_id,
+        pseudonym: request.pseudonym,
+    };
+    let (card, prompt) = (Arc::clone(&shared.card), Arc::clone(&shared.prompt));
+    match on_card(&shared, move || {
+        card.link(prompt.as_ref(), &origin, &to_link)
+    })
+    .await
+    {
+        Ok(linked) => axum::Json(serde_json::json!({
+            "holder_cert_der": hex::encode(linked.holder_cert_der),
+            "binding_cert_der": hex::encode(linked.binding_cert_der),
+        }))
+        .into_response(),
+        Err(refused) => refused,
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantBody {
+    request: GrantRequest,
+}
+
+/// The fields of the gateway's `grant-request` answer the card signs (the others are ignored).
+#[derive(serde::Deserialize)]
+struct GrantRequest {
+    service: String,
+    audience: String,
+    nonce_hex: String,
+    scope: Vec<String>,
+    expires_at: u32,
+}
+
+impl GrantRequest {
+    /// `None` unless every field has its shape: a service id, an audience of 1–255 bytes, a
+    /// 32-byte nonce, 1–8 categories.
+    fn checked(self) -> Option<GrantToSign> {
+        crate::phr::consent::check_service_id(&self.service).ok()?;
+        if self.audience.is_empty() || self.audience.len() > 255 {
+            return None;
+        }
+        let nonce = hex::decode(&self.nonce_hex)
+            .ok()
+            .filter(|n| n.len() == 32)?;
+        if self.scope.is_empty() || self.scope.len() > 8 {
+            return None;
+        }
+        let scope = self
+            .scope
+            .iter()
+            .map(|c| Category::parse(c))
+            .collect::<Result<Vec<_>, _>>()
+            .ok()?;
+        Some(GrantToSign {
+            service: self.service,
+            audience: self.audience,
+            nonce,
+            scope,
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+async fn grant(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refused) = refuse_unless_json(&headers, &body) {
+        return refused;
+    }
+    let Some(to_sign) = serde_json::from_slice::<GrantBody>(&body)
+        .ok()
+        .and_then(|b| b.request.checked())
+    else {
+        return error(StatusCode::BAD_REQUEST, "bad_request");
+    };
+    let Some(origin) = admitted_origin(&headers) else {
+        return error(StatusCode::FORBIDDEN, "origin_not_allowed");
+    };
+    let (card, prompt) = (Arc::clone(&shared.card), Arc::clone(&shared.prompt));
+    match on_card(&shared, move || {
+        card.grant(prompt.as_ref(), &origin, &to_sign)
+    })
+    .await
+    {
+        Ok(signed) => axum::Json(serde_json::json!({
+            "grant_bytes": hex::encode(signed.grant_bytes),
+            "signature": hex::encode(signed.signature),
+        }))
+        .into_response(),
         Err(refused) => refused,
     }
 }
@@ -440,6 +598,16 @@ fn agent_error(e: &AgentError) -> Response {
         (AgentError::Phr(PhrError::NotLinked { .. }), _) => {
             error(StatusCode::UNPROCESSABLE_ENTITY, "source_not_linked")
         }
+        (AgentError::Phr(PhrError::LinkedAsAnother { .. }), _) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, "linked_as_another")
+        }
+        (AgentError::Phr(PhrError::CardFull(_)), _) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, "card_full")
+        }
+        (AgentError::PhrCardRequired, _) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, "phr_card_required")
+        }
+        (AgentError::GrantExpired, _) => error(StatusCode::BAD_REQUEST, "grant_expired"),
         (AgentError::KioskConsent(k), _) => kiosk_error(k),
         _ => error(StatusCode::BAD_GATEWAY, "card_error"),
     }

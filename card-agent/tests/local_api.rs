@@ -522,6 +522,21 @@ fn card_view(card: &InProcess<VirtualPivCard>) -> phr_card::CardView {
     phr_card::read_card(&mut card.clone()).unwrap()
 }
 
+/// The card is linked to `service` only, as `pseudonym`, and holds a granted consent for it.
+fn assert_linked_and_granted(card: &InProcess<VirtualPivCard>, service: &str, pseudonym: &str) {
+    let view = card_view(card);
+    let links: Vec<(&str, &str)> = view
+        .services
+        .iter()
+        .map(|s| (s.service.as_str(), s.pseudonym.as_str()))
+        .collect();
+    assert_eq!(links, [(service, pseudonym)]);
+    assert_eq!(
+        view.consents.for_service(service).unwrap().terms.status,
+        ConsentStatus::Granted
+    );
+}
+
 #[tokio::test]
 async fn a_phr_card_shows_its_holder_and_signs_in_with_es256() {
     let agent = start_phr(&[PHR_PIN]).await;
@@ -750,15 +765,368 @@ async fn a_source_consent_needs_the_card_linked_under_the_sources_pseudonym() {
     .unwrap();
     let reply = raw(agent.port, &consent_post(agent.port), &as_source(&grant)).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let view = card_view(&agent.card);
-    let links: Vec<(&str, &str)> = view
-        .services
-        .iter()
-        .map(|s| (s.service.as_str(), s.pseudonym.as_str()))
-        .collect();
-    assert_eq!(links, [("partner-a", "K-0001")]);
+    assert_linked_and_granted(&agent.card, "partner-a", "K-0001");
+}
+
+// --- sources: link and grant (PHR card) ---
+
+const SOURCE: &str = "insurer-a";
+
+fn link_post(port: u16) -> String {
+    page_post(port, "/v1/link", ORIGIN)
+}
+
+fn grant_post(port: u16) -> String {
+    page_post(port, "/v1/grant", ORIGIN)
+}
+
+fn link_body(service: &str, pseudonym: &str) -> String {
+    serde_json::json!({"service_id": service, "pseudonym": pseudonym}).to_string()
+}
+
+/// `POST /v1/link` for [`SOURCE`] as `pseudonym`, from the page.
+async fn post_link(port: u16, pseudonym: &str) -> Reply {
+    raw(port, &link_post(port), &link_body(SOURCE, pseudonym)).await
+}
+
+fn unix_now() -> u32 {
+    u32::try_from(now_ms() / 1000).unwrap()
+}
+
+/// The gateway's `grant-request` answer for [`SOURCE`], as the page passes it on.
+fn grant_request(expires_at: u32) -> serde_json::Value {
+    serde_json::json!({
+        "service": SOURCE,
+        "pseudonym": "K-0001",
+        "audience": "iphr-gateway-test",
+        "nonce": "ignored-by-the-agent",
+        "nonce_hex": "ab".repeat(32),
+        "scope": ["A:checkup", "C:physician-opinio"],
+        "expires_at": expires_at,
+        "ttl_secs": 3600,
+        "nonce_expires_at_ms": now_ms() + 300_000,
+    })
+}
+
+/// The holder certificate of the card, verified against the issuing CA in the agent's folder.
+fn holder_of<C>(agent: &Agent<C>, holder_der: &[u8]) -> card_agent::phr::verify::HolderCert {
+    let ca = PhrIssuerCa::load_or_create(&agent._dir.path().join("ca")).unwrap();
+    card_agent::phr::verify::verify_holder_cert(holder_der, &ca.cert_der, i64::from(unix_now()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_source_is_linked_on_the_phr_card_under_its_enrollment_pseudonym() {
+    let agent = start_phr(&[PHR_PIN]).await;
+    let reply = post_link(agent.port, "K-0001").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let linked = reply.json();
+    let holder_der = hex::decode(linked["holder_cert_der"].as_str().unwrap()).unwrap();
+    let binding_der = hex::decode(linked["binding_cert_der"].as_str().unwrap()).unwrap();
+    let holder = holder_of(&agent, &holder_der);
+    assert_eq!(holder.holder_id, "HOLDER-LOCAL-1");
+    let binding =
+        card_agent::phr::verify::verify_binding(&binding_der, &holder, i64::from(unix_now()))
+            .unwrap();
     assert_eq!(
-        view.consents.for_service("partner-a").unwrap().terms.status,
-        ConsentStatus::Granted
+        (binding.service.as_str(), binding.pseudonym.as_str()),
+        (SOURCE, "K-0001")
+    );
+    let asked = agent.prompt.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].card, CardKind::Phr);
+    assert_eq!(
+        asked[0].what,
+        "insurer-a とのカード連携（利用者番号 K-0001）"
+    );
+    let view = card_view(&agent.card);
+    assert_eq!(view.services.len(), 1);
+    assert_eq!(view.services[0].cert_der, binding_der);
+
+    // The same link again: the card's certificates, no PIN, nothing written.
+    let before = agent.card.card().counters();
+    let reply = post_link(agent.port, "K-0001").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json(), linked);
+    assert_eq!(agent.prompt.asked_by().len(), 1, "no second PIN");
+    assert_eq!(
+        agent.card.card().counters().objects_written,
+        before.objects_written
+    );
+
+    // Another pseudonym at the same source: another person there, refused before the PIN.
+    let reply = post_link(agent.port, "K-0002").await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert_eq!(reply.json()["error"], "linked_as_another");
+    assert_eq!(agent.prompt.asked_by().len(), 1);
+    assert_eq!(card_view(&agent.card).services.len(), 1);
+}
+
+#[tokio::test]
+async fn link_requests_are_refused_before_the_pin() {
+    let agent = start_phr(&[PHR_PIN]).await;
+    let long = "K".repeat(65);
+    for (body, why) in [
+        ("{", "not JSON"),
+        (r#"{"service_id":"insurer-a"}"#, "no pseudonym"),
+        (
+            r#"{"service_id":"insurer-a","pseudonym":"K-1","origin":"https://evil.example"}"#,
+            "unknown field",
+        ),
+        (&link_body(SOURCE, "") as &str, "empty pseudonym"),
+        (&link_body(SOURCE, &long), "65-byte pseudonym"),
+        (&link_body("Insurer A", "K-1"), "not a service id"),
+    ] {
+        let reply = raw(agent.port, &link_post(agent.port), body).await;
+        assert_eq!(reply.status, 400, "{why}: {}", reply.body);
+        assert_eq!(reply.json()["error"], "bad_request", "{why}");
+    }
+    assert!(agent.prompt.asked_by().is_empty());
+    assert_eq!(agent.card.card().counters().verify_with_pin, 0);
+
+    // A My Number card holds no service keys.
+    let agent = start(&["1234"]).await;
+    let reply = post_link(agent.port, "K-0001").await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert_eq!(reply.json()["error"], "phr_card_required");
+    assert!(agent.prompt.asked_by().is_empty());
+}
+
+#[tokio::test]
+async fn a_wrong_pin_links_nothing() {
+    let agent = start_phr(&["999999"]).await;
+    let reply = post_link(agent.port, "K-0001").await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({"error": "wrong_pin", "tries_left": 2})
+    );
+    assert!(card_view(&agent.card).services.is_empty());
+}
+
+#[tokio::test]
+async fn a_grant_is_signed_with_the_sources_key_on_the_card() {
+    let agent = start_phr(&[PHR_PIN, PHR_PIN]).await;
+    let reply = post_link(agent.port, "K-0001").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let linked = reply.json();
+    let expires_at = unix_now() + 30 * 86_400;
+    let body = serde_json::json!({"request": grant_request(expires_at)}).to_string();
+    let reply = raw(agent.port, &grant_post(agent.port), &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let signed = reply.json();
+    let grant_bytes = hex::decode(signed["grant_bytes"].as_str().unwrap()).unwrap();
+    let signature = hex::decode(signed["signature"].as_str().unwrap()).unwrap();
+
+    // As the source verifies it: the binding from the link, the nonce and audience it issued.
+    let holder = holder_of(
+        &agent,
+        &hex::decode(linked["holder_cert_der"].as_str().unwrap()).unwrap(),
+    );
+    let binding = card_agent::phr::verify::verify_binding(
+        &hex::decode(linked["binding_cert_der"].as_str().unwrap()).unwrap(),
+        &holder,
+        i64::from(unix_now()),
+    )
+    .unwrap();
+    let nonce = [0xab; 32];
+    let grant = card_agent::phr::verify::verify_grant(
+        &grant_bytes,
+        &signature,
+        &binding,
+        &card_agent::phr::verify::GrantExpectation {
+            audience: "iphr-gateway-test",
+            nonce: &nonce,
+            now: i64::from(unix_now()),
+        },
+    )
+    .unwrap();
+    let scope: Vec<String> = grant.scope.iter().map(ToString::to_string).collect();
+    assert_eq!(scope, ["A:checkup", "C:physician-opinio"]);
+    assert_eq!(grant.pseudonym, "K-0001");
+    assert!(
+        grant.expires_at.abs_diff(expires_at) <= 2,
+        "{}",
+        grant.expires_at
+    );
+    // A nonce the source did not issue does not pass.
+    assert!(
+        card_agent::phr::verify::verify_grant(
+            &grant_bytes,
+            &signature,
+            &binding,
+            &card_agent::phr::verify::GrantExpectation {
+                audience: "iphr-gateway-test",
+                nonce: &[0xac; 32],
+                now: i64::from(unix_now()),
+            },
+        )
+        .is_err()
+    );
+    let asked = agent.prompt.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2);
+    assert!(
+        asked[1]
+            .what
+            .starts_with("insurer-a からの取り込みの許可（A:checkup、C:physician-opinio、"),
+        "{}",
+        asked[1].what
+    );
+    assert!(asked[1].what.ends_with("日 まで）"), "{}", asked[1].what);
+}
+
+#[tokio::test]
+async fn grant_requests_are_refused_before_the_pin() {
+    let agent = start_phr(&[]).await;
+    let future = unix_now() + 86_400;
+    let with = |change: &dyn Fn(&mut serde_json::Value)| {
+        let mut request = grant_request(future);
+        change(&mut request);
+        serde_json::json!({ "request": request }).to_string()
+    };
+    let refuse = |body: String, status: u16, code: &'static str, why: &'static str| {
+        let port = agent.port;
+        async move {
+            let reply = raw(port, &grant_post(port), &body).await;
+            assert_eq!(reply.status, status, "{why}: {}", reply.body);
+            assert_eq!(reply.json()["error"], code, "{why}");
+        }
+    };
+    refuse(with(&|_| {}), 422, "source_not_linked", "not linked").await;
+    refuse(
+        with(&|r| r["nonce_hex"] = "abcd".into()),
+        400,
+        "bad_request",
+        "short nonce",
+    )
+    .await;
+    refuse(
+        with(&|r| r["scope"] = serde_json::json!(["D:everything"])),
+        400,
+        "bad_request",
+        "unknown unit",
+    )
+    .await;
+    refuse(
+        with(&|r| r["scope"] = serde_json::json!([])),
+        400,
+        "bad_request",
+        "empty scope",
+    )
+    .await;
+    refuse(
+        with(&|r| r["audience"] = "".into()),
+        400,
+        "bad_request",
+        "no audience",
+    )
+    .await;
+    refuse(
+        with(&|r| {
+            r.as_object_mut().unwrap().remove("service");
+        }),
+        400,
+        "bad_request",
+        "no service",
+    )
+    .await;
+    refuse(
+        format!(r#"{{"request":{},"origin":"x"}}"#, grant_request(future)),
+        400,
+        "bad_request",
+        "unknown field",
+    )
+    .await;
+    assert!(agent.prompt.asked_by().is_empty());
+
+    // Linked: a grant that has already ended is still refused before the PIN.
+    phr_card::link(
+        &mut agent.card.clone(),
+        &PivPin::parse(PHR_PIN).unwrap(),
+        LastTry::Refuse,
+        SOURCE,
+        "K-0001",
+    )
+    .unwrap();
+    let before = agent.card.card().counters();
+    refuse(
+        serde_json::json!({"request": grant_request(unix_now() - 60)}).to_string(),
+        400,
+        "grant_expired",
+        "ended",
+    )
+    .await;
+    assert!(agent.prompt.asked_by().is_empty());
+    assert_eq!(
+        agent.card.card().counters().verify_with_pin,
+        before.verify_with_pin
+    );
+
+    // A My Number card holds no service keys.
+    let agent = start(&["1234"]).await;
+    let reply = raw(
+        agent.port,
+        &grant_post(agent.port),
+        &serde_json::json!({"request": grant_request(future)}).to_string(),
+    )
+    .await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert_eq!(reply.json()["error"], "phr_card_required");
+    assert!(agent.prompt.asked_by().is_empty());
+}
+
+#[tokio::test]
+async fn a_source_consent_links_the_card_under_the_pseudonym_it_names() {
+    let agent = start_phr(&[PHR_PIN]).await;
+    let grant = document(ORIGIN, "grant", &["A.checkup"]);
+    let body = |kind: &str, pseudonym: &str| {
+        let mut body: serde_json::Value =
+            serde_json::from_str(&consent_body(&nonce_of(&grant), &grant)).unwrap();
+        body["service_kind"] = kind.into();
+        body["pseudonym"] = pseudonym.into();
+        body.to_string()
+    };
+    // Refused before the card: a pseudonym for a partner, or one the card cannot hold.
+    for (kind, pseudonym) in [
+        ("partner", "K-0009"),
+        ("source", ""),
+        ("source", &"K".repeat(65)),
+    ] {
+        let reply = raw(
+            agent.port,
+            &consent_post(agent.port),
+            &body(kind, pseudonym),
+        )
+        .await;
+        assert_eq!(reply.status, 400, "{kind} {pseudonym:?}: {}", reply.body);
+        assert_eq!(reply.json()["error"], "bad_request");
+    }
+    assert!(agent.prompt.asked_by().is_empty());
+
+    // One PIN entry: the card is linked under the source's pseudonym and holds the consent.
+    let reply = raw(
+        agent.port,
+        &consent_post(agent.port),
+        &body("source", "K-0009"),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(agent.prompt.asked_by().len(), 1);
+    assert_linked_and_granted(&agent.card, "partner-a", "K-0009");
+
+    // Another pseudonym at the same source: refused before the PIN, nothing written.
+    let before = agent.card.card().counters();
+    let reply = raw(
+        agent.port,
+        &consent_post(agent.port),
+        &body("source", "K-0010"),
+    )
+    .await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert_eq!(reply.json()["error"], "linked_as_another");
+    assert_eq!(agent.prompt.asked_by().len(), 1);
+    assert_eq!(
+        agent.card.card().counters().objects_written,
+        before.objects_written
     );
 }

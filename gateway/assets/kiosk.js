@@ -63,9 +63,13 @@
       case "too_many_categories":
         return "この同意はPHRカードに書き込めない内容です（項目が多すぎます）。係員にお知らせください";
       case "source_not_linked":
-        return "このデータ提供元には、まだPHRカードが連携されていません。連携コードでカードを連携してから同意してください";
+        return "このデータ提供元には、まだPHRカードが連携されていません。「データの取り込み」で利用者番号と登録コードを入力して連携してください";
       case "linked_as_another":
         return "このサービスは別の利用者としてPHRカードに登録されています。係員にお知らせください";
+      case "phr_card_required":
+        return "データの取り込みの連携と許可にはPHRカードが必要です。PHRカードを置いてください";
+      case "grant_expired":
+        return "同意の期間が終わっています。先に同意し直してください";
       case "consent_not_writable":
       case "document_mismatch":
       case "document_origin":
@@ -192,15 +196,130 @@
     progress.className = "progress";
     progress.setAttribute("role", "status");
     li.append(h, status, stored, progress);
-    if (s.linked && s.grant_expires_at_ms) {
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = "secondary";
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "secondary";
+    if (!s.linked) {
+      // The source's enrollment letter gives the person's number there and a one-time code.
+      const form = document.createElement("div");
+      form.className = "link-form";
+      form.append(
+        field("利用者番号", "pseudonym", 64),
+        field("登録コード", "enrollment-code", 64),
+      );
+      button.classList.add("link");
+      button.textContent = "カードを連携して同意する";
+      button.addEventListener("click", () => linkCard(s, li, button, progress));
+      li.append(form, button);
+    } else if (s.consent_in_force && !(s.grant_expires_at_ms > Date.now())) {
+      button.classList.add("grant");
+      button.textContent = "取り込みを許可する";
+      button.addEventListener("click", () => grantAndPull(s, button, progress));
+      li.append(button);
+    } else if (s.grant_expires_at_ms) {
+      button.classList.add("pull");
       button.textContent = "今すぐ取り込む";
       button.addEventListener("click", () => pullNow(s, button, progress));
       li.append(button);
     }
     return li;
+  }
+
+  function field(label, name, maxLength) {
+    const l = document.createElement("label");
+    l.textContent = label;
+    const input = document.createElement("input");
+    input.type = "text";
+    input.className = name;
+    input.maxLength = maxLength;
+    input.autocomplete = "off";
+    l.append(input);
+    return l;
+  }
+
+  // Consent to the source, the card recording it and making the source's key for the person's
+  // number there (one PIN in the agent); then the gateway hands the card's certificates to the
+  // source with the enrollment code.
+  async function linkCard(s, li, button, progress) {
+    const pseudonym = li.querySelector("input.pseudonym").value.trim();
+    const code = li.querySelector("input.enrollment-code").value.trim();
+    if (!pseudonym || !code) {
+      progress.textContent = "登録のご案内にある利用者番号と登録コードを入力してください";
+      return;
+    }
+    button.disabled = true;
+    try {
+      if (!s.consent_in_force) {
+        await consentOnCard(s.id, "grant", "source", pseudonym, (text) => {
+          progress.textContent = text;
+        });
+        // A retry (say, after a mistyped code) needs no second consent.
+        s.consent_in_force = true;
+      }
+      progress.textContent = "提供元にカードを登録しています…";
+      const certs = JSON.parse(
+        await agentCall("/v1/link", { service_id: s.id, pseudonym }, "カードエージェントに接続できません"),
+      );
+      const r = await fetch(`/api/sources/${encodeURIComponent(s.id)}/link`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ enrollment_code: code, ...certs }),
+      });
+      const body = await readJson(r);
+      if (!r.ok) {
+        throw new Failure(sourceMessage(r, body, "カードを連携できませんでした"));
+      }
+      await loadSources();
+      await loadConsent();
+      $("sources-message").textContent = `${s.name} とカードを連携し、同意しました。「取り込みを許可する」で取り込みを始められます`;
+    } catch (e) {
+      progress.textContent = e instanceof Failure ? e.message : "エラーが発生しました。もう一度お試しください";
+      button.disabled = false;
+    }
+  }
+
+  // The gateway asks the source for a nonce; the card signs the grant with the source's key
+  // (PIN in the agent); the gateway checks it and starts a pull.
+  async function grantAndPull(s, button, progress) {
+    button.disabled = true;
+    progress.textContent = "取り込みの許可を準備しています…";
+    try {
+      const id = encodeURIComponent(s.id);
+      const asked = await fetch(`/api/sources/${id}/grant-request`, { method: "POST" });
+      const request = await readJson(asked);
+      if (!asked.ok || !request) {
+        throw new Failure(sourceMessage(asked, request, "取り込みの許可を準備できませんでした"));
+      }
+      progress.textContent = "カードで署名してください（PINはカードエージェントの画面で入力）";
+      const signed = await agentCall("/v1/grant", { request }, "カードエージェントに接続できません");
+      const r = await fetch(`/api/sources/${id}/grant`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: signed,
+      });
+      const body = await readJson(r);
+      if (!r.ok || !body || !body.pull) {
+        throw new Failure(sourceMessage(r, body, "取り込みの許可を保存できませんでした"));
+      }
+      await followPull(s, body.pull, button, progress);
+      // The list again (the grant's end date, 「今すぐ取り込む」), keeping the pull's outcome.
+      const outcome = progress.textContent;
+      await loadSources();
+      const item = document.querySelector(`#source-list li[data-source="${CSS.escape(s.id)}"] .progress`);
+      if (item) {
+        item.textContent = outcome;
+      }
+    } catch (e) {
+      progress.textContent = e instanceof Failure ? e.message : "エラーが発生しました。もう一度お試しください";
+      button.disabled = false;
+    }
+  }
+
+  function sourceMessage(response, body, fallback) {
+    if (response.status === 401) {
+      return "サインインの有効期限が切れました。もう一度カードで本人確認してください";
+    }
+    return (body && body.message) || `${fallback}（${response.status}）`;
   }
 
   async function loadSources() {
@@ -238,8 +357,18 @@
         button.disabled = false;
         return;
       }
+      await followPull(s, body.pull, button, progress);
+    } catch (_) {
+      progress.textContent = "取り込みの状況を読み込めませんでした";
+    }
+    button.disabled = false;
+  }
+
+  // Shows a pull's progress until it ends, then the source's stored-file count.
+  async function followPull(s, pull, button, progress) {
+    try {
       for (;;) {
-        const r = await fetch(`/api/sources/pulls/${encodeURIComponent(body.pull)}`);
+        const r = await fetch(`/api/sources/pulls/${encodeURIComponent(pull)}`);
         const p = await readJson(r);
         if (!r.ok || !p) {
           progress.textContent = "取り込みの状況を読み込めませんでした";
@@ -314,46 +443,53 @@
     consentSay("");
     button.disabled = true;
     try {
-      const prepared = await fetch("/api/consent/prepare", {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ service_id: p.service_id, action }),
-      });
-      if (prepared.status === 401) {
-        throw new Failure("サインインの有効期限が切れました。もう一度カードで本人確認してください");
-      }
-      if (!prepared.ok) {
-        throw new Failure(`同意の準備ができませんでした（${prepared.status}）`);
-      }
-      const { nonce, document: doc, known_categories: known } = await prepared.json();
-      consentSay("カードで署名してください（PINはカードエージェントの画面で入力）", "info");
-      // A PHR card also records the change on the card; the agent's answer then carries it
-      // (card_record) and goes to the gateway as-is.
-      const token = await agentCall(
-        "/v1/consent",
-        { nonce, document: doc, known_categories: known, service_kind: p.kind },
-        "カードエージェントに接続できません",
-      );
-      const committed = await fetch("/api/consent/commit", {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: token,
-      });
-      if (committed.status === 401) {
-        throw new Failure("カードの署名を確認できませんでした。サインインしたカードで署名してください");
-      }
-      if (committed.status === 409) {
-        throw new Failure("同意の状況が変わったか、有効期限が切れました。もう一度お試しください");
-      }
-      if (!committed.ok) {
-        throw new Failure(`同意を保存できませんでした（${committed.status}）`);
-      }
+      await consentOnCard(p.service_id, action, p.kind, null, (text) => consentSay(text, "info"));
       await loadConsent();
+      await loadSources();
       consentSay(action === "grant" ? `${p.name} へのデータ提供に同意しました` : `${p.name} への同意を取り消しました`, "info");
     } catch (e) {
       consentSay(e instanceof Failure ? e.message : "エラーが発生しました。もう一度お試しください");
     } finally {
       button.disabled = false;
+    }
+  }
+
+  // Prepare → the card signs (a PHR card also records the change, linking a source under
+  // `pseudonym` when given) → commit. Throws a Failure with a Japanese message.
+  async function consentOnCard(serviceId, action, kind, pseudonym, progress) {
+    const prepared = await fetch("/api/consent/prepare", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ service_id: serviceId, action }),
+    });
+    if (prepared.status === 401) {
+      throw new Failure("サインインの有効期限が切れました。もう一度カードで本人確認してください");
+    }
+    if (!prepared.ok) {
+      throw new Failure(`同意の準備ができませんでした（${prepared.status}）`);
+    }
+    const { nonce, document: doc, known_categories: known } = await prepared.json();
+    progress("カードで署名してください（PINはカードエージェントの画面で入力）");
+    // A PHR card also records the change on the card; the agent's answer then carries it
+    // (card_record) and goes to the gateway as-is.
+    const request = { nonce, document: doc, known_categories: known, service_kind: kind };
+    if (pseudonym) {
+      request.pseudonym = pseudonym;
+    }
+    const token = await agentCall("/v1/consent", request, "カードエージェントに接続できません");
+    const committed = await fetch("/api/consent/commit", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: token,
+    });
+    if (committed.status === 401) {
+      throw new Failure("カードの署名を確認できませんでした。サインインしたカードで署名してください");
+    }
+    if (committed.status === 409) {
+      throw new Failure("同意の状況が変わったか、有効期限が切れました。もう一度お試しください");
+    }
+    if (!committed.ok) {
+      throw new Failure(`同意を保存できませんでした（${committed.status}）`);
     }
   }
 

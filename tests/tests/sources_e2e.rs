@@ -159,7 +159,11 @@ fn write_gateway_config(
     gateway_tls: &Pem,
     client: &Pem,
     sources: &[(String, PathBuf)],
+    agent_url: Option<&str>,
 ) -> PathBuf {
+    let kiosk = agent_url.map_or(String::new(), |url| {
+        format!("[kiosk]\nagent_url = \"{url}\"\n")
+    });
     let d = dir.display();
     std::fs::write(dir.join("tls.pem"), &gateway_tls.cert).unwrap();
     std::fs::write(dir.join("tls.key"), &gateway_tls.key).unwrap();
@@ -173,7 +177,7 @@ cert = "{d}/tls.pem"
 key = "{d}/tls.key"
 [database]
 url = "sqlite://{d}/gateway.db"
-[[trust]]
+{kiosk}[[trust]]
 card_type = "phr"
 key = "auth"
 anchors = ["{d}/phr-issuer-ca.der"]
@@ -279,6 +283,19 @@ async fn register(
     .unwrap();
 }
 
+/// Registers a test source as a source service.
+async fn register_source(db: &gateway::store::Db, s: &TestSource) {
+    register(
+        db,
+        s.service,
+        ServiceKind::Source,
+        s.name,
+        "健康管理と両立支援のための記録の取り込み",
+        s.categories,
+    )
+    .await;
+}
+
 /// Serves the gateway until `true` is sent on the returned channel.
 fn serve_until_stopped(
     listener: tokio::net::TcpListener,
@@ -340,6 +357,7 @@ async fn a_phr_card_links_three_sources_consents_and_the_gateway_pulls_units_a_b
         &gateway_tls,
         &client,
         &endpoints,
+        None,
     )))
     .unwrap();
     let gateway = Gateway::from_config(&config, Arc::new(SystemClock))
@@ -347,15 +365,7 @@ async fn a_phr_card_links_three_sources_consents_and_the_gateway_pulls_units_a_b
         .unwrap();
     let db = gateway.app.auth.db().clone();
     for s in &SOURCES {
-        register(
-            &db,
-            s.service,
-            ServiceKind::Source,
-            s.name,
-            "健康管理と両立支援のための記録の取り込み",
-            s.categories,
-        )
-        .await;
+        register_source(&db, s).await;
     }
     let hub = gateway.app.sources.clone().unwrap();
     let (stop, server) = serve_until_stopped(listener, gateway);
@@ -769,5 +779,171 @@ revocation = "disabled"
 
     stop.send(true).unwrap();
     server.await.unwrap().unwrap();
+    drop(inserted);
+}
+
+/// The whole source flow from the kiosk page, in Chromium, through the real `card-agent serve`
+/// and pcscd: the person types the number and code of the source's enrollment letter; one PIN
+/// consents, the card recording the consent and making the source's key for that number; the
+/// gateway links the card at the source (a mistyped code is shown and retried without another
+/// PIN); a second PIN signs the grant and the pull's progress is shown until the files are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kiosk_page_links_a_source_consents_and_grants_a_pull_with_the_phr_card() {
+    let _lock = pcsc_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ca, inserted, _card) = issued_card(d, "HOLDER-E2E-8").await;
+    let reader = inserted.reader();
+    let s = &SOURCES[0];
+    let client = self_signed(GATEWAY_ID);
+    let (url, tls, data, stop_source) = start_source(d, s, &client.der, &ca.cert_der).await;
+    let source_ca = d.join(format!("{}-server.pem", s.service));
+    std::fs::write(&source_ca, &tls.cert).unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let (_agent, mut agent_pin, agent_url) = start_agent(&origin, reader);
+    let gateway_tls = self_signed("localhost");
+    let config = Config::load(Some(&write_gateway_config(
+        d,
+        &origin,
+        &gateway_tls,
+        &client,
+        &[(url, source_ca)],
+        Some(&agent_url),
+    )))
+    .unwrap();
+    let gateway = Gateway::from_config(&config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let db = gateway.app.auth.db().clone();
+    register_source(&db, s).await;
+    let (stop, server) = serve_until_stopped(listener, gateway);
+
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, browser) = start_browser(profile.path()).await;
+    browser.goto(&format!("{origin}/kiosk")).await.unwrap();
+    wait_text(&browser, "#start h1", |t| t == "カードで本人確認").await;
+    let find = |css: &'static str| {
+        let browser = browser.clone();
+        async move { browser.find(Locator::Css(css)).await.unwrap() }
+    };
+    type_pin(&mut agent_pin, PIN);
+    find("#sign-in").await.click().await.unwrap();
+    wait_text(&browser, "#signed-in h1", |t| t == "サインインしました").await;
+    let person = wait_text(&browser, "#person-id", |t| !t.is_empty()).await;
+    let item = wait_text(&browser, "#source-list li", |t| t.contains(s.name)).await;
+    assert!(item.contains("カード未連携・同意なし"), "{item}");
+
+    // Without the letter's number and code nothing happens (no PIN asked).
+    find("#source-list li button.link")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_text(&browser, "#source-list li .progress", |t| {
+        t == "登録のご案内にある利用者番号と登録コードを入力してください"
+    })
+    .await;
+
+    // A mistyped code: the consent is on the card and at the gateway, the source refuses the code.
+    let pseudonym = find("#source-list li input.pseudonym").await;
+    pseudonym.send_keys(s.pseudonym).await.unwrap();
+    let code = find("#source-list li input.enrollment-code").await;
+    code.send_keys("WRONG-CODE-0000").await.unwrap();
+    type_pin(&mut agent_pin, PIN);
+    find("#source-list li button.link")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let refused = wait_text(&browser, "#source-list li .progress", |t| {
+        t.contains("登録コード")
+    })
+    .await;
+    assert_eq!(
+        refused,
+        "登録コードが正しくないか、有効期限が切れています。"
+    );
+    let view = read_card(reader).await;
+    let links: Vec<(&str, &str)> = view
+        .services
+        .iter()
+        .map(|l| (l.service.as_str(), l.pseudonym.as_str()))
+        .collect();
+    assert_eq!(
+        links,
+        [(s.service, s.pseudonym)],
+        "linked under the letter's number"
+    );
+    let record = view.consents.for_service(s.service).unwrap();
+    assert_eq!(record.terms.status, ConsentStatus::Granted);
+
+    // The right code: no second PIN (the card is linked), the gateway links it at the source.
+    code.clear().await.unwrap();
+    code.send_keys(s.code).await.unwrap();
+    find("#source-list li button.link")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let message = wait_text(&browser, "#sources-message", |t| !t.is_empty()).await;
+    assert_eq!(
+        message,
+        format!(
+            "{} とカードを連携し、同意しました。「取り込みを許可する」で取り込みを始められます",
+            s.name
+        )
+    );
+    let status = wait_text(&browser, "#source-list li .status", |t| {
+        t.starts_with("カード連携済み")
+    })
+    .await;
+    assert_eq!(status, "カード連携済み・同意中");
+
+    // The grant, signed with the source's key on the card; the pull's progress to its end.
+    type_pin(&mut agent_pin, PIN);
+    find("#source-list li button.grant")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let files = std::fs::read_dir(data.join(s.pseudonym)).unwrap().count();
+    let done = wait_text(&browser, "#source-list li .progress", |t| {
+        t.starts_with("完了") || t.starts_with("失敗") || t.starts_with("取り込めません")
+    })
+    .await;
+    assert_eq!(
+        done,
+        format!("完了：一覧 {files} 件・取得 {files} 件・新規保存 {files} 件・保存済み 0 件")
+    );
+    let stored = wait_text(&browser, "#source-list li .stored", |t| {
+        t.starts_with("取り込んだファイル")
+    })
+    .await;
+    assert!(
+        stored.starts_with(&format!("取り込んだファイル：{files} 件")),
+        "{stored}"
+    );
+    let status = wait_text(&browser, "#source-list li .status", |t| {
+        t.contains("取り込みの許可は")
+    })
+    .await;
+    assert!(
+        status.starts_with("カード連携済み・同意中・取り込みの許可は"),
+        "{status}"
+    );
+    let pull = find("#source-list li button.pull").await;
+    assert_eq!(pull.text().await.unwrap(), "今すぐ取り込む");
+    let (resources, categories) = categories_of(&db, &person).await;
+    assert!(resources > 0);
+    assert!(categories.contains("A.checkup"), "{categories:?}");
+
+    stop.send(true).unwrap();
+    server.await.unwrap().unwrap();
+    let _ = stop_source.send(());
     drop(inserted);
 }

@@ -574,7 +574,7 @@ pub fn link<T: CardTransport + ?Sized>(
 }
 
 /// The rules of a service id and a pseudonym, checked before anything is sent to the card.
-pub(super) fn check_link_names(service: &str, pseudonym: &str) -> Result<(), PhrError> {
+pub fn check_link_names(service: &str, pseudonym: &str) -> Result<(), PhrError> {
     super::consent::check_service_id(service)?;
     if pseudonym.is_empty() || pseudonym.len() > 64 {
         return Err(PhrError::Format(ConsentFormatError::Field {
