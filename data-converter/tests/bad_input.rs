@@ -334,3 +334,24 @@ fn mapping_unknown_item_and_unit_mismatch() {
         Some("3D010000002227101"),
     );
 }
+
+#[test]
+fn a_bad_reference_range_bound_names_its_line_and_xpath() {
+    let text = String::from_utf8(common::read("cda/full.xml")).unwrap();
+    let good = r#"<high value="129" unit="mm[Hg]"/>"#;
+    let at = text.find(good).unwrap();
+    let line = 1 + text[..at].matches('\n').count() as u64;
+    let bad = text.replacen(good, r#"<high value="12x9" unit="mm[Hg]"/>"#, 1);
+    let e = read_cda(bad.as_bytes(), "range.xml").unwrap_err();
+    assert!(
+        matches!(&e.kind, ErrorKind::InvalidValue { value, .. } if value == "12x9"),
+        "{e}"
+    );
+    assert_loc(
+        &e,
+        "range.xml",
+        Some(line),
+        Some("/observation/referenceRange/observationRange/value/high"),
+        None,
+    );
+}
