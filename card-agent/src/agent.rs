@@ -93,6 +93,12 @@ pub enum AgentError {
     /// The grant asked for ends before now (nothing was asked or signed).
     #[error("the grant's validity has already ended")]
     GrantExpired,
+    /// A consent to a partner named a pseudonym (partners are linked under a random one).
+    #[error("only a source consent names the person's pseudonym")]
+    PseudonymForPartner,
+    /// The service id or pseudonym of a link does not fit the card (nothing was sent to it).
+    #[error("bad link name: {0}")]
+    BadLinkName(PhrError),
     /// No reader holds a card.
     #[error("no card in any reader")]
     NoCard,
@@ -528,6 +534,39 @@ pub struct GrantToSign {
     pub expires_at: u32,
 }
 
+impl GrantToSign {
+    /// The fields of the gateway's `grant-request` answer, `None` unless each has its shape: a
+    /// service id, an audience of 1–255 bytes, a 32-byte nonce (hex), 1–8 categories.
+    pub fn from_request(
+        service: String,
+        audience: String,
+        nonce_hex: &str,
+        scope: &[String],
+        expires_at: u32,
+    ) -> Option<Self> {
+        crate::phr::consent::check_service_id(&service).ok()?;
+        if audience.is_empty() || audience.len() > 255 {
+            return None;
+        }
+        let nonce = hex::decode(nonce_hex).ok().filter(|n| n.len() == 32)?;
+        if scope.is_empty() || scope.len() > 8 {
+            return None;
+        }
+        let scope = scope
+            .iter()
+            .map(|c| Category::parse(c))
+            .collect::<Result<Vec<_>, _>>()
+            .ok()?;
+        Some(GrantToSign {
+            service,
+            audience,
+            nonce,
+            scope,
+            expires_at,
+        })
+    }
+}
+
 /// A signed consent change: the token, and for a PHR card the record it now holds.
 #[derive(Debug, Clone)]
 pub struct ConsentSigned {
@@ -553,19 +592,28 @@ impl<R: CardReader> CardAgent<R> {
         self.reader.session(|t| prepare_authentication(t))
     }
 
-    /// [`Self::prepare`] for a PHR card only, and what the card holds (links, consents).
-    fn prepare_phr_card(&self) -> Result<(Prepared, crate::phr::card::CardView), AgentError> {
-        let prepared = self.prepare()?;
-        if prepared.card != CardKind::Phr {
-            return Err(AgentError::PhrCardRequired);
-        }
-        let view = self.read_phr_card()?;
-        Ok((prepared, view))
+    /// [`Self::prepare`] and, for a PHR card when `with_view`, what the card holds (links,
+    /// consents), in one session without the PIN.
+    fn prepare_with_view(
+        &self,
+        with_view: bool,
+    ) -> Result<(Prepared, Option<crate::phr::card::CardView>), AgentError> {
+        self.reader.session(|t| {
+            let prepared = prepare_authentication(&mut *t)?;
+            let view = match prepared.card {
+                CardKind::Phr if with_view => Some(crate::phr::card::read_card(t)?),
+                _ => None,
+            };
+            Ok((prepared, view))
+        })
     }
 
-    /// What the PHR card holds, read without the PIN.
-    fn read_phr_card(&self) -> Result<crate::phr::card::CardView, AgentError> {
-        self.reader.session(|t| Ok(crate::phr::card::read_card(t)?))
+    /// [`Self::prepare_with_view`] for a PHR card only (links and grants).
+    fn prepare_phr_card(&self) -> Result<(Prepared, crate::phr::card::CardView), AgentError> {
+        match self.prepare_with_view(true)? {
+            (prepared, Some(view)) => Ok((prepared, view)),
+            (_, None) => Err(AgentError::PhrCardRequired),
+        }
     }
 
     /// Asks the PIN of the prepared card. No card session is held while the person types
@@ -639,34 +687,30 @@ impl<R: CardReader> crate::local_api::CardService for CardAgent<R> {
         signed_data: &[u8],
         request: &ConsentToSign,
     ) -> Result<ConsentSigned, AgentError> {
-        let prepared = self.prepare()?;
+        let service = &request.consent.service;
+        if let Some(pseudonym) = &request.pseudonym {
+            // A partner is linked under a random pseudonym; only a source names one.
+            if request.service_kind != ServiceKind::Source {
+                return Err(AgentError::PseudonymForPartner);
+            }
+            crate::phr::card::check_link_names(service, pseudonym)
+                .map_err(AgentError::BadLinkName)?;
+        }
+        let is_source = request.service_kind == ServiceKind::Source;
+        let (prepared, view) = self.prepare_with_view(is_source)?;
         if prepared.card == CardKind::Phr {
             // A consent the card cannot hold is refused before anyone types a PIN.
             request.consent.card_purpose()?;
             if request.consent.action == crate::phr::kiosk::KioskAction::Grant {
                 request.consent.grant_request(&request.known_categories)?;
             }
-            if request.service_kind == ServiceKind::Source {
-                let service = &request.consent.service;
-                let view = self.read_phr_card()?;
-                match (
-                    view.services.iter().find(|s| &s.service == service),
-                    &request.pseudonym,
-                ) {
-                    (Some(linked), Some(p)) if &linked.pseudonym != p => {
-                        return Err(PhrError::LinkedAsAnother {
-                            service: service.clone(),
-                            pseudonym: linked.pseudonym.clone(),
-                        }
-                        .into());
+            if let Some(view) = view {
+                let pseudonym = request.pseudonym.as_deref();
+                if view.link_for(service, pseudonym)?.is_none() && pseudonym.is_none() {
+                    return Err(PhrError::NotLinked {
+                        service: service.clone(),
                     }
-                    (None, None) => {
-                        return Err(PhrError::NotLinked {
-                            service: service.clone(),
-                        }
-                        .into());
-                    }
-                    _ => {}
+                    .into());
                 }
             }
         }
@@ -710,16 +754,11 @@ impl<R: CardReader> crate::local_api::CardService for CardAgent<R> {
         origin: &str,
         request: &LinkToSign,
     ) -> Result<Linked, AgentError> {
+        crate::phr::card::check_link_names(&request.service, &request.pseudonym)
+            .map_err(AgentError::BadLinkName)?;
         let (prepared, view) = self.prepare_phr_card()?;
-        if let Some(s) = view.services.iter().find(|s| s.service == request.service) {
-            // Already linked: the same pseudonym needs no PIN, another one is refused.
-            if s.pseudonym != request.pseudonym {
-                return Err(PhrError::LinkedAsAnother {
-                    service: s.service.clone(),
-                    pseudonym: s.pseudonym.clone(),
-                }
-                .into());
-            }
+        // Already linked under this pseudonym: no PIN (another one is refused).
+        if let Some(s) = view.link_for(&request.service, Some(&request.pseudonym))? {
             return Ok(Linked {
                 holder_cert_der: prepared.certificate,
                 binding_cert_der: s.cert_der.clone(),
@@ -755,7 +794,7 @@ impl<R: CardReader> crate::local_api::CardService for CardAgent<R> {
         request: &GrantToSign,
     ) -> Result<SignedGrant, AgentError> {
         let (prepared, view) = self.prepare_phr_card()?;
-        if !view.services.iter().any(|s| s.service == request.service) {
+        if view.link_for(&request.service, None)?.is_none() {
             return Err(PhrError::NotLinked {
                 service: request.service.clone(),
             }

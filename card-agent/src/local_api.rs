@@ -39,7 +39,6 @@ use crate::agent::{
 };
 use crate::jpki::JpkiError;
 use crate::phr::card::{PhrError, SignedGrant};
-use crate::phr::consent::Category;
 use crate::phr::kiosk::{KioskConsent, KioskConsentError};
 use crate::piv::PivError;
 use axum::Router;
@@ -425,13 +424,6 @@ async fn consent(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     if document.origin.as_deref() != Some(origin.as_str()) {
         return error(StatusCode::BAD_REQUEST, "document_origin");
     }
-    if let Some(pseudonym) = &request.pseudonym {
-        // A partner is linked under a random pseudonym; only a source names one.
-        let named = crate::phr::card::check_link_names(&document.service, pseudonym);
-        if request.service_kind != agent::ServiceKind::Source || named.is_err() {
-            return error(StatusCode::BAD_REQUEST, "bad_request");
-        }
-    }
     let signed_data = signed_data(&origin, &request.nonce);
     let to_sign = ConsentToSign {
         consent: document,
@@ -464,9 +456,6 @@ async fn link(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     let Ok(request) = serde_json::from_slice::<LinkBody>(&body) else {
         return error(StatusCode::BAD_REQUEST, "bad_request");
     };
-    if crate::phr::card::check_link_names(&request.service_id, &request.pseudonym).is_err() {
-        return error(StatusCode::BAD_REQUEST, "bad_request");
-    }
     let Some(origin) = admitted_origin(&headers) else {
         return error(StatusCode::FORBIDDEN, "origin_not_allowed");
     };
@@ -506,32 +495,14 @@ struct GrantRequest {
 }
 
 impl GrantRequest {
-    /// `None` unless every field has its shape: a service id, an audience of 1–255 bytes, a
-    /// 32-byte nonce, 1–8 categories.
     fn checked(self) -> Option<GrantToSign> {
-        crate::phr::consent::check_service_id(&self.service).ok()?;
-        if self.audience.is_empty() || self.audience.len() > 255 {
-            return None;
-        }
-        let nonce = hex::decode(&self.nonce_hex)
-            .ok()
-            .filter(|n| n.len() == 32)?;
-        if self.scope.is_empty() || self.scope.len() > 8 {
-            return None;
-        }
-        let scope = self
-            .scope
-            .iter()
-            .map(|c| Category::parse(c))
-            .collect::<Result<Vec<_>, _>>()
-            .ok()?;
-        Some(GrantToSign {
-            service: self.service,
-            audience: self.audience,
-            nonce,
-            scope,
-            expires_at: self.expires_at,
-        })
+        GrantToSign::from_request(
+            self.service,
+            self.audience,
+            &self.nonce_hex,
+            &self.scope,
+            self.expires_at,
+        )
     }
 }
 
@@ -608,6 +579,9 @@ fn agent_error(e: &AgentError) -> Response {
             error(StatusCode::UNPROCESSABLE_ENTITY, "phr_card_required")
         }
         (AgentError::GrantExpired, _) => error(StatusCode::BAD_REQUEST, "grant_expired"),
+        (AgentError::PseudonymForPartner | AgentError::BadLinkName(_), _) => {
+            error(StatusCode::BAD_REQUEST, "bad_request")
+        }
         (AgentError::KioskConsent(k), _) => kiosk_error(k),
         _ => error(StatusCode::BAD_GATEWAY, "card_error"),
     }

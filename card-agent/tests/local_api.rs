@@ -8,7 +8,7 @@ mod common;
 use card_agent::agent::{CardAgent, CardKind, EnteredPin, PinAnswer, PinPrompt, PinRequest};
 use card_agent::local_api;
 use card_agent::phr::ca::PhrIssuerCa;
-use card_agent::phr::card::{self as phr_card, IssueRequest};
+use card_agent::phr::card as phr_card;
 use card_agent::phr::consent::{ConsentRecord, ConsentStatus};
 use card_agent::pin::{LastTry, PinReadError};
 use card_agent::piv::{PivPin, PivPuk, mgmt};
@@ -109,18 +109,14 @@ async fn start_phr(pins: &[&'static str]) -> Agent<VirtualPivCard> {
     let dir = tempfile::tempdir().unwrap();
     let ca = PhrIssuerCa::load_or_create(&dir.path().join("ca")).unwrap();
     let card = InProcess::new(VirtualPivCard::open(&dir.path().join("card")).unwrap());
-    phr_card::issue(
+    phr_card::issue_factory_fresh(
         &mut card.clone(),
         &ca,
-        &IssueRequest {
-            holder_id: "HOLDER-LOCAL-1",
-            new_pin: &PivPin::parse(PHR_PIN).unwrap(),
-            new_puk: &PivPuk::parse("13572468").unwrap(),
-            factory_pin: &PivPin::parse("123456").unwrap(),
-            factory_puk: &PivPuk::parse("12345678").unwrap(),
-            not_after: time::OffsetDateTime::now_utc() + time::Duration::days(365),
-            mgmt_alg: mgmt::ALG_AES256,
-        },
+        "HOLDER-LOCAL-1",
+        &PivPin::parse(PHR_PIN).unwrap(),
+        &PivPuk::parse("13572468").unwrap(),
+        time::OffsetDateTime::now_utc() + time::Duration::days(365),
+        mgmt::ALG_AES256,
     )
     .unwrap();
     serve_card(dir, card, pins).await
@@ -993,50 +989,28 @@ async fn grant_requests_are_refused_before_the_pin() {
         }
     };
     refuse(with(&|_| {}), 422, "source_not_linked", "not linked").await;
-    refuse(
-        with(&|r| r["nonce_hex"] = "abcd".into()),
-        400,
-        "bad_request",
-        "short nonce",
-    )
-    .await;
-    refuse(
-        with(&|r| r["scope"] = serde_json::json!(["D:everything"])),
-        400,
-        "bad_request",
-        "unknown unit",
-    )
-    .await;
-    refuse(
-        with(&|r| r["scope"] = serde_json::json!([])),
-        400,
-        "bad_request",
-        "empty scope",
-    )
-    .await;
-    refuse(
-        with(&|r| r["audience"] = "".into()),
-        400,
-        "bad_request",
-        "no audience",
-    )
-    .await;
-    refuse(
-        with(&|r| {
-            r.as_object_mut().unwrap().remove("service");
-        }),
-        400,
-        "bad_request",
-        "no service",
-    )
-    .await;
-    refuse(
-        format!(r#"{{"request":{},"origin":"x"}}"#, grant_request(future)),
-        400,
-        "bad_request",
-        "unknown field",
-    )
-    .await;
+    let malformed: [(String, &str); 6] = [
+        (with(&|r| r["nonce_hex"] = "abcd".into()), "short nonce"),
+        (
+            with(&|r| r["scope"] = serde_json::json!(["D:everything"])),
+            "unknown unit",
+        ),
+        (with(&|r| r["scope"] = serde_json::json!([])), "empty scope"),
+        (with(&|r| r["audience"] = "".into()), "no audience"),
+        (
+            with(&|r| {
+                r.as_object_mut().unwrap().remove("service");
+            }),
+            "no service",
+        ),
+        (
+            format!(r#"{{"request":{},"origin":"x"}}"#, grant_request(future)),
+            "unknown field",
+        ),
+    ];
+    for (body, why) in malformed {
+        refuse(body, 400, "bad_request", why).await;
+    }
     assert!(agent.prompt.asked_by().is_empty());
 
     // Linked: a grant that has already ended is still refused before the PIN.

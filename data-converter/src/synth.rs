@@ -309,6 +309,8 @@ pub fn write_archive<W: Write + Seek>(w: W, n: u64) -> zip::result::ZipResult<W>
 }
 
 #[cfg(test)]
+// Test code: an unwrap failure is a test failure with its message.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use card_agent::phr::ca::PhrIssuerCa;
-use card_agent::phr::card::{self, IssueRequest};
+use card_agent::phr::card;
 use card_agent::phr::consent::Category;
 use card_agent::pin::LastTry;
 use card_agent::piv::{PivPin, PivPuk, mgmt};
@@ -65,18 +65,14 @@ fn issue_card(dir: &Path) -> (PhrIssuerCa, InProcess<VirtualPivCard>) {
     let ca = PhrIssuerCa::load_or_create(&dir.join("ca")).unwrap();
     let t = InProcess::new(VirtualPivCard::open(&dir.join("card")).unwrap());
     let mut tx = t.clone();
-    card::issue(
+    card::issue_factory_fresh(
         &mut tx,
         &ca,
-        &IssueRequest {
-            holder_id: "HOLDER-0001",
-            new_pin: &PivPin::parse(PIN).unwrap(),
-            new_puk: &PivPuk::parse("13572468").unwrap(),
-            factory_pin: &PivPin::parse("123456").unwrap(),
-            factory_puk: &PivPuk::parse("12345678").unwrap(),
-            not_after: time::OffsetDateTime::now_utc() + time::Duration::days(365),
-            mgmt_alg: mgmt::ALG_AES256,
-        },
+        "HOLDER-0001",
+        &PivPin::parse(PIN).unwrap(),
+        &PivPuk::parse("13572468").unwrap(),
+        time::OffsetDateTime::now_utc() + time::Duration::days(365),
+        mgmt::ALG_AES256,
     )
     .unwrap();
     (ca, t)

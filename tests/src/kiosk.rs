@@ -132,13 +132,10 @@ impl PhrCardAtReader {
     /// service and pseudonym); returns the holder and binding certificates.
     pub fn link(&self, service: &str, pseudonym: &str) -> Result<(Vec<u8>, Vec<u8>), KioskError> {
         let view = self.on_card(|tx| card::read_card(tx))?;
-        if let Some(s) = view.services.iter().find(|s| s.service == service) {
-            if s.pseudonym != pseudonym {
-                return Err(KioskError::Card(format!(
-                    "the card is linked to {service} as another person ({})",
-                    s.pseudonym
-                )));
-            }
+        if let Some(s) = view
+            .link_for(service, Some(pseudonym))
+            .map_err(card_error)?
+        {
             return Ok((self.holder_certificate()?, s.cert_der.clone()));
         }
         let pin = self.pin()?;
@@ -529,21 +526,15 @@ pub fn issue_card(
     let card = PhrCardAtReader::new(reader, pin);
     let new_pin = card.pin()?;
     let new_puk = PivPuk::parse("13572468").map_err(card_error)?;
-    let factory_pin = PivPin::parse("123456").map_err(card_error)?;
-    let factory_puk = PivPuk::parse("12345678").map_err(card_error)?;
     card.on_card(|tx| {
-        card::issue(
+        card::issue_factory_fresh(
             tx,
             ca,
-            &card::IssueRequest {
-                holder_id,
-                new_pin: &new_pin,
-                new_puk: &new_puk,
-                factory_pin: &factory_pin,
-                factory_puk: &factory_puk,
-                not_after: time::OffsetDateTime::now_utc() + time::Duration::days(365 * 5),
-                mgmt_alg: mgmt::ALG_AES256,
-            },
+            holder_id,
+            &new_pin,
+            &new_puk,
+            time::OffsetDateTime::now_utc() + time::Duration::days(365 * 5),
+            mgmt::ALG_AES256,
         )
     })?;
     Ok(())

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use card_agent::phr::ca::PhrIssuerCa;
-use card_agent::phr::card::{self, ConsentRequest, IssueRequest, ObjectState, PhrError};
+use card_agent::phr::card::{self, ConsentRequest, ObjectState, PhrError};
 use card_agent::phr::consent::{Category, ConsentStatus};
 use card_agent::phr::verify::{self, ConsentLedger, GrantExpectation, LedgerOutcome, VerifyError};
 use card_agent::phr::{CONSENT_OBJECTS, consent::ConsentSet};
@@ -33,18 +33,14 @@ impl From<TransportError> for WrapErr {
 
 fn issue(reader: &str, ca: &PhrIssuerCa, holder: &str) {
     on_card(reader, |tx| {
-        card::issue(
+        card::issue_factory_fresh(
             tx,
             ca,
-            &IssueRequest {
-                holder_id: holder,
-                new_pin: &pin(),
-                new_puk: &PivPuk::parse("13572468").unwrap(),
-                factory_pin: &PivPin::parse("123456").unwrap(),
-                factory_puk: &PivPuk::parse("12345678").unwrap(),
-                not_after: time::OffsetDateTime::now_utc() + time::Duration::days(365),
-                mgmt_alg: mgmt::ALG_AES256,
-            },
+            holder,
+            &pin(),
+            &PivPuk::parse("13572468").unwrap(),
+            time::OffsetDateTime::now_utc() + time::Duration::days(365),
+            mgmt::ALG_AES256,
         )
     })
     .unwrap();

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use card_agent::phr::ca::PhrIssuerCa;
-use card_agent::phr::card::{self, ConsentRequest, IssueRequest, PhrError};
+use card_agent::phr::card::{self, ConsentRequest, PhrError};
 use card_agent::phr::consent::{Category, ConsentStatus};
 use card_agent::phr::verify;
 use card_agent::pin::LastTry;
@@ -31,18 +31,14 @@ fn issued_card() -> (tempfile::TempDir, PhrIssuerCa, InProcess<VirtualPivCard>) 
     let ca = PhrIssuerCa::load_or_create(&dir.path().join("ca")).unwrap();
     let t = InProcess::new(VirtualPivCard::open(&dir.path().join("card")).unwrap());
     let mut tx = t.clone();
-    card::issue(
+    card::issue_factory_fresh(
         &mut tx,
         &ca,
-        &IssueRequest {
-            holder_id: "HOLDER-0001",
-            new_pin: &pin(PIN),
-            new_puk: &PivPuk::parse(PUK).unwrap(),
-            factory_pin: &pin("123456"),
-            factory_puk: &PivPuk::parse("12345678").unwrap(),
-            not_after: time::OffsetDateTime::now_utc() + time::Duration::days(365),
-            mgmt_alg: mgmt::ALG_AES256,
-        },
+        "HOLDER-0001",
+        &pin(PIN),
+        &PivPuk::parse(PUK).unwrap(),
+        time::OffsetDateTime::now_utc() + time::Duration::days(365),
+        mgmt::ALG_AES256,
     )
     .unwrap();
     (dir, ca, t)

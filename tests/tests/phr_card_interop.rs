@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use card_agent::phr::ca::PhrIssuerCa;
-use card_agent::phr::card::{self, ConsentRequest, IssueRequest, PhrError};
+use card_agent::phr::card::{self, ConsentRequest, PhrError};
 use card_agent::phr::consent::{Category, ConsentStatus};
 use card_agent::phr::verify::{self, GrantExpectation};
 use card_agent::pin::LastTry;
@@ -29,18 +29,14 @@ fn pin() -> PivPin {
 
 fn issue(reader: &str, ca: &PhrIssuerCa, mgmt_alg: u8) {
     on_card(reader, |tx| {
-        card::issue(
+        card::issue_factory_fresh(
             tx,
             ca,
-            &IssueRequest {
-                holder_id: "HOLDER-INTEROP",
-                new_pin: &pin(),
-                new_puk: &PivPuk::parse("13572468").unwrap(),
-                factory_pin: &PivPin::parse("123456").unwrap(),
-                factory_puk: &PivPuk::parse("12345678").unwrap(),
-                not_after: time::OffsetDateTime::now_utc() + time::Duration::days(365),
-                mgmt_alg,
-            },
+            "HOLDER-INTEROP",
+            &pin(),
+            &PivPuk::parse("13572468").unwrap(),
+            time::OffsetDateTime::now_utc() + time::Duration::days(365),
+            mgmt_alg,
         )
     })
     .unwrap();

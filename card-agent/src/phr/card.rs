@@ -206,6 +206,24 @@ impl CardView {
         self.consents.generation
     }
 
+    /// The card's link to `service`, if any; one under another pseudonym than `pseudonym` (when
+    /// given) is refused: the card would be another person there.
+    pub fn link_for(
+        &self,
+        service: &str,
+        pseudonym: Option<&str>,
+    ) -> Result<Option<&LinkedService>, PhrError> {
+        match self.services.iter().find(|s| s.service == service) {
+            Some(linked) if pseudonym.is_some_and(|p| p != linked.pseudonym) => {
+                Err(PhrError::LinkedAsAnother {
+                    service: service.to_owned(),
+                    pseudonym: linked.pseudonym.clone(),
+                })
+            }
+            found => Ok(found),
+        }
+    }
+
     /// The slot of `service`, if linked.
     pub fn slot_of(&self, service: &str) -> Option<u8> {
         self.services
@@ -423,6 +441,40 @@ pub struct IssueRequest<'a> {
     pub not_after: OffsetDateTime,
     /// Algorithm of the new management key ([`mgmt::ALG_AES256`] or [`mgmt::ALG_3DES`]).
     pub mgmt_alg: u8,
+}
+
+/// Issues a card as the vendor ships it (factory PIN and PUK of
+/// [`crate::virtual_card::piv`], which PIV cards share): [`issue`] with those.
+pub fn issue_factory_fresh<T: CardTransport + ?Sized>(
+    t: &mut T,
+    ca: &PhrIssuerCa,
+    holder_id: &str,
+    new_pin: &PivPin,
+    new_puk: &PivPuk,
+    not_after: OffsetDateTime,
+    mgmt_alg: u8,
+) -> Result<Issued, PhrError> {
+    use crate::virtual_card::piv::{DEFAULT_PIN, DEFAULT_PUK};
+    // Invariant: the factory defaults are 6 and 8 digits, valid PIV secrets
+    // (`piv::tests::the_factory_pin_and_puk_are_valid_piv_secrets`).
+    #[allow(clippy::expect_used)]
+    let (factory_pin, factory_puk) = (
+        PivPin::parse(DEFAULT_PIN).expect("the factory PIN is a valid PIV PIN"),
+        PivPuk::parse(DEFAULT_PUK).expect("the factory PUK is a valid PIV PUK"),
+    );
+    issue(
+        t,
+        ca,
+        &IssueRequest {
+            holder_id,
+            new_pin,
+            new_puk,
+            factory_pin: &factory_pin,
+            factory_puk: &factory_puk,
+            not_after,
+            mgmt_alg,
+        },
+    )
 }
 
 /// The result of issuance.

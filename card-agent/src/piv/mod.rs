@@ -567,6 +567,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_factory_pin_and_puk_are_valid_piv_secrets() {
+        use crate::virtual_card::piv::{DEFAULT_PIN, DEFAULT_PUK};
+        assert!(PivPin::parse(DEFAULT_PIN).is_ok());
+        assert!(PivPuk::parse(DEFAULT_PUK).is_ok());
+    }
+
+    #[test]
     fn piv_pin_is_six_to_eight_digits_and_padded() {
         for good in ["123456", "1234567", "12345678"] {
             assert!(PivPin::parse(good).is_ok(), "{good}");

@@ -217,6 +217,8 @@ impl PartnerReads {
 }
 
 #[cfg(test)]
+// Test code: an unwrap failure is a test failure with its message.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

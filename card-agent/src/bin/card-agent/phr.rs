@@ -5,7 +5,7 @@
 
 use anyhow::{Context, bail};
 use card_agent::phr::ca::PhrIssuerCa;
-use card_agent::phr::card::{self, ConsentRequest, IssueRequest};
+use card_agent::phr::card::{self, ConsentRequest};
 use card_agent::phr::consent::Category;
 use card_agent::pin::{LastTry, PinFormat, prompt_pin, read_pin_line};
 use card_agent::piv::{PivPin, PivPuk, mgmt};
@@ -279,22 +279,17 @@ pub fn run(cmd: PhrCommand, json: bool) -> anyhow::Result<()> {
                 }
             }
             let new_puk: PivPuk = read_secret(opts.pin_stdin, "New PUK (6–8 digits): ")?;
-            let factory_pin = PivPin::parse(card_agent::virtual_card::piv::DEFAULT_PIN)?;
-            let factory_puk = PivPuk::parse(card_agent::virtual_card::piv::DEFAULT_PUK)?;
-            let req = IssueRequest {
-                holder_id: &holder_id,
-                new_pin: &new_pin,
-                new_puk: &new_puk,
-                factory_pin: &factory_pin,
-                factory_puk: &factory_puk,
-                not_after: time::OffsetDateTime::now_utc() + time::Duration::days(365 * years),
-                mgmt_alg: if mgmt_alg == "3des" {
-                    mgmt::ALG_3DES
-                } else {
-                    mgmt::ALG_AES256
-                },
+            let not_after = time::OffsetDateTime::now_utc() + time::Duration::days(365 * years);
+            let mgmt_alg = if mgmt_alg == "3des" {
+                mgmt::ALG_3DES
+            } else {
+                mgmt::ALG_AES256
             };
-            let issued = with_card(opts.reader.as_deref(), |tx| Ok(card::issue(tx, &ca, &req)?))?;
+            let issued = with_card(opts.reader.as_deref(), |tx| {
+                Ok(card::issue_factory_fresh(
+                    tx, &ca, &holder_id, &new_pin, &new_puk, not_after, mgmt_alg,
+                )?)
+            })?;
             print(json, &issued, || {
                 format!("issued PHR card for {}", issued.holder_id)
             })
