@@ -108,6 +108,18 @@ thread_local! {
     static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
 }
 
+/// Where the markup (or text) read from `pos` starts: outside captured text the reader skips
+/// whitespace without an event ([`Parser::run`]), so the position before an event may be the
+/// start of that whitespace.
+fn markup_at(bytes: &[u8], pos: u64) -> usize {
+    let pos = usize::try_from(pos).unwrap_or(usize::MAX).min(bytes.len());
+    let ws = bytes[pos..]
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .count();
+    pos + ws
+}
+
 fn line_of(bytes: &[u8], pos: usize) -> u64 {
     let pos = pos.min(bytes.len());
     1 + memchr_count(&bytes[..pos])
@@ -527,8 +539,9 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// The line of the event read from `pos` on (see [`markup_at`]).
     fn line(&self, pos: u64) -> u64 {
-        line_of(self.text, usize::try_from(pos).unwrap_or(usize::MAX))
+        line_of(self.text, markup_at(self.text, pos))
     }
 
     fn xpath(&self) -> String {
@@ -561,19 +574,31 @@ impl<'a> Parser<'a> {
         start..self.s.header_xpaths.len()
     }
 
+    /// File, `line` and XPath `path` (none outside the root element, where `path` is empty).
+    fn located(&self, line: u64, path: String) -> Location {
+        let loc = Location::file(self.file).at_line(line);
+        if path.is_empty() {
+            loc
+        } else {
+            loc.at_path(path)
+        }
+    }
+
+    /// An error about the event read from `pos` on.
     fn err_at(&self, pos: u64, path: String, kind: ErrorKind) -> Error {
-        Error::new(
-            Location::file(self.file)
-                .at_line(self.line(pos))
-                .at_path(path),
-            kind,
-        )
+        Error::new(self.located(self.line(pos), path), kind)
     }
 
     fn run(&mut self) -> Result<()> {
         let mut reader = Reader::from_reader(self.text);
         reader.config_mut().check_end_names = true;
         loop {
+            // Whitespace-only text is of use only in captured text: elsewhere quick-xml skips
+            // it without an event (indented documents have as much of it as tags).
+            let trim = self.capture.is_none();
+            if reader.config().trim_text_start != trim {
+                reader.config_mut().trim_text_start = trim;
+            }
             let pos = reader.buffer_position();
             let ev = match reader.read_event() {
                 Ok(ev) => ev,
@@ -587,8 +612,10 @@ impl<'a> Parser<'a> {
                     ));
                 }
                 Err(e) => {
-                    let at = reader.error_position();
-                    return Err(self.err_at(at, self.xpath(), ErrorKind::Xml(e.to_string())));
+                    // The reader's error position is exact (no whitespace to skip).
+                    let at = usize::try_from(reader.error_position()).unwrap_or(usize::MAX);
+                    let loc = self.located(line_of(self.text, at), self.xpath());
+                    return Err(Error::new(loc, ErrorKind::Xml(e.to_string())));
                 }
             };
             match ev {
@@ -602,6 +629,7 @@ impl<'a> Parser<'a> {
                     if self.capture.is_some() {
                         self.s.capture_buf.push_str(&t.xml10_content());
                     } else if self.s.path.is_empty() && !t.xml10_content().trim().is_empty() {
+                        // `line` skips the text's leading whitespace: the line of the text.
                         return Err(self.err_at(
                             pos,
                             String::new(),
@@ -1648,7 +1676,7 @@ impl<'a> Parser<'a> {
         let xpaths = &self.s.header_xpaths;
         let at = |(_, pos, xp): &HeaderValue<'_>| {
             Location::file(file)
-                .at_line(line_of(text, usize::try_from(*pos).unwrap_or(usize::MAX)))
+                .at_line(line_of(text, markup_at(text, *pos)))
                 .at_path(xpaths.get(xp.clone()).unwrap_or_default().to_owned())
         };
         let Some(exam) = &self.exam_date else {

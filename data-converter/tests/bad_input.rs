@@ -355,3 +355,52 @@ fn a_bad_reference_range_bound_names_its_line_and_xpath() {
         None,
     );
 }
+
+/// The reader skips whitespace between tags without an event (outside captured text); an error
+/// still names the line of the markup or text it is about, not of the whitespace before it.
+#[test]
+fn errors_after_indentation_name_the_line_of_the_markup_or_text() {
+    let text = String::from_utf8(common::read("cda/minimal.xml")).unwrap();
+    let line_of =
+        |doc: &str, needle: &str| 1 + doc[..doc.find(needle).unwrap()].matches('\n').count() as u64;
+    let err = |doc: &str| read_cda(doc.as_bytes(), "indent.xml").unwrap_err();
+
+    // Text after the root element, two lines down and indented.
+    let doc = format!("{}\n\n    stray text\n", text.trim_end());
+    let e = err(&doc);
+    assert!(
+        e.to_string().contains("text outside the root element"),
+        "{e}"
+    );
+    assert_eq!(e.location.path, None, "no XPath outside the root: {e}");
+    assert_loc(&e, "indent.xml", Some(line_of(&doc, "stray")), None, None);
+
+    // A DOCTYPE on its own line after the declaration.
+    let decl_end = text.find("?>").unwrap() + 2;
+    let doc = format!("{}\n\n<!DOCTYPE x>{}", &text[..decl_end], &text[decl_end..]);
+    let e = err(&doc);
+    assert!(e.to_string().contains("DOCTYPE"), "{e}");
+    assert_loc(
+        &e,
+        "indent.xml",
+        Some(line_of(&doc, "<!DOCTYPE")),
+        None,
+        None,
+    );
+
+    // An undefined entity in text the reader does not keep, after a newline and indentation.
+    let at = text.find("<recordTarget").unwrap();
+    let doc = format!("{}\n      &undefined;\n      {}", &text[..at], &text[at..]);
+    let e = err(&doc);
+    assert!(
+        e.to_string().contains("undefined entity &undefined;"),
+        "{e}"
+    );
+    assert_loc(
+        &e,
+        "indent.xml",
+        Some(line_of(&doc, "&undefined;")),
+        None,
+        None,
+    );
+}
