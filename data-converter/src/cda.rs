@@ -42,7 +42,8 @@ pub fn read_cda(bytes: &[u8], file: &str) -> Result<Record> {
 /// Reads one CDA document that is a member of `archive` (used for the source's `archive` field).
 pub fn read_cda_in(bytes: &[u8], file: &str, archive: Option<&str>) -> Result<Record> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    // UTF-8 is checked by quick-xml event by event (no second pass over the document).
+    // quick-xml checks UTF-8 event by event; `Parser::new` also checks the whole document once,
+    // so that attribute values can be borrowed from it.
     let mut p = Parser::new(Catalogue::builtin(), file, bytes);
     let r = p.run();
     let mut entries = std::mem::take(&mut p.entries);
