@@ -109,16 +109,16 @@ thread_local! {
     static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
 }
 
-/// Where the markup (or text) read from `pos` starts: outside captured text the reader skips
-/// whitespace without an event ([`Parser::run`]), so the position before an event may be the
-/// start of that whitespace.
-fn markup_at(bytes: &[u8], pos: u64) -> usize {
+/// The line of the event (markup or text) read from `pos` on: outside captured text the reader
+/// skips whitespace without an event ([`Parser::run`]), so `pos` may be the start of that
+/// whitespace, which is skipped here.
+fn event_line(bytes: &[u8], pos: u64) -> u64 {
     let pos = usize::try_from(pos).unwrap_or(usize::MAX).min(bytes.len());
     let ws = bytes[pos..]
         .iter()
         .take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
         .count();
-    pos + ws
+    line_of(bytes, pos + ws)
 }
 
 fn line_of(bytes: &[u8], pos: usize) -> u64 {
@@ -540,9 +540,9 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// The line of the event read from `pos` on (see [`markup_at`]).
+    /// The line of the event read from `pos` on (see [`event_line`]).
     fn line(&self, pos: u64) -> u64 {
-        line_of(self.text, markup_at(self.text, pos))
+        event_line(self.text, pos)
     }
 
     fn xpath(&self) -> String {
@@ -593,13 +593,11 @@ impl<'a> Parser<'a> {
     fn run(&mut self) -> Result<()> {
         let mut reader = Reader::from_reader(self.text);
         reader.config_mut().check_end_names = true;
+        // Whitespace-only text is of use only in captured text: elsewhere quick-xml skips it
+        // without an event (indented documents have as much of it as tags). A capture begins and
+        // ends only with a tag, where this is set again.
+        reader.config_mut().trim_text_start = true;
         loop {
-            // Whitespace-only text is of use only in captured text: elsewhere quick-xml skips
-            // it without an event (indented documents have as much of it as tags).
-            let trim = self.capture.is_none();
-            if reader.config().trim_text_start != trim {
-                reader.config_mut().trim_text_start = trim;
-            }
             let pos = reader.buffer_position();
             let ev = match reader.read_event() {
                 Ok(ev) => ev,
@@ -620,12 +618,18 @@ impl<'a> Parser<'a> {
                 }
             };
             match ev {
-                Event::Start(e) => self.start(&e, pos)?,
+                Event::Start(e) => {
+                    self.start(&e, pos)?;
+                    reader.config_mut().trim_text_start = self.capture.is_none();
+                }
                 Event::Empty(e) => {
                     self.start(&e, pos)?;
                     self.end()?;
                 }
-                Event::End(_) => self.end()?,
+                Event::End(_) => {
+                    self.end()?;
+                    reader.config_mut().trim_text_start = self.capture.is_none();
+                }
                 Event::Text(t) => {
                     if self.capture.is_some() {
                         self.s.capture_buf.push_str(&t.xml10_content());
@@ -1677,7 +1681,7 @@ impl<'a> Parser<'a> {
         let xpaths = &self.s.header_xpaths;
         let at = |(_, pos, xp): &HeaderValue<'_>| {
             Location::file(file)
-                .at_line(line_of(text, markup_at(text, *pos)))
+                .at_line(event_line(text, *pos))
                 .at_path(xpaths.get(xp.clone()).unwrap_or_default().to_owned())
         };
         let Some(exam) = &self.exam_date else {

@@ -339,8 +339,7 @@ fn mapping_unknown_item_and_unit_mismatch() {
 fn a_bad_reference_range_bound_names_its_line_and_xpath() {
     let text = String::from_utf8(common::read("cda/full.xml")).unwrap();
     let good = r#"<high value="129" unit="mm[Hg]"/>"#;
-    let at = text.find(good).unwrap();
-    let line = 1 + text[..at].matches('\n').count() as u64;
+    let line = common::line_of(&text, good);
     let bad = text.replacen(good, r#"<high value="12x9" unit="mm[Hg]"/>"#, 1);
     let e = read_cda(bad.as_bytes(), "range.xml").unwrap_err();
     assert!(
@@ -361,8 +360,6 @@ fn a_bad_reference_range_bound_names_its_line_and_xpath() {
 #[test]
 fn errors_after_indentation_name_the_line_of_the_markup_or_text() {
     let text = String::from_utf8(common::read("cda/minimal.xml")).unwrap();
-    let line_of =
-        |doc: &str, needle: &str| 1 + doc[..doc.find(needle).unwrap()].matches('\n').count() as u64;
     let err = |doc: &str| read_cda(doc.as_bytes(), "indent.xml").unwrap_err();
 
     // Text after the root element, two lines down and indented.
@@ -373,7 +370,13 @@ fn errors_after_indentation_name_the_line_of_the_markup_or_text() {
         "{e}"
     );
     assert_eq!(e.location.path, None, "no XPath outside the root: {e}");
-    assert_loc(&e, "indent.xml", Some(line_of(&doc, "stray")), None, None);
+    assert_loc(
+        &e,
+        "indent.xml",
+        Some(common::line_of(&doc, "stray")),
+        None,
+        None,
+    );
 
     // A DOCTYPE on its own line after the declaration.
     let decl_end = text.find("?>").unwrap() + 2;
@@ -383,7 +386,7 @@ fn errors_after_indentation_name_the_line_of_the_markup_or_text() {
     assert_loc(
         &e,
         "indent.xml",
-        Some(line_of(&doc, "<!DOCTYPE")),
+        Some(common::line_of(&doc, "<!DOCTYPE")),
         None,
         None,
     );
@@ -399,7 +402,7 @@ fn errors_after_indentation_name_the_line_of_the_markup_or_text() {
     assert_loc(
         &e,
         "indent.xml",
-        Some(line_of(&doc, "&undefined;")),
+        Some(common::line_of(&doc, "&undefined;")),
         None,
         None,
     );

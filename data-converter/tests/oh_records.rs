@@ -356,10 +356,6 @@ fn cli_uses_the_attendance_file_for_item_1() {
     assert_eq!(b, fhir::bundle(&records()));
 }
 
-fn line_of(text: &str, needle: &str) -> u64 {
-    text[..text.find(needle).unwrap()].matches('\n').count() as u64 + 1
-}
-
 #[test]
 fn errors_carry_the_line() {
     let text = String::from_utf8(common::read("oh/export.json")).unwrap();
@@ -367,7 +363,7 @@ fn errors_carry_the_line() {
     let run = |t: String| read_oh(t.as_bytes(), "l.json", Some(&att)).unwrap_err();
     // a rule checked after parsing: the record's first line (its `{`, two lines above the id)
     let e = run(text.replacen("\"coping\": 2", "\"coping\": 5", 1));
-    let start = line_of(&text, "\"id\": \"RW-2026-0003\"") - 2;
+    let start = common::line_of(&text, "\"id\": \"RW-2026-0003\"") - 2;
     assert_eq!(e.location.line, Some(start));
     assert!(
         e.to_string().starts_with(&format!(
@@ -379,7 +375,7 @@ fn errors_carry_the_line() {
     let e = run(text.replacen("\"cooperation\": 4", "\"cooperation\": \"4\"", 1));
     assert_eq!(
         e.location.line,
-        Some(line_of(&text, "\"cooperation\": 4")),
+        Some(common::line_of(&text, "\"cooperation\": 4")),
         "{e}"
     );
     assert_eq!(at(&e), ("/records/6/scores/cooperation", "cooperation"));
@@ -391,7 +387,7 @@ fn errors_carry_the_line() {
     ));
     assert_eq!(
         e.location.line,
-        Some(line_of(&text, "\"name\": \"鈴木 三郎\" },")),
+        Some(common::line_of(&text, "\"name\": \"鈴木 三郎\" },")),
         "{e}"
     );
     assert_eq!(at(&e), ("/records/1/worker/dept", "dept"));
@@ -400,6 +396,6 @@ fn errors_carry_the_line() {
     assert!(matches!(e.kind, ErrorKind::Json(_)), "{e}");
     assert_eq!(
         e.location.line,
-        Some(line_of(&text, "\"mode\": \"online\""))
+        Some(common::line_of(&text, "\"mode\": \"online\""))
     );
 }

@@ -25,6 +25,11 @@ pub fn shared_testdata(rel: &str) -> PathBuf {
     p
 }
 
+/// The 1-based line of the first `needle` in `text`.
+pub fn line_of(text: &str, needle: &str) -> u64 {
+    text[..text.find(needle).unwrap()].matches('\n').count() as u64 + 1
+}
+
 /// Reads a fixture.
 pub fn read(rel: &str) -> Vec<u8> {
     std::fs::read(fixture(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
