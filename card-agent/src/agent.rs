@@ -350,6 +350,11 @@ fn prepare_phr<T: CardTransport + ?Sized>(t: &mut T) -> Result<Prepared, AgentEr
         }
         Err(e) => return Err(e.into()),
     };
+    phr_prepared(holder.der, pin)
+}
+
+/// A PHR card's [`Prepared`]: its holder certificate and PIN counter (a blocked PIN refused).
+fn phr_prepared(holder_der: Vec<u8>, pin: PinState) -> Result<Prepared, AgentError> {
     let tries_left = match pin {
         PinState::Blocked | PinState::TriesLeft(0) => {
             return Err(PhrError::Piv(PivError::PinBlocked).into());
@@ -359,7 +364,7 @@ fn prepare_phr<T: CardTransport + ?Sized>(t: &mut T) -> Result<Prepared, AgentEr
     };
     Ok(Prepared {
         card: CardKind::Phr,
-        certificate: holder.der,
+        certificate: holder_der,
         tries_left,
     })
 }
@@ -471,8 +476,8 @@ impl<C: crate::virtual_card::VirtualCard + Send + 'static> CardReader
     }
 }
 
-/// A consent change as the kiosk page hands it over (`POST /v1/consent`), checked by the API:
-/// the document's hash is the nonce, and its origin is the page's.
+/// A consent change as the kiosk page hands it over (`POST /v1/consent`), made by
+/// [`ConsentToSign::from_request`]: the document's hash is the nonce, and its origin is the page's.
 #[derive(Debug, Clone)]
 pub struct ConsentToSign {
     /// The gateway's prepared document, parsed.
@@ -484,6 +489,51 @@ pub struct ConsentToSign {
     /// A source only: the person's pseudonym there (from its enrollment letter), under which a
     /// card not yet linked to the source is linked in the same session.
     pub pseudonym: Option<String>,
+}
+
+/// Why a consent request is refused before the card is touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConsentRefusal {
+    /// The nonce is not base64(SHA-256(document)): the card would write one document and sign
+    /// another.
+    #[error("the nonce is not the hash of the document")]
+    DocumentMismatch,
+    /// The document does not parse as a kiosk consent.
+    #[error("the consent document does not parse")]
+    BadDocument,
+    /// The document names another origin than the page's.
+    #[error("the consent document names another origin than the page's")]
+    DocumentOrigin,
+}
+
+impl ConsentToSign {
+    /// The page's consent request for the page at `origin`: `nonce` must be
+    /// base64(SHA-256(`document`)) and the document must name `origin`.
+    pub fn from_request(
+        origin: &str,
+        nonce: &str,
+        document: &str,
+        known_categories: Vec<String>,
+        service_kind: ServiceKind,
+        pseudonym: Option<String>,
+    ) -> Result<Self, ConsentRefusal> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        if b64.encode(Sha256::digest(document.as_bytes())) != nonce {
+            return Err(ConsentRefusal::DocumentMismatch);
+        }
+        let consent =
+            KioskConsent::from_document(document).map_err(|_| ConsentRefusal::BadDocument)?;
+        if consent.origin.as_deref() != Some(origin) {
+            return Err(ConsentRefusal::DocumentOrigin);
+        }
+        Ok(ConsentToSign {
+            consent,
+            known_categories,
+            service_kind,
+            pseudonym,
+        })
+    }
 }
 
 /// A partner may be linked on first consent under a random pseudonym; a source knows the person
@@ -599,12 +649,21 @@ impl<R: CardReader> CardAgent<R> {
         with_view: bool,
     ) -> Result<(Prepared, Option<crate::phr::card::CardView>), AgentError> {
         self.reader.session(|t| {
-            let prepared = prepare_authentication(&mut *t)?;
-            let view = match prepared.card {
-                CardKind::Phr if with_view => Some(crate::phr::card::read_card(t)?),
-                _ => None,
-            };
-            Ok((prepared, view))
+            if with_view {
+                // A PHR card is read once: the view holds its certificate and PIN counter.
+                match crate::phr::card::read_card(&mut *t) {
+                    Ok(view) => {
+                        let Some(holder_der) = view.holder_cert_der.clone() else {
+                            return Err(AgentError::NotSupported);
+                        };
+                        return Ok((phr_prepared(holder_der, view.pin)?, Some(view)));
+                    }
+                    // Not a PHR card: identified below.
+                    Err(PhrError::Piv(PivError::NotPiv)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok((prepare_authentication(&mut *t)?, None))
         })
     }
 

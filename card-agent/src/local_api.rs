@@ -34,12 +34,12 @@
 //! that does not parse or names another origin than the page's.
 
 use crate::agent::{
-    self, AgentError, CardInfo, ConsentSigned, ConsentToSign, GrantToSign, LinkToSign, Linked,
-    PinPrompt,
+    self, AgentError, CardInfo, ConsentRefusal, ConsentSigned, ConsentToSign, GrantToSign,
+    LinkToSign, Linked, PinPrompt,
 };
 use crate::jpki::JpkiError;
 use crate::phr::card::{PhrError, SignedGrant};
-use crate::phr::kiosk::{KioskConsent, KioskConsentError};
+use crate::phr::kiosk::KioskConsentError;
 use crate::piv::PivError;
 use axum::Router;
 use axum::body::Bytes;
@@ -348,14 +348,27 @@ async fn on_card<R: Send + 'static>(
     }
 }
 
-fn token(signed: agent::SignedChallenge, card_record: Option<Vec<u8>>) -> Response {
-    axum::Json(Token {
+fn token(signed: agent::SignedChallenge, card_record: Option<&[u8]>) -> Response {
+    let app_version = concat!("card-agent/", env!("CARGO_PKG_VERSION"));
+    axum::Json(token_json(signed, app_version, card_record)).into_response()
+}
+
+/// The token as the agent answers it and the gateway parses it, from `app_version`; with a
+/// consent, the record written to a PHR card.
+pub fn token_json(
+    signed: agent::SignedChallenge,
+    app_version: &'static str,
+    card_record: Option<&[u8]>,
+) -> serde_json::Value {
+    let token = Token {
         format: TOKEN_FORMAT,
         signed,
-        app_version: concat!("card-agent/", env!("CARGO_PKG_VERSION")),
+        app_version,
         card_record: card_record.map(hex::encode),
-    })
-    .into_response()
+    };
+    // Invariant: every field of the token is a string (base64, hex), which always serialises.
+    #[allow(clippy::expect_used)]
+    serde_json::to_value(token).expect("the token serialises")
 }
 
 async fn authenticate(
@@ -413,31 +426,32 @@ async fn consent(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     let Some(origin) = admitted_origin(&headers) else {
         return error(StatusCode::FORBIDDEN, "origin_not_allowed");
     };
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    if b64.encode(Sha256::digest(request.document.as_bytes())) != request.nonce {
-        return error(StatusCode::BAD_REQUEST, "document_mismatch");
-    }
-    let Ok(document) = KioskConsent::from_document(&request.document) else {
-        return error(StatusCode::BAD_REQUEST, "bad_document");
+    let to_sign = match ConsentToSign::from_request(
+        &origin,
+        &request.nonce,
+        &request.document,
+        request.known_categories,
+        request.service_kind,
+        request.pseudonym,
+    ) {
+        Ok(to_sign) => to_sign,
+        Err(refused) => {
+            let code = match refused {
+                ConsentRefusal::DocumentMismatch => "document_mismatch",
+                ConsentRefusal::BadDocument => "bad_document",
+                ConsentRefusal::DocumentOrigin => "document_origin",
+            };
+            return error(StatusCode::BAD_REQUEST, code);
+        }
     };
-    if document.origin.as_deref() != Some(origin.as_str()) {
-        return error(StatusCode::BAD_REQUEST, "document_origin");
-    }
     let signed_data = signed_data(&origin, &request.nonce);
-    let to_sign = ConsentToSign {
-        consent: document,
-        known_categories: request.known_categories,
-        service_kind: request.service_kind,
-        pseudonym: request.pseudonym,
-    };
     let (card, prompt) = (Arc::clone(&shared.card), Arc::clone(&shared.prompt));
     match on_card(&shared, move || {
         card.consent(prompt.as_ref(), &origin, &signed_data, &to_sign)
     })
     .await
     {
-        Ok(done) => token(done.signed, done.card_record),
+        Ok(done) => token(done.signed, done.card_record.as_deref()),
         Err(refused) => refused,
     }
 }

@@ -6,6 +6,7 @@
 //! certificate sent to the source through the gateway), grant and pull (the service key signs
 //! the grant, `docs/source-protocol.md` §4). Used by `tests/sources_e2e.rs` and the demo.
 
+use card_agent::local_api;
 use card_agent::phr::card::{self, PhrError};
 use card_agent::phr::consent::Category;
 use card_agent::phr::kiosk::{self as phr_kiosk, KioskConsent};
@@ -15,6 +16,9 @@ use card_agent::transport::pcsc::{PcscContext, PcscTransaction};
 use serde_json::{Value, json};
 use std::time::Duration;
 use zeroize::Zeroizing;
+
+/// The `app_version` of the tokens this client makes.
+const APP_VERSION: &str = "iphr-tests/kiosk";
 
 /// Why a kiosk step failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,24 +58,6 @@ pub enum KioskError {
 
 fn card_error(e: impl std::fmt::Display) -> KioskError {
     KioskError::Card(e.to_string())
-}
-
-/// The token the agent answers (`card_agent::local_api`): ES256 by the holder key, and with a
-/// consent the record written to the card (hex).
-fn token_json(signed: &card::HolderSignature, card_record: Option<&[u8]>) -> Value {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut token = json!({
-        "format": card_agent::local_api::TOKEN_FORMAT,
-        "certificate": b64.encode(&signed.certificate),
-        "algorithm": "ES256",
-        "signature": b64.encode(&signed.signature),
-        "app_version": "iphr-tests/kiosk",
-    });
-    if let Some(record) = card_record {
-        token["card_record"] = Value::String(hex::encode(record));
-    }
-    token
 }
 
 /// A PHR card in a PC/SC reader and its PIN (held zeroized, sent only to the card).
@@ -125,7 +111,7 @@ impl PhrCardAtReader {
         let pin = self.pin()?;
         let signed =
             self.on_card(|tx| card::sign_challenge(tx, &pin, LastTry::Refuse, &signed_data))?;
-        Ok(token_json(&signed, None).to_string())
+        Ok(local_api::token_json(signed.into(), APP_VERSION, None).to_string())
     }
 
     /// Generates the service's key on the card (unless the card already holds one for that
@@ -176,7 +162,11 @@ impl PhrCardAtReader {
                 )
             })
             .map_err(card_error)?;
-        Ok(token_json(&signed, Some(written.record_bytes())))
+        Ok(local_api::token_json(
+            signed.into(),
+            APP_VERSION,
+            Some(written.record_bytes()),
+        ))
     }
 
     /// Signs the grant the gateway asked for with the service's key.
@@ -341,18 +331,8 @@ impl KioskClient {
     }
 
     /// Grants consent to `service` for `categories` (`A.checkup` …): the card writes the consent
-    /// record (linking the service under a random pseudonym if needed) and signs the document.
-    pub async fn consent(
-        &mut self,
-        card: &PhrCardAtReader,
-        service: &str,
-        categories: &[&str],
-    ) -> Result<Value, KioskError> {
-        self.consent_as(card, service, None, categories).await
-    }
-
-    /// [`Self::consent`] for a service that knows the person as `pseudonym` (a source's, from
-    /// its enrollment): a link the card makes now uses it, an existing link must have it.
+    /// record and signs the document. A link the card makes now uses `pseudonym` (a source's,
+    /// from its enrollment; a partner gets a random one), an existing link must have it.
     pub async fn consent_as(
         &mut self,
         card: &PhrCardAtReader,
@@ -362,16 +342,6 @@ impl KioskClient {
     ) -> Result<Value, KioskError> {
         let body = json!({"service_id": service, "action": "grant", "categories": categories});
         self.change_consent(card, body, pseudonym).await
-    }
-
-    /// Revokes the consent towards `service`, the card writing the revoked record first.
-    pub async fn revoke(
-        &mut self,
-        card: &PhrCardAtReader,
-        service: &str,
-    ) -> Result<Value, KioskError> {
-        let body = json!({"service_id": service, "action": "revoke"});
-        self.change_consent(card, body, None).await
     }
 
     /// Prepare → the card writes the record → the card signs the document → commit with both.

@@ -213,15 +213,7 @@ impl CardView {
         service: &str,
         pseudonym: Option<&str>,
     ) -> Result<Option<&LinkedService>, PhrError> {
-        match self.services.iter().find(|s| s.service == service) {
-            Some(linked) if pseudonym.is_some_and(|p| p != linked.pseudonym) => {
-                Err(PhrError::LinkedAsAnother {
-                    service: service.to_owned(),
-                    pseudonym: linked.pseudonym.clone(),
-                })
-            }
-            found => Ok(found),
-        }
+        link_for(&self.services, service, pseudonym)
     }
 
     /// The slot of `service`, if linked.
@@ -289,6 +281,24 @@ pub(super) struct Snapshot {
     consent_objects: Vec<(u32, ObjectState<ConsentSet>)>,
 }
 
+/// The link to `service` among `services`, if any; one under another pseudonym than `pseudonym`
+/// (when given) is refused: the card would be another person there.
+fn link_for<'s>(
+    services: &'s [LinkedService],
+    service: &str,
+    pseudonym: Option<&str>,
+) -> Result<Option<&'s LinkedService>, PhrError> {
+    match services.iter().find(|s| s.service == service) {
+        Some(linked) if pseudonym.is_some_and(|p| p != linked.pseudonym) => {
+            Err(PhrError::LinkedAsAnother {
+                service: service.to_owned(),
+                pseudonym: linked.pseudonym.clone(),
+            })
+        }
+        found => Ok(found),
+    }
+}
+
 impl Snapshot {
     fn active(&self) -> Option<(u32, &ConsentSet)> {
         self.consent_objects
@@ -307,9 +317,13 @@ impl Snapshot {
         })
     }
 
-    /// The link of `service`, if any.
-    pub(super) fn linked(&self, service: &str) -> Option<&LinkedService> {
-        self.services.iter().find(|s| s.service == service)
+    /// The link of `service`, if any (see [`CardView::link_for`]).
+    pub(super) fn link_for(
+        &self,
+        service: &str,
+        pseudonym: Option<&str>,
+    ) -> Result<Option<&LinkedService>, PhrError> {
+        link_for(&self.services, service, pseudonym)
     }
 
     pub(super) fn holder(&self) -> Result<&verify::HolderCert, PhrError> {

@@ -351,18 +351,8 @@ fn write_then<T: CardTransport + ?Sized, K: AsRef<str>, R>(
         let mut piv = Piv::select(&mut *t)?;
         let snap = snapshot(&mut piv)?;
         let holder = snap.holder()?.clone();
-        let link_slot = match snap.linked(service) {
-            Some(l) => {
-                if let Some(p) = pseudonym
-                    && l.pseudonym != p
-                {
-                    return Err(PhrError::LinkedAsAnother {
-                        service: service.to_owned(),
-                        pseudonym: l.pseudonym.clone(),
-                    });
-                }
-                None
-            }
+        let link_slot = match snap.link_for(service, pseudonym)? {
+            Some(_) => None,
             None => Some(slot_for_link(&snap, service)?),
         };
         let plan = plan_write(&snap, None, now, service, link_slot, |slot_of, set| {
