@@ -70,9 +70,10 @@ pub enum AgentError {
     /// The PHR card application failed.
     #[error(transparent)]
     Phr(#[from] PhrError),
-    /// A kiosk consent could not be written to the PHR card.
+    /// A kiosk consent the card cannot hold (the document, its categories or period); the card's
+    /// own failures during a consent are [`AgentError::Phr`], like every other operation's.
     #[error(transparent)]
-    KioskConsent(#[from] KioskConsentError),
+    KioskConsent(KioskConsentError),
     /// The card is not one this operation works with.
     #[error("this card is neither a My Number card nor an issued PHR card")]
     NotSupported,
@@ -105,6 +106,15 @@ pub enum AgentError {
     /// The person did not enter a usable PIN (nothing was sent to the card).
     #[error("PIN entry: {0}")]
     PinEntry(#[from] PinReadError),
+}
+
+impl From<KioskConsentError> for AgentError {
+    fn from(e: KioskConsentError) -> Self {
+        match e {
+            KioskConsentError::Card(e) => AgentError::Phr(e),
+            e => AgentError::KioskConsent(e),
+        }
+    }
 }
 
 /// Identifies the card and reads what can be read without a PIN (spends no PIN try).
@@ -586,7 +596,8 @@ pub struct GrantToSign {
 
 impl GrantToSign {
     /// The fields of the gateway's `grant-request` answer, `None` unless each has its shape: a
-    /// service id, an audience of 1–255 bytes, a 32-byte nonce (hex), 1–8 categories.
+    /// service id, an audience of 1–255 bytes, a 32-byte nonce (hex), as many categories as a
+    /// grant on the card holds (1–[`MAX_CATEGORIES`](crate::phr::consent::MAX_CATEGORIES)).
     pub fn from_request(
         service: String,
         audience: String,
@@ -599,7 +610,7 @@ impl GrantToSign {
             return None;
         }
         let nonce = hex::decode(nonce_hex).ok().filter(|n| n.len() == 32)?;
-        if scope.is_empty() || scope.len() > 8 {
+        if scope.is_empty() || scope.len() > crate::phr::consent::MAX_CATEGORIES {
             return None;
         }
         let scope = scope

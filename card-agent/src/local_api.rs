@@ -558,8 +558,7 @@ fn agent_error(e: &AgentError) -> Response {
             .into_response()
     };
     let piv = match e {
-        AgentError::Phr(PhrError::Piv(piv))
-        | AgentError::KioskConsent(KioskConsentError::Card(PhrError::Piv(piv))) => Some(piv),
+        AgentError::Phr(PhrError::Piv(piv)) => Some(piv),
         _ => None,
     };
     match (e, piv) {
@@ -586,8 +585,11 @@ fn agent_error(e: &AgentError) -> Response {
         (AgentError::Phr(PhrError::LinkedAsAnother { .. }), _) => {
             error(StatusCode::UNPROCESSABLE_ENTITY, "linked_as_another")
         }
-        (AgentError::Phr(PhrError::CardFull(_)), _) => {
+        (AgentError::Phr(PhrError::CardFull(_) | PhrError::ConsentStoreFull { .. }), _) => {
             error(StatusCode::UNPROCESSABLE_ENTITY, "card_full")
+        }
+        (AgentError::Phr(PhrError::ConcurrentUpdate { .. }), _) => {
+            error(StatusCode::CONFLICT, "card_changed")
         }
         (AgentError::PhrCardRequired, _) => {
             error(StatusCode::UNPROCESSABLE_ENTITY, "phr_card_required")
@@ -605,15 +607,7 @@ fn agent_error(e: &AgentError) -> Response {
 fn kiosk_error(e: &KioskConsentError) -> Response {
     let unprocessable = |code| error(StatusCode::UNPROCESSABLE_ENTITY, code);
     match e {
-        KioskConsentError::Card(PhrError::CardFull(_) | PhrError::ConsentStoreFull { .. }) => {
-            unprocessable("card_full")
-        }
-        KioskConsentError::Card(PhrError::LinkedAsAnother { .. }) => {
-            unprocessable("linked_as_another")
-        }
-        KioskConsentError::Card(PhrError::ConcurrentUpdate { .. }) => {
-            error(StatusCode::CONFLICT, "card_changed")
-        }
+        // Not reached through `From`, which makes the card's failures `AgentError::Phr`.
         KioskConsentError::Card(_) => error(StatusCode::BAD_GATEWAY, "card_error"),
         KioskConsentError::TooManyCategories { .. } => unprocessable("too_many_categories"),
         KioskConsentError::Document(_)

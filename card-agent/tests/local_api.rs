@@ -5,13 +5,16 @@
 
 mod common;
 
-use card_agent::agent::{CardAgent, CardKind, EnteredPin, PinAnswer, PinPrompt, PinRequest};
+use card_agent::agent::{
+    AgentError, CardAgent, CardKind, CardReader, EnteredPin, PinAnswer, PinPrompt, PinRequest,
+};
 use card_agent::local_api;
 use card_agent::phr::ca::PhrIssuerCa;
 use card_agent::phr::card as phr_card;
 use card_agent::phr::consent::{ConsentRecord, ConsentStatus};
 use card_agent::pin::{LastTry, PinReadError};
 use card_agent::piv::{PivPin, PivPuk, mgmt};
+use card_agent::transport::CardTransport;
 use card_agent::virtual_card::jpki::VirtualJpkiCard;
 use card_agent::virtual_card::piv::VirtualPivCard;
 use card_agent::virtual_card::{InProcess, VirtualCard};
@@ -77,11 +80,25 @@ async fn serve_card<C: VirtualCard + Send + 'static>(
     card: InProcess<C>,
     pins: &[&'static str],
 ) -> Agent<C> {
+    let (port, prompt) = serve_reader(card.clone(), pins).await;
+    Agent {
+        port,
+        card,
+        prompt,
+        _dir: dir,
+    }
+}
+
+/// The API on a free port over `reader`, the prompt answering `pins`.
+async fn serve_reader<R: CardReader>(
+    reader: R,
+    pins: &[&'static str],
+) -> (u16, Arc<ScriptedPrompt>) {
     let prompt = Arc::new(ScriptedPrompt::default());
     prompt.pins.lock().unwrap().extend(pins);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let service = Arc::new(CardAgent::new(card.clone()));
+    let service = Arc::new(CardAgent::new(reader));
     let prompt_for_server: Arc<dyn PinPrompt> = prompt.clone();
     tokio::spawn(local_api::serve(
         listener,
@@ -90,12 +107,7 @@ async fn serve_card<C: VirtualCard + Send + 'static>(
         prompt_for_server,
         std::future::pending(),
     ));
-    Agent {
-        port,
-        card,
-        prompt,
-        _dir: dir,
-    }
+    (port, prompt)
 }
 
 /// The agent with a fresh virtual My Number card.
@@ -715,6 +727,48 @@ async fn a_wrong_pin_writes_nothing_to_the_phr_card() {
     assert!(view.services.is_empty(), "no link made");
 }
 
+/// A reader whose PHR card is swapped for a My Number card after the first session (the one
+/// that reads the card before the PIN).
+struct SwappedAfterFirstSession {
+    phr: InProcess<VirtualPivCard>,
+    my_number: InProcess<VirtualJpkiCard>,
+    sessions: std::sync::atomic::AtomicUsize,
+}
+
+impl CardReader for SwappedAfterFirstSession {
+    fn session<R>(
+        &self,
+        f: impl FnOnce(&mut dyn CardTransport) -> Result<R, AgentError>,
+    ) -> Result<R, AgentError> {
+        if self
+            .sessions
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            == 0
+        {
+            self.phr.session(f)
+        } else {
+            self.my_number.session(f)
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_card_swapped_during_a_consent_is_reported_as_changed() {
+    let phr = start_phr(&[]).await;
+    let (_jpki_dir, jpki) = common::fresh_card();
+    let reader = SwappedAfterFirstSession {
+        phr: phr.card.clone(),
+        my_number: InProcess::new(jpki),
+        sessions: Default::default(),
+    };
+    let (port, prompt) = serve_reader(reader, &[PHR_PIN]).await;
+    let reply = post_consent(port, &document(ORIGIN, "grant", &["A.checkup"])).await;
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    assert_eq!(reply.json()["error"], "card_changed");
+    assert_eq!(prompt.asked.lock().unwrap()[0].card, CardKind::Phr);
+    assert!(card_view(&phr.card).consents.records.is_empty());
+}
+
 #[tokio::test]
 async fn a_my_number_consent_only_signs() {
     let agent = start(&["1234"]).await;
@@ -989,8 +1043,14 @@ async fn grant_requests_are_refused_before_the_pin() {
         }
     };
     refuse(with(&|_| {}), 422, "source_not_linked", "not linked").await;
-    let malformed: [(String, &str); 6] = [
+    let malformed: [(String, &str); 7] = [
         (with(&|r| r["nonce_hex"] = "abcd".into()), "short nonce"),
+        (
+            with(&|r| {
+                r["scope"] = (1..=7).map(|i| format!("A:kind-{i}")).collect();
+            }),
+            "more categories than a grant on the card holds",
+        ),
         (
             with(&|r| r["scope"] = serde_json::json!(["D:everything"])),
             "unknown unit",
