@@ -10,6 +10,7 @@
   };
   const AGENT_URL = meta("iphr-agent-url");
   const IDLE_SECS = Number.parseInt(meta("iphr-idle-secs"), 10) || 120;
+  const SESSION_EXPIRED = "サインインの有効期限が切れました。もう一度カードで本人確認してください";
 
   const $ = (id) => document.getElementById(id);
   const screens = ["start", "waiting", "signed-in"];
@@ -317,7 +318,7 @@
 
   function sourceMessage(response, body, fallback) {
     if (response.status === 401) {
-      return "サインインの有効期限が切れました。もう一度カードで本人確認してください";
+      return SESSION_EXPIRED;
     }
     return (body && body.message) || `${fallback}（${response.status}）`;
   }
@@ -463,7 +464,7 @@
       body: JSON.stringify({ service_id: serviceId, action }),
     });
     if (prepared.status === 401) {
-      throw new Failure("サインインの有効期限が切れました。もう一度カードで本人確認してください");
+      throw new Failure(SESSION_EXPIRED);
     }
     if (!prepared.ok) {
       throw new Failure(`同意の準備ができませんでした（${prepared.status}）`);
@@ -542,7 +543,7 @@
         } catch (_) {
           // Not JSON: treated as not signed in.
         }
-        throw new Failure(body && body.error === "reauthentication_required" ? REAUTH : "サインインの有効期限が切れました。もう一度カードで本人確認してください");
+        throw new Failure(body && body.error === "reauthentication_required" ? REAUTH : SESSION_EXPIRED);
       }
       if (!r.ok) {
         throw new Failure(`書き出しができませんでした（${r.status}）`);
@@ -575,7 +576,7 @@
     try {
       const r = await fetch("/api/erasure/prepare", { method: "POST" });
       if (r.status === 401) {
-        throw new Failure("サインインの有効期限が切れました。もう一度カードで本人確認してください");
+        throw new Failure(SESSION_EXPIRED);
       }
       if (!r.ok) {
         throw new Failure(`消去の準備ができませんでした（${r.status}）`);

@@ -104,6 +104,37 @@ pub async fn start_browser(profile: &Path) -> (ChildGuard, Client) {
     (driver, client)
 }
 
+/// Clicks the element `css` (found by the WebDriver's own wait).
+pub async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+/// Opens the kiosk page at `origin`, signs in with the card at the agent (its PIN typed into
+/// the agent's prompt, never the page) and returns the person id the page shows.
+pub async fn sign_in_with_agent(
+    client: &Client,
+    origin: &str,
+    agent_pin: &mut ChildStdin,
+    pin: &str,
+) -> String {
+    let page = format!("{origin}/kiosk");
+    client
+        .goto(&page)
+        .await
+        .unwrap_or_else(|e| panic!("open {page}: {e}"));
+    wait_text(client, "#start h1", |t| t == "カードで本人確認").await;
+    type_pin(agent_pin, pin);
+    click(client, "#sign-in").await;
+    wait_text(client, "#signed-in h1", |t| t == "サインインしました").await;
+    wait_text(client, "#person-id", |t| !t.is_empty()).await
+}
+
 /// Waits until the element `css` is displayed and its text satisfies `ok`; returns the text.
 pub async fn wait_text(client: &Client, css: &str, ok: impl Fn(&str) -> bool) -> String {
     wait_text_within(client, css, ok, UI_TIMEOUT).await

@@ -19,7 +19,7 @@ use gateway::clock::SystemClock;
 use gateway::config::Config;
 use gateway::server::{Gateway, serve};
 use iphr_tests::browser::{
-    UI_TIMEOUT, start_agent, start_browser, type_pin, wait_text, wait_text_within,
+    UI_TIMEOUT, click, start_agent, start_browser, type_pin, wait_text, wait_text_within,
 };
 use iphr_tests::{VPCD_READER_0, insert, pcsc_lock, persistent_dir};
 use std::path::{Path, PathBuf};
@@ -181,26 +181,14 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
 
     // (b) A wrong PIN typed into the agent: the page shows the tries left.
     type_pin(&mut agent_pin, WRONG_PIN);
-    client
-        .find(Locator::Css("#sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#sign-in").await;
     let message = wait_text(&client, "#message", |t| !t.is_empty()).await;
     assert!(message.contains("残り 2 回"), "{message}");
     assert_eq!(session_status(&client).await, 401);
 
     // (a) The right PIN: signed in, the certificate shown.
     type_pin(&mut agent_pin, CORRECT_PIN);
-    client
-        .find(Locator::Css("#sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#sign-in").await;
     wait_text(&client, "#signed-in h1", |t| t == "サインインしました").await;
     let subject = wait_text(&client, "#subject", |t| !t.is_empty()).await;
     assert!(subject.contains(&cn), "subject {subject:?} lacks CN {cn}");
@@ -226,13 +214,7 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
     );
     let person_id = person.clone();
     type_pin(&mut agent_pin, CORRECT_PIN);
-    client
-        .find(Locator::Css("#partners li button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#partners li button").await;
     wait_text(&client, "#consent-message", |t| {
         t == "けんこう手帳アプリ へのデータ提供に同意しました"
     })
@@ -256,13 +238,7 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
     std::fs::write(&shot, png).unwrap();
     eprintln!("screenshot: {}", shot.display());
     type_pin(&mut agent_pin, CORRECT_PIN);
-    client
-        .find(Locator::Css("#partners li button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#partners li button").await;
     wait_text(&client, "#consent-message", |t| {
         t == "けんこう手帳アプリ への同意を取り消しました"
     })
@@ -277,13 +253,7 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
     );
     assert!(partner.patient("partner-kenko", &person_id).await.is_err());
     // (f) The access history on the page: the read that was served and the one refused.
-    client
-        .find(Locator::Css("#show-history"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#show-history").await;
     let rows = wait_text(&client, "#history-rows", |t| t.contains("拒否")).await;
     assert!(rows.contains("けんこう手帳アプリ"), "{rows}");
     assert!(
@@ -322,13 +292,7 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
         .unwrap()
         .len();
     assert!(stored > 10, "{stored}");
-    client
-        .find(Locator::Css("#export"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#export").await;
     let exported = wait_text(&client, "#export-message", |t| !t.is_empty()).await;
     assert!(
         exported.starts_with(&format!("記録 {stored} 件を書き出しました（iphr-"))
@@ -338,13 +302,7 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
 
     // (h) データの消去: what would go is shown; the card signs (PIN in the agent) after the
     // confirmation; the record is gone and the page says until when backups hold it.
-    client
-        .find(Locator::Css("#erase"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#erase").await;
     let summary = wait_text(&client, "#erase-summary", |t| !t.is_empty()).await;
     assert!(
         summary.starts_with(&format!(
@@ -353,13 +311,7 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
         "{summary}"
     );
     type_pin(&mut agent_pin, CORRECT_PIN);
-    client
-        .find(Locator::Css("#erase-sign"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#erase-sign").await;
     let erased = wait_text(&client, "#erase-message", |t| {
         t.starts_with("データを消去しました")
     })
@@ -386,13 +338,7 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
     );
 
     // (c) Sign-out: back to the start screen, and the session is gone.
-    client
-        .find(Locator::Css("#sign-out"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#sign-out").await;
     wait_text(&client, "#start h1", |t| t == "カードで本人確認").await;
     wait_text(&client, "#message", |t| t == "サインアウトしました").await;
     assert_eq!(session_status(&client).await, 401);
@@ -400,13 +346,7 @@ async fn kiosk_page_signs_in_with_the_card_shows_tries_left_and_signs_out_in_chr
     // (d) Kiosk idle timeout: signed in again and left alone, the page signs itself out after the
     // configured idle time (shortened here; 120 s by default) and the server session is gone.
     type_pin(&mut agent_pin, CORRECT_PIN);
-    client
-        .find(Locator::Css("#sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#sign-in").await;
     wait_text(&client, "#signed-in h1", |t| t == "サインインしました").await;
     let signed_in = Instant::now();
     assert_eq!(session_status(&client).await, 200);

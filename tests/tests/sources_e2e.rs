@@ -25,7 +25,9 @@ use gateway::sources::{PullState, run_scheduled};
 use gateway::store::records::{self, Search};
 use gateway::store::services::{self, Service, ServiceKind};
 use iphr_source::server::{Enrollment, RegisteredGateway, Source, SourceConfig};
-use iphr_tests::browser::{start_agent, start_browser, type_pin, wait_text};
+use iphr_tests::browser::{
+    click, sign_in_with_agent, start_agent, start_browser, type_pin, wait_text,
+};
 use iphr_tests::kiosk::{KioskClient, PhrCardAtReader, issue_card};
 use iphr_tests::{insert, pcsc_lock};
 use rustls_pki_types::pem::PemObject as _;
@@ -153,23 +155,16 @@ async fn start_source(
     (url, tls_pair, data, stop)
 }
 
-fn write_gateway_config(
-    dir: &Path,
-    origin: &str,
-    gateway_tls: &Pem,
-    client: &Pem,
-    sources: &[(String, PathBuf)],
-    agent_url: Option<&str>,
-) -> PathBuf {
+/// The gateway configuration every test here shares (TLS files written to `dir`, SQLite, PHR
+/// cards trusted, the kiosk's agent when given).
+fn base_config(dir: &Path, origin: &str, gateway_tls: &Pem, agent_url: Option<&str>) -> String {
     let kiosk = agent_url.map_or(String::new(), |url| {
         format!("[kiosk]\nagent_url = \"{url}\"\n")
     });
     let d = dir.display();
     std::fs::write(dir.join("tls.pem"), &gateway_tls.cert).unwrap();
     std::fs::write(dir.join("tls.key"), &gateway_tls.key).unwrap();
-    std::fs::write(dir.join("source-client.pem"), &client.cert).unwrap();
-    std::fs::write(dir.join("source-client.key"), &client.key).unwrap();
-    let mut toml = format!(
+    format!(
         r#"
 public_origin = "{origin}"
 [tls]
@@ -182,14 +177,31 @@ card_type = "phr"
 key = "auth"
 anchors = ["{d}/phr-issuer-ca.der"]
 revocation = "disabled"
-[sources]
+"#
+    )
+}
+
+fn write_gateway_config(
+    dir: &Path,
+    origin: &str,
+    gateway_tls: &Pem,
+    client: &Pem,
+    sources: &[(String, PathBuf)],
+    agent_url: Option<&str>,
+) -> PathBuf {
+    let d = dir.display();
+    std::fs::write(dir.join("source-client.pem"), &client.cert).unwrap();
+    std::fs::write(dir.join("source-client.key"), &client.key).unwrap();
+    let mut toml = base_config(dir, origin, gateway_tls, agent_url);
+    toml.push_str(&format!(
+        r#"[sources]
 gateway_id = "{GATEWAY_ID}"
 client_cert = "{d}/source-client.pem"
 client_key = "{d}/source-client.key"
 pull_interval_secs = 2
 request_timeout_ms = 15000
 "#
-    );
+    ));
     for (s, (url, ca)) in SOURCES.iter().zip(sources) {
         toml.push_str(&format!(
             "[[sources.source]]\nid = \"{}\"\nurl = \"{url}\"\nserver_ca = \"{}\"\n",
@@ -625,30 +637,8 @@ async fn the_kiosk_page_writes_a_consent_and_a_revoke_to_the_phr_card() {
     );
     let (_agent, mut agent_pin, agent_url) = start_agent(&origin, reader);
     let tls = self_signed("localhost");
-    std::fs::write(d.join("tls.pem"), &tls.cert).unwrap();
-    std::fs::write(d.join("tls.key"), &tls.key).unwrap();
-    let dd = d.display();
-    std::fs::write(
-        d.join("gateway.toml"),
-        format!(
-            r#"
-public_origin = "{origin}"
-[tls]
-cert = "{dd}/tls.pem"
-key = "{dd}/tls.key"
-[database]
-url = "sqlite://{dd}/gateway.db"
-[kiosk]
-agent_url = "{agent_url}"
-[[trust]]
-card_type = "phr"
-key = "auth"
-anchors = ["{dd}/phr-issuer-ca.der"]
-revocation = "disabled"
-"#
-        ),
-    )
-    .unwrap();
+    let toml = base_config(d, &origin, &tls, Some(&agent_url));
+    std::fs::write(d.join("gateway.toml"), toml).unwrap();
     let config = Config::load(Some(&d.join("gateway.toml"))).unwrap();
     let gateway = Gateway::from_config(&config, Arc::new(SystemClock))
         .await
@@ -672,35 +662,18 @@ revocation = "disabled"
 
     let profile = tempfile::tempdir().unwrap();
     let (_driver, browser) = start_browser(profile.path()).await;
-    browser.goto(&format!("{origin}/kiosk")).await.unwrap();
-    wait_text(&browser, "#start h1", |t| t == "カードで本人確認").await;
-    let click = |css: &'static str| {
-        let browser = browser.clone();
-        async move {
-            browser
-                .find(Locator::Css(css))
-                .await
-                .unwrap()
-                .click()
-                .await
-                .unwrap();
-        }
-    };
 
     // Sign-in with the PHR card: the PIN typed into the agent, never the page.
-    type_pin(&mut agent_pin, PIN);
-    click("#sign-in").await;
-    wait_text(&browser, "#signed-in h1", |t| t == "サインインしました").await;
+    let person = sign_in_with_agent(&browser, &origin, &mut agent_pin, PIN).await;
     let card_type = wait_text(&browser, "#card-type", |t| !t.is_empty()).await;
     assert_eq!(card_type, "PHRカード");
-    let person = wait_text(&browser, "#person-id", |t| !t.is_empty()).await;
     let item = wait_text(&browser, "#partners li", |t| t.contains("健康アプリ")).await;
     assert!(item.contains("同意していません"), "{item}");
 
     // A wrong PIN: the tries left are shown; nothing is linked or written on the card, nothing
     // stored at the gateway.
     type_pin(&mut agent_pin, "999999");
-    click("#partners li button").await;
+    click(&browser, "#partners li button").await;
     let message = wait_text(&browser, "#consent-message", |t| t.contains("残り")).await;
     assert!(message.contains("残り 2 回"), "{message}");
     let view = read_card(reader).await;
@@ -714,7 +687,7 @@ revocation = "disabled"
 
     // Grant: the card links the partner and holds the granted record.
     type_pin(&mut agent_pin, PIN);
-    click("#partners li button").await;
+    click(&browser, "#partners li button").await;
     wait_text(&browser, "#consent-message", |t| {
         t == "健康アプリ へのデータ提供に同意しました"
     })
@@ -750,7 +723,7 @@ revocation = "disabled"
 
     // Revoke: the card holds the revoked record, newer than the grant.
     type_pin(&mut agent_pin, PIN);
-    click("#partners li button").await;
+    click(&browser, "#partners li button").await;
     wait_text(&browser, "#consent-message", |t| {
         t == "健康アプリ への同意を取り消しました"
     })
@@ -825,25 +798,16 @@ async fn the_kiosk_page_links_a_source_consents_and_grants_a_pull_with_the_phr_c
 
     let profile = tempfile::tempdir().unwrap();
     let (_driver, browser) = start_browser(profile.path()).await;
-    browser.goto(&format!("{origin}/kiosk")).await.unwrap();
-    wait_text(&browser, "#start h1", |t| t == "カードで本人確認").await;
     let find = |css: &'static str| {
         let browser = browser.clone();
         async move { browser.find(Locator::Css(css)).await.unwrap() }
     };
-    type_pin(&mut agent_pin, PIN);
-    find("#sign-in").await.click().await.unwrap();
-    wait_text(&browser, "#signed-in h1", |t| t == "サインインしました").await;
-    let person = wait_text(&browser, "#person-id", |t| !t.is_empty()).await;
+    let person = sign_in_with_agent(&browser, &origin, &mut agent_pin, PIN).await;
     let item = wait_text(&browser, "#source-list li", |t| t.contains(s.name)).await;
     assert!(item.contains("カード未連携・同意なし"), "{item}");
 
     // Without the letter's number and code nothing happens (no PIN asked).
-    find("#source-list li button.link")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#source-list li button.link").await;
     wait_text(&browser, "#source-list li .progress", |t| {
         t == "登録のご案内にある利用者番号と登録コードを入力してください"
     })
@@ -855,11 +819,7 @@ async fn the_kiosk_page_links_a_source_consents_and_grants_a_pull_with_the_phr_c
     let code = find("#source-list li input.enrollment-code").await;
     code.send_keys("WRONG-CODE-0000").await.unwrap();
     type_pin(&mut agent_pin, PIN);
-    find("#source-list li button.link")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#source-list li button.link").await;
     let refused = wait_text(&browser, "#source-list li .progress", |t| {
         t.contains("登録コード")
     })
@@ -885,11 +845,7 @@ async fn the_kiosk_page_links_a_source_consents_and_grants_a_pull_with_the_phr_c
     // The right code: no second PIN (the card is linked), the gateway links it at the source.
     code.clear().await.unwrap();
     code.send_keys(s.code).await.unwrap();
-    find("#source-list li button.link")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#source-list li button.link").await;
     let message = wait_text(&browser, "#sources-message", |t| !t.is_empty()).await;
     assert_eq!(
         message,
@@ -906,11 +862,7 @@ async fn the_kiosk_page_links_a_source_consents_and_grants_a_pull_with_the_phr_c
 
     // The grant, signed with the source's key on the card; the pull's progress to its end.
     type_pin(&mut agent_pin, PIN);
-    find("#source-list li button.grant")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#source-list li button.grant").await;
     let files = std::fs::read_dir(data.join(s.pseudonym)).unwrap().count();
     let done = wait_text(&browser, "#source-list li .progress", |t| {
         t.starts_with("完了") || t.starts_with("失敗") || t.starts_with("取り込めません")
